@@ -1,0 +1,252 @@
+"""The `atelier` command line: generate from a terminal, run workers, migrate the database.
+
+`imagine` and `demo` go through the same path as a chat command: validate, record, enqueue on arq, and wait for a
+worker, starting one in this process when none serves the queue. Progress goes to stderr; the last lines on
+stdout are the paths of the images, one per line. Bad input exits with status 2 and a one-line message before
+anything is enqueued; a job that fails exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import secrets
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from atelier.settings import Settings
+
+DEMO_PROMPT = "a lighthouse on a cliff at dawn, watercolour"
+
+
+class UsageError(Exception):
+    """Bad input from the person at the terminal: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atelier", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    imagine = sub.add_parser("imagine", help="generate images from a prompt, through the queue")
+    imagine.add_argument("prompt")
+    _add_generation_options(imagine)
+
+    demo = sub.add_parser(
+        "demo", help="imagine a fixed prompt with the tiny model, offline, on embedded defaults"
+    )
+    demo.add_argument("--out", type=Path, default=Path("out"), help="folder for the images (default: out)")
+
+    worker = sub.add_parser("worker", help="run a GPU worker that serves the queue until stopped")
+    worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+
+    sub.add_parser("migrate", help="apply pending database migrations and exit")
+
+    sub.add_parser("slack", help="run the Slack app (Socket Mode with ATELIER_SLACK_APP_TOKEN, else HTTP)")
+    return parser
+
+
+def _add_generation_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="model preset (default: the registry's default)")
+    p.add_argument("--seed", type=int, help="seed of the first image; image i uses seed+i (default: random)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--size", help="WIDTHxHEIGHT, each a multiple of 8")
+    size.add_argument("--ar", dest="aspect", help="aspect ratio W:H at the model's default pixel count")
+    p.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
+    p.add_argument("--count", type=int, help="number of images (default: 1)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
+    p.add_argument("--negative", default="", help="what the image should not contain")
+    p.add_argument("--out", type=Path, default=Path("out"), help="folder for the images (default: out)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    if args.command == "demo":
+        settings = settings.model_copy(update={"tiny_models": True})
+    from atelier.observability import setup_logging
+
+    setup_logging(settings.log_level)
+    try:
+        return asyncio.run(_COMMANDS[args.command](settings, args))
+    except UsageError as exc:
+        print(f"atelier: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _imagine(settings: Settings, args: argparse.Namespace) -> int:
+    # Validate before any service starts, so bad input costs nothing and leaves nothing behind.
+    from engine.registry import Registry
+    from jobs.specs import imagine_spec
+
+    try:
+        spec = imagine_spec(
+            Registry.load(settings.models_file),
+            prompt=args.prompt,
+            negative=args.negative,
+            model=args.model,
+            size=args.size,
+            aspect=args.aspect,
+            steps=args.steps,
+            guidance=args.guidance,
+            seed=args.seed,
+            count=args.count,
+            tiny=settings.tiny_models,
+            random_seed=secrets.randbelow(2**32),
+        )
+    except ValueError as exc:
+        raise UsageError(exc) from None
+    from atelier.runtime import Runtime
+
+    async with Runtime.open(settings) as runtime:
+        return await _run_and_wait(runtime, spec, args.out)
+
+
+async def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    args.prompt, args.negative, args.model, args.seed = DEMO_PROMPT, "", None, 1234
+    args.size = args.aspect = args.steps = args.guidance = args.count = None
+    return await _imagine(settings, args)
+
+
+async def _run_and_wait(runtime, spec, out_dir: Path) -> int:
+    from jobs.queue import enqueue
+    from jobs.replier import relay
+    from jobs.specs import ReplyTarget
+    from jobs.terminal import TerminalReplier
+    from jobs.worker import create_worker, live_workers
+    from storage.models import Job
+
+    settings = runtime.settings
+    queued = await enqueue(
+        runtime.redis,
+        spec,
+        request_id=f"cli:{uuid.uuid4()}",
+        reply_target=ReplyTarget(platform="cli"),
+        queue_name=settings.queue_name,
+    )
+    worker_task = None
+    if await live_workers(runtime.redis, settings.queue_name) == 0:
+        # No worker serves this queue: drain it here (burst mode), then exit with the result.
+        worker = create_worker(
+            runtime.worker_services(),
+            queue_name=settings.queue_name,
+            poll_delay=settings.poll_delay,
+            job_timeout=settings.job_timeout,
+            max_tries=settings.max_tries,
+            burst=True,
+            handle_signals=False,
+        )
+        worker_task = asyncio.create_task(worker.async_run())
+    terminal = TerminalReplier(runtime.blobs, out_dir)
+    try:
+        await relay(runtime.redis, await Job.get(id=queued.job_id), terminal)
+    finally:
+        if worker_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker_task
+    if terminal.error is not None:
+        print(f"atelier: job {queued.job_id} failed: {terminal.error}", file=sys.stderr)
+        return 1
+    for path in terminal.paths:
+        print(path)
+    return 0
+
+
+async def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from atelier.observability import start_http
+    from atelier.runtime import Runtime
+    from jobs.worker import create_worker
+
+    async with Runtime.open(settings) as runtime:
+        repliers = _platform_repliers(settings, runtime)
+        worker = create_worker(
+            runtime.worker_services(repliers=repliers),
+            queue_name=settings.queue_name,
+            poll_delay=settings.poll_delay,
+            max_jobs=settings.max_jobs,
+            job_timeout=settings.job_timeout,
+            max_tries=settings.max_tries,
+            burst=args.burst,
+        )
+        http = None
+        if settings.metrics_port:
+            http = await start_http(
+                settings.metrics_host, settings.metrics_port, lambda: runtime.redis.ping()
+            )
+        try:
+            await worker.async_run()
+        finally:
+            await worker.close()
+            if http is not None:
+                await http.cleanup()
+            for replier in repliers.values():
+                close = getattr(replier, "aclose", None)
+                if close is not None:
+                    await close()
+    return 0
+
+
+def _platform_repliers(settings: Settings, runtime) -> dict:  # runtime: Runtime (imported lazily)
+    """The chat platforms' repliers for a worker: each one whose bot token is configured."""
+    repliers: dict = {}
+    if settings.slack_bot_token is not None:
+        from bots.slack.client import web_client
+        from bots.slack.replier import SlackReplier
+
+        client = web_client(settings.secret("slack_bot_token"), _slack_api_base(settings))
+        repliers["slack"] = SlackReplier(client, runtime.blobs, runtime.redis)
+    return repliers
+
+
+def _slack_api_base(settings: Settings) -> str:
+    base = settings.slack_api_base
+    return base if base.endswith("/") else base + "/"
+
+
+async def _slack(settings: Settings, args: argparse.Namespace) -> int:
+    from atelier.runtime import Runtime
+    from bots.slack.app import run
+    from bots.slack.config import SlackConfig
+    from bots.slack.services import SlackServices
+
+    try:
+        config = SlackConfig(
+            bot_token=settings.secret("slack_bot_token") or "",
+            signing_secret=settings.secret("slack_signing_secret"),
+            app_token=settings.secret("slack_app_token"),
+            api_base=settings.slack_api_base,
+            host=settings.slack_host,
+            port=settings.slack_port,
+            admins=frozenset(settings.slack_admins),
+            reactions=dict(settings.slack_reactions),
+        )
+    except ValueError as exc:
+        raise UsageError(exc) from None
+
+    async with Runtime.open(settings) as runtime:
+        services = SlackServices(
+            redis=runtime.redis,
+            registry=runtime.registry,
+            queue_name=settings.queue_name,
+            tiny_models=settings.tiny_models,
+        )
+        await run(config, services)
+    return 0
+
+
+async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from storage.db import migrate
+
+    applied = await migrate(settings.database_url)
+    print("\n".join(applied) if applied else "no pending migrations", file=sys.stderr)
+    return 0
+
+
+_COMMANDS = {"imagine": _imagine, "demo": _demo, "worker": _worker, "migrate": _migrate, "slack": _slack}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Build Atelier's processes from settings: the shared clients every front-end and worker needs.
+
+`Runtime.open(settings)` connects (or starts) Redis, opens the database and applies migrations, opens the blob
+store and loads the model registry; leaving the context closes them in reverse. `worker_services()` adds what
+only a worker needs (the engine, which imports torch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from arq.connections import ArqRedis, RedisSettings, create_pool
+
+from atelier.embedded_redis import EmbeddedRedis
+from atelier.settings import Settings
+from engine.registry import Registry
+from jobs.replier import Replier
+from jobs.services import WorkerServices
+from storage.blobs import BlobStore, open_blob_store
+from storage.db import close_db, init_db
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    redis: ArqRedis
+    blobs: BlobStore
+    registry: Registry
+    embedded_redis: EmbeddedRedis | None = None
+    _engine: object | None = field(default=None, repr=False)
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, settings: Settings) -> AsyncIterator[Runtime]:
+        async with contextlib.AsyncExitStack() as stack:
+            embedded = None
+            if settings.redis_url:
+                redis_settings = RedisSettings.from_dsn(settings.redis_url)
+            else:
+                embedded = EmbeddedRedis(settings.data_dir)
+                embedded.start()
+                stack.callback(embedded.stop)
+                redis_settings = RedisSettings(unix_socket_path=embedded.socket_path)
+            redis = await create_pool(redis_settings)
+            stack.push_async_callback(redis.aclose)
+            await init_db(settings.database_url)
+            stack.push_async_callback(close_db)
+            blobs = open_blob_store(
+                settings.blob_url,
+                endpoint_url=settings.s3_endpoint_url,
+                region=settings.s3_region,
+                access_key_id=settings.secret("s3_access_key_id"),
+                secret_access_key=settings.secret("s3_secret_access_key"),
+            )
+            stack.push_async_callback(blobs.close)
+            registry = Registry.load(settings.models_file)
+            yield cls(settings, redis, blobs, registry, embedded)
+
+    def worker_services(self, repliers: dict[str, Replier] | None = None) -> WorkerServices:
+        """The services a worker's job functions get; the engine is built here, once per process."""
+        from engine.engine import Engine  # torch is imported by workers only
+
+        if self._engine is None:
+            budget = self.settings.model_memory_gb
+            self._engine = Engine(
+                self.registry,
+                self.settings.models_dir,
+                device=self.settings.device,
+                dtype=self.settings.dtype,
+                memory_budget_bytes=int(budget * 2**30) if budget else None,
+            )
+        return WorkerServices(
+            redis=self.redis,
+            registry=self.registry,
+            engine=self._engine,
+            blobs=self.blobs,
+            repliers=dict(repliers or {}),
+        )

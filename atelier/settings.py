@@ -1,0 +1,164 @@
+"""Every setting Atelier reads, from `ATELIER_*` environment variables (or a `.env` file).
+
+The defaults are the embedded mode: SQLite, a local blob folder, a Redis that Atelier starts itself, real model
+presets (set `ATELIER_TINY_MODELS=1` for the offline tiny ones). The README lists every variable; a test keeps
+that list and this class in step.
+
+Secrets (`*_SECRET*`, `*_TOKEN`) are `SecretStr`, so they never show in reprs or logs, and each may instead be
+read from a file named by `<NAME>_FILE` (Docker and Kubernetes secrets), e.g. `ATELIER_S3_SECRET_ACCESS_KEY_FILE`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Atelier's configuration; one instance is built by the composition root and passed down."""
+
+    model_config = SettingsConfigDict(env_prefix="ATELIER_", env_file=".env", extra="ignore")
+
+    # Where state lives in the embedded mode.
+    data_dir: Path = Field(Path("data"), description="Folder for the SQLite file, local blobs, model cache.")
+
+    # Services.
+    redis_url: str | None = Field(
+        None, description="Redis to queue on, e.g. redis://127.0.0.1:6379/0. Unset: start an embedded one."
+    )
+    database_url: str = Field(
+        "sqlite://data/atelier.db", description="tortoise URL: sqlite://… or postgres://…"
+    )
+    blob_url: str = Field(
+        "data/blobs", description="A local folder, or s3://bucket/prefix for S3-compatible."
+    )
+    s3_endpoint_url: str | None = Field(None, description="S3 API endpoint (MinIO, R2, …); unset for AWS.")
+    s3_region: str | None = Field(None, description="S3 region.")
+    s3_access_key_id: SecretStr | None = Field(None, description="S3 access key id (or ..._FILE).")
+    s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret key (or ..._FILE).")
+
+    # Queue and worker.
+    queue_name: str = Field("atelier:queue", description="arq queue (Redis sorted set) for image jobs.")
+    poll_delay: float = Field(
+        0.005, gt=0, description="Seconds between a worker's queue polls (pickup latency)."
+    )
+    max_jobs: int = Field(
+        1, ge=1, description="Jobs one worker runs at once (GPU work is serialised anyway)."
+    )
+    job_timeout: int = Field(1800, ge=1, description="Seconds before a running job is abandoned.")
+    max_tries: int = Field(3, ge=1, description="Times a job is attempted when its worker dies mid-job.")
+
+    # Models.
+    tiny_models: bool = Field(False, description="Make every default model its tiny, offline counterpart.")
+    models_file: Path | None = Field(None, description="Extra TOML presets, added to the built-in registry.")
+    model_cache_dir: Path | None = Field(
+        None, description="Where weights and tiny models live (data/models)."
+    )
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    dtype: str = Field(
+        "auto", description="auto (bf16/fp16 on CUDA, fp32 on CPU), float32, float16, bfloat16."
+    )
+    model_memory_gb: float | None = Field(
+        None, gt=0, description="Memory budget for resident pipelines; unset: 75% of the device's memory."
+    )
+
+    # Slack app (`atelier slack`, and the worker's Slack replier when the bot token is set).
+    slack_bot_token: SecretStr | None = Field(None, description="Slack bot token, xoxb-… (or ..._FILE).")
+    slack_signing_secret: SecretStr | None = Field(
+        None, description="Slack signing secret; required in HTTP mode (or ..._FILE)."
+    )
+    slack_app_token: SecretStr | None = Field(
+        None, description="Slack app-level token, xapp-…: set, Socket Mode; unset, HTTP mode (or ..._FILE)."
+    )
+    slack_host: str = Field("0.0.0.0", description="Address the Slack HTTP endpoint listens on (HTTP mode).")
+    slack_port: int = Field(3000, ge=1, le=65535, description="Port of the Slack HTTP endpoint (HTTP mode).")
+    slack_api_base: str = Field(
+        "https://slack.com/api/", description="Slack Web API base URL (GovSlack: https://slack-gov.com/api/)."
+    )
+    slack_admins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Slack user ids allowed admin actions, comma-separated."
+    )
+    slack_reactions: dict[str, str] = Field(
+        default_factory=lambda: {"mag": "upscale", "sparkles": "faces"},
+        description='Reaction name -> action on an Atelier image, as JSON: {"mag": "upscale", "sparkles": "faces"}.',
+    )
+
+    # Discord bot (`atelier discord`, and the worker's Discord replier when the token is set).
+    discord_token: SecretStr | None = Field(
+        None, description="Discord bot token (or ..._FILE); unset: no Discord."
+    )
+    discord_api_base: str = Field(
+        "https://discord.com/api/v10",
+        description="Discord REST base URL (an API proxy, or a local emulator).",
+    )
+    discord_gateway_url: str = Field(
+        "wss://gateway.discord.gg/", description="Discord gateway WebSocket URL."
+    )
+    discord_guild_ids: Annotated[list[int], NoDecode] = Field(
+        default_factory=list,
+        description="Guild ids, comma-separated: sync commands to these guilds (instant) instead of globally.",
+    )
+    discord_admin_role: str | None = Field(
+        None, description="Role id or name whose members may administer the bot, besides Manage Server."
+    )
+
+    # Observability.
+    metrics_host: str = Field("127.0.0.1", description="Address of the /metrics and /healthz server.")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Port of /metrics and /healthz; 0 disables it.")
+    log_level: str = Field("INFO", description="Python log level.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, values: dict) -> dict:
+        """Fill a secret from the file named by `ATELIER_<NAME>_FILE` when the variable itself is unset."""
+        for name in (
+            "s3_access_key_id",
+            "s3_secret_access_key",
+            "slack_bot_token",
+            "slack_signing_secret",
+            "slack_app_token",
+            "discord_token",
+        ):
+            file_var = f"ATELIER_{name.upper()}_FILE"
+            if values.get(name) is None and os.environ.get(file_var):
+                values[name] = Path(os.environ[file_var]).read_text().strip()
+        return values
+
+    @field_validator("discord_guild_ids", mode="before")
+    @classmethod
+    def _guild_ids(cls, value: object) -> object:
+        """`123,456` (commas or spaces, or a JSON list) -> [123, 456]."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            parts = text.replace(",", " ").split()
+            if not all(part.isdigit() for part in parts):
+                raise ValueError(f"Discord guild ids must be numbers separated by commas (got {value!r})")
+            return [int(part) for part in parts]
+        return value
+
+    @field_validator("slack_admins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        """`U1,U2` (or a JSON list) -> ["U1", "U2"]."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @property
+    def models_dir(self) -> Path:
+        return self.model_cache_dir or self.data_dir / "models"
+
+    def secret(self, name: str) -> str | None:
+        """The plain value of a secret setting, for the one place that hands it to a client."""
+        value: SecretStr | None = getattr(self, name)
+        return value.get_secret_value() if value is not None else None

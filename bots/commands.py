@@ -1,0 +1,125 @@
+"""Platform-neutral parsing of what people type: prompt flags such as `--ar 16:9 --seed 7 --no text`.
+
+Discord and Slack both hand a prompt string (plus, on Discord, typed options) to `parse_prompt`, which splits the
+Midjourney-style flags from the text. Flags and explicit options mean the same thing; an option given both ways
+must agree. Errors are `CommandError`s whose message is shown to the user as is.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+
+
+class CommandError(ValueError):
+    """Something the user typed is wrong; the message says what, in words they can act on."""
+
+
+# flag -> (option name, kind). Aliases map to the same option.
+FLAGS: dict[str, tuple[str, str]] = {
+    "--ar": ("aspect", "text"),
+    "--aspect": ("aspect", "text"),
+    "--size": ("size", "text"),
+    "--seed": ("seed", "int"),
+    "--steps": ("steps", "int"),
+    "--count": ("count", "int"),
+    "--n": ("count", "int"),
+    "--model": ("model", "text"),
+    "--guidance": ("guidance", "float"),
+    "--cfg": ("guidance", "float"),
+    "--no": ("negative", "text"),
+    "--lora": ("lora", "list"),
+}
+
+
+@dataclass
+class ParsedPrompt:
+    prompt: str
+    options: dict[str, object] = field(default_factory=dict)
+
+
+def parse_prompt(text: str) -> ParsedPrompt:
+    """Split `text` into the prompt and its flags. `--no` takes every word up to the next flag."""
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise CommandError(f"could not read the prompt: {exc}") from None
+    prompt_words: list[str] = []
+    options: dict[str, object] = {}
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if not word.startswith("--"):
+            prompt_words.append(word)
+            i += 1
+            continue
+        flag = word.lower()
+        if flag not in FLAGS:
+            known = ", ".join(sorted(FLAGS))
+            raise CommandError(f"unknown flag {word}; known flags: {known}")
+        name, kind = FLAGS[flag]
+        values: list[str] = []
+        i += 1
+        while i < len(words) and not words[i].startswith("--"):
+            values.append(words[i])
+            i += 1
+            if kind != "text" or name != "negative":
+                break  # only --no takes several words
+        if not values:
+            raise CommandError(f"{word} needs a value")
+        _store(options, word, name, kind, " ".join(values))
+    prompt = " ".join(prompt_words).strip()
+    if not prompt:
+        raise CommandError("the prompt is only flags: add words that describe the image")
+    return ParsedPrompt(prompt, options)
+
+
+def merge_options(parsed: ParsedPrompt, explicit: dict[str, object]) -> dict[str, object]:
+    """Combine flags from the prompt with options the platform passed separately; a conflict is an error."""
+    merged = dict(parsed.options)
+    for name, value in explicit.items():
+        if value is None:
+            continue
+        if name == "lora":
+            merged["lora"] = [*merged.get("lora", []), *value]  # type: ignore[list-item]
+        elif name in merged and merged[name] != value:
+            raise CommandError(f"{name} is given twice with different values ({merged[name]} and {value})")
+        else:
+            merged[name] = value
+    return merged
+
+
+def parse_lora(text: str) -> tuple[str, float]:
+    """`"name:0.8"` → ("name", 0.8); a bare name has weight 1."""
+    name, _, weight = text.partition(":")
+    if not name:
+        raise CommandError(f"a LoRA needs a name, as in name:0.8 (got {text!r})")
+    try:
+        value = float(weight) if weight else 1.0
+    except ValueError:
+        raise CommandError(f"the LoRA weight in {text!r} is not a number") from None
+    if not -2.0 <= value <= 2.0:
+        raise CommandError(f"the LoRA weight must be between -2 and 2 (got {value})")
+    return name, value
+
+
+def _store(options: dict[str, object], word: str, name: str, kind: str, raw: str) -> None:
+    if kind == "int":
+        try:
+            value: object = int(raw)
+        except ValueError:
+            raise CommandError(f"{word} needs a whole number (got {raw!r})") from None
+    elif kind == "float":
+        try:
+            value = float(raw)
+        except ValueError:
+            raise CommandError(f"{word} needs a number (got {raw!r})") from None
+    elif kind == "list":
+        options.setdefault(name, [])
+        options[name].append(parse_lora(raw))  # type: ignore[union-attr]
+        return
+    else:
+        value = raw
+    if name in options and options[name] != value:
+        raise CommandError(f"{word} is given twice with different values")
+    options[name] = value

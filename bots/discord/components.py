@@ -1,0 +1,64 @@
+"""Button custom ids and the message components that carry them, as Discord's JSON.
+
+All state a button needs is in its custom id (`atelier:<action>:<job_id>:<index>`), never in memory, so buttons
+keep working after the bot or a worker restarts. The worker builds these rows as plain JSON (it does not run
+discord.py); the bot parses the same ids with the patterns below (see `views.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Discord's button styles.
+PRIMARY, SECONDARY, DANGER = 1, 2, 4
+MAX_BUTTONS_PER_ROW: Final = 5
+
+JOB_ID = r"[A-Za-z0-9_-]{1,64}"
+CANCEL_TEMPLATE = rf"atelier:cancel:(?P<job_id>{JOB_ID})"
+RESULT_ACTIONS = ("upscale", "vary", "faces", "reroll", "delete")
+RESULT_TEMPLATE = rf"atelier:(?P<action>{'|'.join(RESULT_ACTIONS)}):(?P<job_id>{JOB_ID}):(?P<index>[0-9]{{1,2}})"
+
+# Per-image actions get one row each: label prefix, emoji.
+_PER_IMAGE_ROWS = (("upscale", "U", None), ("vary", "V", None), ("faces", "F", "✨"))
+
+
+def cancel_id(job_id: str) -> str:
+    return f"atelier:cancel:{job_id}"
+
+
+def result_id(action: str, job_id: str, index: int) -> str:
+    if action not in RESULT_ACTIONS:
+        raise ValueError(f"unknown result action {action!r}; known: {', '.join(RESULT_ACTIONS)}")
+    return f"atelier:{action}:{job_id}:{index}"
+
+
+def button(custom_id: str, label: str, *, style: int = SECONDARY, emoji: str | None = None) -> dict:
+    data: dict = {"type": 2, "style": style, "label": label, "custom_id": custom_id}
+    if emoji:
+        data["emoji"] = {"name": emoji}
+    return data
+
+
+def row(*buttons: dict) -> dict:
+    return {"type": 1, "components": list(buttons)}
+
+
+def cancel_components(job_id: str) -> list[dict]:
+    return [row(button(cancel_id(job_id), "Cancel", style=DANGER))]
+
+
+def result_components(job_id: str, count: int) -> list[dict]:
+    """U1…Un (upscale), V1…Vn (variations), F1…Fn (enhance faces), then reroll and delete."""
+    if not 1 <= count <= MAX_BUTTONS_PER_ROW:
+        raise ValueError(f"a result message holds buttons for 1 to {MAX_BUTTONS_PER_ROW} images (got {count})")
+    rows = [
+        row(*(button(result_id(action, job_id, i), f"{prefix}{i + 1}", emoji=emoji) for i in range(count)))
+        for action, prefix, emoji in _PER_IMAGE_ROWS
+    ]
+    rows.append(
+        row(
+            button(result_id("reroll", job_id, 0), "Reroll", style=PRIMARY, emoji="🔁"),
+            button(result_id("delete", job_id, 0), "Delete", style=DANGER, emoji="🗑️"),
+        )
+    )
+    return rows

@@ -1,0 +1,103 @@
+"""The Slack app: a bolt `AsyncApp` with Atelier's middleware and listeners, served over Socket Mode or HTTP.
+
+Socket Mode (an app-level token is set) needs no public URL: the app opens a WebSocket to the URL that
+`apps.connections.open` returns on the configured API base. HTTP mode serves `POST /slack/events` for slash
+commands, events and interactivity alike, each request verified against the signing secret by bolt (forged or
+stale requests get 401 and reach no listener), plus `GET /healthz`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+
+from bots.slack import actions, imagine, reactions
+from bots.slack.client import web_client
+from bots.slack.config import EVENTS_PATH, SlackConfig
+from bots.slack.dedupe import event_deduplicator
+from bots.slack.services import SlackServices
+from bots.slack.workspace import attach_workspace
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: SlackConfig, services: SlackServices) -> AsyncApp:
+    """The bolt app with every Atelier listener; serving it is `run`'s job."""
+    app = AsyncApp(
+        name="atelier",
+        client=web_client(config.bot_token, config.api_base),
+        # Socket Mode requests come over the authenticated WebSocket and are not signed; HTTP ones always are.
+        signing_secret=config.signing_secret or "",
+    )
+    app.middleware(event_deduplicator(services.redis))
+    app.middleware(attach_workspace)
+    imagine.register(app, services)
+    actions.register(app, config, services)
+    reactions.register(app, config, services)
+    return app
+
+
+async def run(config: SlackConfig, services: SlackServices, stop: asyncio.Event | None = None) -> None:
+    """Serve the app until `stop` is set (by default: until SIGINT or SIGTERM)."""
+    stop = stop or _stop_on_signals()
+    app = create_app(config, services)
+    # Fail at start, with Slack's reason, on a bad bot token or API base, instead of on the first command.
+    identity = await app.client.auth_test()
+    log.info(
+        "slack: signed in to team %s as %s",
+        identity.get("team") or identity.get("team_id"),
+        identity.get("user"),
+    )
+    if config.socket_mode:
+        await _serve_socket_mode(app, config, stop)
+    else:
+        await _serve_http(app, config, stop)
+
+
+async def _serve_http(app: AsyncApp, config: SlackConfig, stop: asyncio.Event) -> None:
+    async def events(request: web.Request) -> web.Response:
+        return await to_aiohttp_response(await app.async_dispatch(await to_bolt_request(request)))
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    web_app = web.Application()
+    web_app.router.add_post(EVENTS_PATH, events)
+    web_app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(web_app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, config.host, config.port).start()
+        log.info("slack: HTTP mode, listening on http://%s:%d%s", config.host, config.port, EVENTS_PATH)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+async def _serve_socket_mode(app: AsyncApp, config: SlackConfig, stop: asyncio.Event) -> None:
+    handler = AsyncSocketModeHandler(app, config.app_token, web_client=app.client)
+    try:
+        # Asked once here so a bad app token stops the process with Slack's error; the client's own connect loop
+        # would retry it forever.
+        handler.client.wss_uri = await handler.client.issue_new_wss_url()
+        await handler.connect_async()
+        log.info("slack: Socket Mode, connected")
+        await stop.wait()
+    finally:
+        await handler.close_async()
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # not on Windows
+            loop.add_signal_handler(sig, stop.set)
+    return stop

@@ -1,0 +1,132 @@
+"""Block Kit for everything the app posts: the status message of a job in each of its states, and the message of
+results with its action buttons. Pure functions from data to `{"text", "blocks"}`, so both the app (which posts
+the first status) and the worker's replier (which edits it) draw the same thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from bots.slack.ids import ActionRef
+
+PROGRESS_CELLS = 10
+MAX_BUTTONS_PER_BLOCK = 25  # Slack's limit for the elements of one actions block
+
+
+class ImageLike(Protocol):
+    index: int
+    seed: int
+    width: int
+    height: int
+
+
+def escape(text: str) -> str:
+    """Make user text literal in mrkdwn: `<`, `>` and `&` would otherwise start links and mentions."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def describe(spec: dict) -> str:
+    """One line saying what was asked: the model, size, steps, count and seed of an imagine spec."""
+    parts = [
+        spec.get("model", "?"),
+        f"{spec.get('width')}×{spec.get('height')}",
+        f"{spec.get('steps')} steps",
+    ]
+    if spec.get("count", 1) > 1:
+        parts.append(f"{spec['count']} images")
+    parts.append(f"seed {spec.get('seed')}")
+    if spec.get("negative"):
+        parts.append(f"no: {escape(spec['negative'])}")
+    return " · ".join(str(p) for p in parts)
+
+
+def queued_status(
+    job_id: str, spec: dict, requester: str | None, position: int | None, eta_s: float | None
+) -> dict:
+    where = f"position {position} in the queue" if position else "waiting for a worker"
+    if eta_s is not None:
+        where += f" · ready in about {_duration(eta_s)}"
+    return _status(job_id, spec, requester, f":hourglass_flowing_sand: Queued, {where}", cancellable=True)
+
+
+def progress_status(job_id: str, spec: dict, requester: str | None, step: int, total: int) -> dict:
+    total = max(total, 1)
+    filled = min(PROGRESS_CELLS, round(PROGRESS_CELLS * step / total))
+    bar = "▰" * filled + "▱" * (PROGRESS_CELLS - filled)
+    line = f":art: Imagining {bar} {round(100 * step / total)}% · step {step}/{total}"
+    return _status(job_id, spec, requester, line, cancellable=True)
+
+
+def done_status(job_id: str, spec: dict, requester: str | None, count: int) -> dict:
+    noun = "image" if count == 1 else "images"
+    return _status(job_id, spec, requester, f":white_check_mark: Done: {count} {noun} in this thread")
+
+
+def failed_status(job_id: str, spec: dict, requester: str | None, message: str) -> dict:
+    return _status(job_id, spec, requester, f":warning: Failed: {escape(message)}")
+
+
+def cancelled_status(job_id: str, spec: dict, requester: str | None, by: str) -> dict:
+    return _status(job_id, spec, requester, f":no_entry_sign: Cancelled by <@{by}>")
+
+
+def result_message(job_id: str, spec: dict, requester: str | None, images: Sequence[ImageLike]) -> dict:
+    """The message under the uploaded images: seeds, and U/V/reroll/faces buttons that carry the job id."""
+    seeds = ", ".join(str(i.seed) for i in images)
+    who = f"<@{requester}>: " if requester else ""
+    text = f"{who}{escape(spec.get('prompt', ''))}"
+    numbered = len(images) > 1
+    upscale = [_button(f"U{i.index + 1}", ActionRef("upscale", job_id, i.index)) for i in images]
+    variations = [_button(f"V{i.index + 1}", ActionRef("variations", job_id, i.index)) for i in images]
+    faces = [
+        _button(f"Faces {i.index + 1}" if numbered else "Enhance faces", ActionRef("faces", job_id, i.index))
+        for i in images
+    ]
+    reroll = [_button(":repeat: Reroll", ActionRef("reroll", job_id, 0))]
+    blocks: list[dict] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": f"{describe(spec)} · seeds {seeds}"}]},
+    ]
+    for name, row in (("upscale", upscale), ("variations", variations), ("more", reroll + faces)):
+        for start in range(0, len(row), MAX_BUTTONS_PER_BLOCK):
+            blocks.append(
+                {
+                    "type": "actions",
+                    "block_id": f"{name}:{job_id}:{start}",
+                    "elements": row[start : start + MAX_BUTTONS_PER_BLOCK],
+                }
+            )
+    return {"text": text, "blocks": blocks}
+
+
+def _status(job_id: str, spec: dict, requester: str | None, line: str, *, cancellable: bool = False) -> dict:
+    who = f"<@{requester}> " if requester else ""
+    prompt = escape(spec.get("prompt", ""))
+    blocks: list[dict] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"{who}*{prompt}*"}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": describe(spec)}]},
+        {"type": "section", "text": {"type": "mrkdwn", "text": line}},
+    ]
+    if cancellable:
+        cancel = _button("Cancel", ActionRef("cancel", job_id, 0))
+        cancel["style"] = "danger"
+        blocks.append({"type": "actions", "block_id": f"status:{job_id}", "elements": [cancel]})
+    return {"text": f"{prompt}: {line}", "blocks": blocks}
+
+
+def _button(label: str, ref: ActionRef) -> dict:
+    code = ref.encode()
+    return {
+        "type": "button",
+        "text": {"type": "plain_text", "text": label, "emoji": True},
+        "action_id": code,
+        "value": code,
+    }
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(1, round(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    return f"{round(seconds / 60)} min"

@@ -1,0 +1,94 @@
+"""`/imagine <prompt> [--flags]` and `@Atelier <prompt> [--flags]`: text to image, with Discord's flags.
+
+Both acknowledge first (the slash command with `ack()`, the mention by bolt itself), then validate with
+`bots.commands` and the model registry, then submit. Bad input gets an ephemeral message that says what is
+wrong, and nothing is enqueued. A mention starts its thread under the mention; a command starts a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import uuid
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots.commands import CommandError, merge_options, parse_prompt
+from bots.slack.services import SlackServices
+from bots.slack.submit import submit
+from engine.registry import Registry
+from jobs.specs import Imagine, imagine_spec
+
+log = logging.getLogger(__name__)
+
+USAGE = "Usage: `/imagine a lighthouse at dawn --ar 16:9 --seed 7 --steps 30 --no fog --model sd15 --n 2`"
+MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
+
+
+def imagine_from_text(registry: Registry, text: str, *, tiny: bool) -> Imagine:
+    """Turn what someone typed into a checked spec; every problem is a CommandError with the reason."""
+    if not text.strip():
+        raise CommandError(f"describe the image you want. {USAGE}")
+    parsed = parse_prompt(text)
+    options = merge_options(parsed, {})
+    if options.pop("lora", None):
+        raise CommandError("--lora is not available yet: remove it and try again")
+    try:
+        return imagine_spec(
+            registry, prompt=parsed.prompt, tiny=tiny, random_seed=secrets.randbelow(2**32), **options
+        )
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def register(app: AsyncApp, services: SlackServices) -> None:
+    """Add the `/imagine` command and the `app_mention` listener to `app`."""
+
+    @app.command("/imagine")
+    async def imagine_command(
+        ack: AsyncAck, command: dict, client: AsyncWebClient, respond: AsyncRespond, context: AsyncBoltContext
+    ) -> None:
+        await ack()
+        # trigger_id is unique per invocation: a redelivered command (Socket Mode) maps to the same job.
+        request_id = f"slack:command:{command.get('trigger_id') or uuid.uuid4()}"
+        try:
+            spec = imagine_from_text(services.registry, command.get("text", ""), tiny=services.tiny_models)
+            await submit(
+                client,
+                services,
+                spec,
+                request_id=request_id,
+                channel=command["channel_id"],
+                thread_ts=None,
+                workspace=context["workspace"],
+            )
+        except CommandError as exc:
+            await respond(text=f":warning: {exc}", response_type="ephemeral", replace_original=False)
+
+    @app.event("app_mention")
+    async def imagine_mention(event: dict, client: AsyncWebClient, context: AsyncBoltContext) -> None:
+        channel, ts = event["channel"], event["ts"]
+        thread_ts = event.get("thread_ts") or ts
+        # One message is one request, whichever delivery of its event reaches us.
+        request_id = f"slack:message:{context.team_id}:{channel}:{ts}"
+        try:
+            text = MENTION.sub(" ", event.get("text", ""))
+            spec = imagine_from_text(services.registry, text, tiny=services.tiny_models)
+            await submit(
+                client,
+                services,
+                spec,
+                request_id=request_id,
+                channel=channel,
+                thread_ts=thread_ts,
+                workspace=context["workspace"],
+            )
+        except CommandError as exc:
+            await client.chat_postEphemeral(
+                channel=channel, user=event["user"], thread_ts=thread_ts, text=f":warning: {exc}"
+            )

@@ -1,0 +1,146 @@
+"""The worker's Slack replier: edits the job's status message as it runs, and posts the results in its thread.
+
+Status edits go through `CoalescedEdits` (one every 2 s at most, latest state wins), so the worker's progress
+pump never waits for Slack. Results are uploaded with `files_upload_v2` (Slack's three-step external upload)
+as PNG, or JPEG when the PNG is big (Slack's image blocks take no WebP), as new replies in the thread, followed
+by a message with the action buttons; the status message then says done. A job cancelled from Slack is not
+edited again by progress that was already on its way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+
+import aiohttp
+from PIL import Image as PILImage
+from redis.asyncio import Redis
+from slack_sdk.errors import SlackClientError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots.slack import blocks, ids
+from bots.slack.coalesce import CoalescedEdits
+from jobs.replier import StoredImage
+from storage.blobs import BlobStore
+from storage.models import Job, JobStatus
+
+log = logging.getLogger(__name__)
+
+STATUS_INTERVAL_S = 2.0
+PNG_LIMIT_BYTES = 8 * 2**20  # above this a result goes as JPEG: same pixels, a fraction of the upload
+JPEG_QUALITY = 92
+
+
+def encode_for_slack(png: bytes, limit_bytes: int = PNG_LIMIT_BYTES) -> tuple[bytes, str]:
+    """The bytes to upload and their extension: the PNG as is when it fits `limit_bytes`, else a JPEG."""
+    if len(png) <= limit_bytes:
+        return png, "png"
+    with PILImage.open(io.BytesIO(png)) as image:
+        out = io.BytesIO()
+        image.convert("RGB").save(out, format="JPEG", quality=JPEG_QUALITY, optimize=True)
+    return out.getvalue(), "jpg"
+
+
+class SlackReplier:
+    """One per worker process; keeps an edit stream per job while the job runs."""
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        blobs: BlobStore,
+        redis: Redis,
+        *,
+        status_interval_s: float = STATUS_INTERVAL_S,
+        png_limit_bytes: int = PNG_LIMIT_BYTES,
+    ) -> None:
+        self._client, self._blobs, self._redis = client, blobs, redis
+        self._interval_s, self._png_limit = status_interval_s, png_limit_bytes
+        self._edits: dict[str, CoalescedEdits] = {}
+        self._finishing: set[asyncio.Task] = set()
+
+    async def queued(self, job: Job, position: int | None, eta_s: float | None) -> None:
+        data = _data(job)
+        self._status(job).show(blocks.queued_status(job.id, job.spec, data.get("user"), position, eta_s))
+
+    async def progress(self, job: Job, step: int, total: int, preview: PILImage.Image | None) -> None:
+        data = _data(job)
+        self._status(job).show(blocks.progress_status(job.id, job.spec, data.get("user"), step, total))
+
+    async def result(self, job: Job, images: list[StoredImage]) -> None:
+        data = _data(job)
+        try:
+            await self._post_results(job, data, images)
+            final = blocks.done_status(job.id, job.spec, data.get("user"), len(images))
+        except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
+            log.error("job %s: posting the results to Slack failed: %s", job.id, exc)
+            message = f"the images are ready but could not be posted to Slack. Reference: {job.id}"
+            final = blocks.failed_status(job.id, job.spec, data.get("user"), message)
+        self._finish(job, final)
+
+    async def failure(self, job: Job, message: str) -> None:
+        data = _data(job)
+        self._finish(job, blocks.failed_status(job.id, job.spec, data.get("user"), message))
+
+    async def aclose(self) -> None:
+        """Send the final edits still waiting for their interval (at worker shutdown)."""
+        await asyncio.gather(*(edits.wait() for edits in list(self._edits.values())), return_exceptions=True)
+
+    def _status(self, job: Job) -> CoalescedEdits:
+        edits = self._edits.get(job.id)
+        if edits is None:
+            data = _data(job)
+
+            async def send(content: dict, final: bool) -> None:
+                if not final and await _cancelled(job.id):
+                    return  # the app already showed "cancelled"; a late progress frame must not undo it
+                await self._client.chat_update(channel=data["channel"], ts=data["status_ts"], **content)
+
+            edits = self._edits[job.id] = CoalescedEdits(
+                send, interval_s=self._interval_s, name=f"job {job.id}"
+            )
+        return edits
+
+    def _finish(self, job: Job, content: dict) -> None:
+        edits = self._status(job)
+        edits.show(content, final=True)
+        task = asyncio.get_running_loop().create_task(self._forget_when_sent(job.id, edits))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
+    async def _forget_when_sent(self, job_id: str, edits: CoalescedEdits) -> None:
+        await edits.wait()
+        if self._edits.get(job_id) is edits:
+            del self._edits[job_id]
+
+    async def _post_results(self, job: Job, data: dict, images: list[StoredImage]) -> None:
+        prompt = str(job.spec.get("prompt", ""))
+        uploads = []
+        for image in images:
+            content, ext = encode_for_slack(await self._blobs.get(image.blob_key), self._png_limit)
+            uploads.append(
+                {
+                    "content": content,
+                    "filename": f"atelier-{job.id}-{image.index + 1}.{ext}",
+                    "title": f"{prompt[:80]} (seed {image.seed})",
+                    "alt_txt": prompt[:1000],
+                }
+            )
+        await self._client.files_upload_v2(
+            file_uploads=uploads, channel=data["channel"], thread_ts=data["thread_ts"]
+        )
+        posted = await self._client.chat_postMessage(
+            channel=data["channel"],
+            thread_ts=data["thread_ts"],
+            **blocks.result_message(job.id, job.spec, data.get("user"), images),
+        )
+        key = ids.result_message_key(posted.get("channel", data["channel"]), posted["ts"])
+        await self._redis.set(key, job.id, ex=ids.RESULT_MESSAGE_TTL_S)
+
+
+def _data(job: Job) -> dict:
+    return (job.reply_target or {}).get("data", {})
+
+
+async def _cancelled(job_id: str) -> bool:
+    return await Job.filter(id=job_id, status=JobStatus.CANCELLED).exists()

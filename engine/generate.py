@@ -1,0 +1,81 @@
+"""What a text-to-image request is, independent of how it runs: a plain value that crosses thread boundaries.
+
+Kept free of torch so the job layer can build requests without loading the GPU stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from engine.registry import Preset
+
+MAX_SEED = 2**63 - 1
+"""Largest seed accepted (image i uses seed + i): every seed fits a signed 64-bit database column."""
+
+ProgressFn = Callable[[int, int, "Image.Image | None"], None]
+"""Called after each denoising step with (step counted from 1, total steps, a cheap preview or None).
+
+It may raise to cancel the generation: the exception propagates out of `Engine.txt2img`.
+"""
+
+
+@dataclass(frozen=True)
+class TextToImage:
+    """One text-to-image request. Image i is drawn with its own generator seeded `seed + i`, so a seed gives
+    the same image alone or anywhere in a batch."""
+
+    prompt: str
+    negative: str
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    seed: int
+    count: int
+
+    @classmethod
+    def for_preset(
+        cls,
+        preset: Preset,
+        prompt: str,
+        *,
+        negative: str = "",
+        width: int | None = None,
+        height: int | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        seed: int = 0,
+        count: int = 1,
+    ) -> TextToImage:
+        """A request with the preset's defaults for every value left out."""
+        return cls(
+            prompt=prompt,
+            negative=negative,
+            width=preset.default_width if width is None else width,
+            height=preset.default_height if height is None else height,
+            steps=preset.default_steps if steps is None else steps,
+            guidance=preset.default_guidance if guidance is None else guidance,
+            seed=seed,
+            count=count,
+        )
+
+
+def check_request(preset: Preset, request: TextToImage) -> None:
+    """Raise ValueError when `request` does not fit `preset`; run before any model is loaded."""
+    if preset.role != "txt2img":
+        raise ValueError(f"model {preset.name!r} is a {preset.role} model, not a txt2img one")
+    preset.check(
+        width=request.width,
+        height=request.height,
+        steps=request.steps,
+        count=request.count,
+        guidance=request.guidance,
+        negative=request.negative,
+    )
+    if not 0 <= request.seed <= MAX_SEED - request.count:
+        raise ValueError(f"seed must be between 0 and {MAX_SEED - request.count} (got {request.seed})")

@@ -1,0 +1,50 @@
+"""Loading a preset's pipeline: real weights from the Hugging Face hub or a local directory, tiny ones from
+their built directory, always through the pipeline class's `from_pretrained`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import diffusers
+import torch
+
+from engine.registry import Preset
+from engine.tiny import ensure_built
+
+
+def load_pipeline(preset: Preset, *, cache_dir: Path, dtype: torch.dtype) -> diffusers.DiffusionPipeline:
+    """The preset's pipeline in `dtype`, still on the CPU so its size can be weighed before it moves.
+
+    Real weights download into the standard Hugging Face cache (HF_HOME) when not there yet.
+    """
+    pipeline_class = getattr(diffusers, preset.pipeline, None)
+    if not (isinstance(pipeline_class, type) and issubclass(pipeline_class, diffusers.DiffusionPipeline)):
+        raise ValueError(f"preset {preset.name!r}: {preset.pipeline!r} is not a diffusers pipeline class")
+    if preset.is_tiny:
+        pipeline = pipeline_class.from_pretrained(ensure_built(preset, cache_dir), dtype=dtype)
+    else:
+        variant = {"variant": preset.variant} if preset.variant else {}
+        pipeline = pipeline_class.from_pretrained(preset.source, dtype=dtype, **variant)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def place(pipeline: diffusers.DiffusionPipeline, device: torch.device) -> None:
+    """Move a loaded pipeline to `device`; on CUDA, convolution-heavy modules go channels-last, which is
+    faster on tensor cores. Attention already uses PyTorch's SDPA kernels by default."""
+    pipeline.to(device)
+    if device.type == "cuda":
+        for name in ("unet", "vae"):
+            module = getattr(pipeline, name, None)
+            if module is not None:
+                module.to(memory_format=torch.channels_last)
+
+
+def pipeline_bytes(pipeline: diffusers.DiffusionPipeline) -> int:
+    """Memory held by a pipeline's weights: every parameter and buffer of its torch modules."""
+    total = 0
+    for component in pipeline.components.values():
+        if isinstance(component, torch.nn.Module):
+            tensors = [*component.parameters(), *component.buffers()]
+            total += sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+    return total

@@ -1,0 +1,18 @@
+"""Prometheus metrics that workers export (served on /metrics by the composition root)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+JOBS = Counter("atelier_jobs_total", "Jobs finished, by kind, model and status.", ["kind", "model", "status"])
+IMAGES = Counter("atelier_images_total", "Images generated, by model and status.", ["model", "status"])
+GENERATION_SECONDS = Histogram(
+    "atelier_generation_seconds",
+    "Seconds of GPU work per job, by kind and model.",
+    ["kind", "model"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320),
+)
+QUEUE_LENGTH = Gauge("atelier_queue_length", "Jobs waiting in the queue.", ["queue"])
+MODEL_CACHE_HITS = Gauge("atelier_model_cache_hits", "Pipeline cache hits since the worker started.")
+MODEL_CACHE_MISSES = Gauge("atelier_model_cache_misses", "Pipeline cache misses (loads) since start.")
+MODEL_LOAD_SECONDS = Gauge("atelier_model_load_seconds", "Seconds spent loading pipelines since start.")

@@ -1,0 +1,29 @@
+"""What a job function may use: the narrow set of clients a worker builds once at start-up."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from arq.connections import ArqRedis
+
+from engine.registry import Registry
+from jobs.replier import Replier
+from storage.blobs import BlobStore
+
+if TYPE_CHECKING:  # torch is imported by workers only, never by the bots
+    from engine.engine import Engine
+
+
+@dataclass
+class WorkerServices:
+    """Built by the composition root and put in arq's ctx as `ctx["services"]`."""
+
+    redis: ArqRedis
+    registry: Registry
+    engine: Engine
+    blobs: BlobStore
+    repliers: dict[str, Replier] = field(default_factory=dict)  # platform name -> its replier
+    # One thread owns the GPU: torch work never runs on the event loop and never runs twice at once.
+    gpu: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="gpu"))

@@ -1,0 +1,15 @@
+"""Fixtures every test area shares: the real services (see fixtures_services) and one tiny-model cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["tests.fixtures_services"]
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One model cache for the whole session: tiny presets are built into it once, then loaded from disk."""
+    return tmp_path_factory.mktemp("models")

@@ -1,0 +1,99 @@
+"""A `Runtime` on either backend: the embedded defaults, or the real services (Redis, PostgreSQL, S3)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from redis.asyncio import Redis
+
+from atelier.runtime import Runtime
+from atelier.settings import Settings
+from jobs.worker import create_worker
+
+REDIS_URL = "redis://127.0.0.1:6379/1"  # this area's database on the shared server; flushed per test
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def flushed_redis() -> AsyncIterator[str]:
+    client = Redis.from_url(REDIS_URL)
+    await client.flushdb()
+    await client.aclose()
+    yield REDIS_URL
+
+
+@pytest.fixture(params=["embedded", "services"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def settings(
+    backend: str,
+    tmp_path: Path,
+    models_dir: Path,
+    postgres_databases,
+    moto_s3_endpoint: str,
+    flushed_redis: str,
+) -> Settings:
+    """Settings for one test: embedded (SQLite, local blobs, Atelier's own Redis) or the real services."""
+    common = {"data_dir": tmp_path / "data", "tiny_models": True, "model_cache_dir": models_dir}
+    if backend == "embedded":
+        return Settings(**common, database_url=f"sqlite://{tmp_path}/data/atelier.db")
+    return Settings(
+        **common,
+        redis_url=flushed_redis,
+        database_url=await postgres_databases("atelier_test_jobs"),
+        blob_url=f"s3://atelier-test/{tmp_path.name}",
+        s3_endpoint_url=moto_s3_endpoint,
+        s3_region="us-east-1",
+        s3_access_key_id="test-key",
+        s3_secret_access_key="test-secret",
+    )
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    if settings.blob_url.startswith("s3://"):
+        await _create_bucket(settings)
+    async with Runtime.open(settings) as rt:
+        yield rt
+
+
+@pytest.fixture
+def run_worker(runtime: Runtime) -> Callable:
+    """Run a burst worker in this process until the queue is empty (arq's own testing style)."""
+
+    async def run(**overrides: object) -> None:
+        worker = create_worker(
+            runtime.worker_services(),
+            queue_name=runtime.settings.queue_name,
+            burst=True,
+            handle_signals=False,
+            poll_delay=0.001,
+            **overrides,
+        )
+        try:
+            await worker.async_run()
+        finally:
+            await worker.close()
+
+    return run
+
+
+async def _create_bucket(settings: Settings) -> None:
+    import aioboto3
+
+    session = aioboto3.Session()
+    async with session.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.s3_region,
+        aws_access_key_id=settings.secret("s3_access_key_id"),
+        aws_secret_access_key=settings.secret("s3_secret_access_key"),
+    ) as s3:
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+            await s3.create_bucket(Bucket="atelier-test")
