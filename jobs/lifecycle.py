@@ -1,0 +1,140 @@
+"""The life of every job, whatever its kind: run → store → deliver, or fail, each step idempotent by job id.
+
+A job function (`jobs.functions`) only says how to produce images from its spec; `run_job` does the rest, the
+same way for every kind. Any job may run more than once (arq retries a job whose worker died), so image keys and
+rows are fixed by (job, index), a job that already succeeded is only re-delivered, a delivered one is left
+alone, and a cancelled one never runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+from PIL import Image as PILImage
+
+from engine.output import png_bytes
+from jobs import metrics
+from jobs.progress import ProgressPump
+from jobs.replier import Fanout, Replier, StoredImage, StreamReplier
+from jobs.services import WorkerServices
+from storage.models import Image, Job, JobStatus
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, PILImage.Image | None], None]
+
+
+@dataclass(frozen=True)
+class Produced:
+    """One image a job made, with the seed that made it (0 where no seed is involved, e.g. upscaling)."""
+
+    image: PILImage.Image
+    seed: int = 0
+
+
+Produce = Callable[[WorkerServices, Job, Progress], Awaitable[list[Produced]]]
+
+
+async def on_gpu(services: WorkerServices, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run blocking torch work on the worker's single GPU thread, keeping the event loop free."""
+    return await asyncio.get_running_loop().run_in_executor(services.gpu, partial(fn, *args))
+
+
+async def run_job(ctx: dict, job_id: str, produce: Produce) -> dict:
+    """Run one job of any kind: `produce` makes the images; this function owns every state change."""
+    services: WorkerServices = ctx["services"]
+    job = await Job.get(id=job_id)
+    replier = replier_for(services, job)
+    if job.status == JobStatus.CANCELLED:
+        return {"status": job.status.value}
+    if job.status == JobStatus.SUCCEEDED:
+        # A retry after the images were stored: deliver them if the first run died before it could.
+        if job.delivered_at is None:
+            await _deliver(job, replier, await _stored_images(job))
+        return {"status": job.status.value, "images": await Image.filter(job=job).count()}
+
+    job.status, job.started_at, job.attempts = JobStatus.RUNNING, datetime.now(UTC), job.attempts + 1
+    await job.save(update_fields=["status", "started_at", "attempts"])
+    started = time.perf_counter()
+    try:
+        async with ProgressPump(asyncio.get_running_loop(), replier, job) as pump:
+            produced = await produce(services, job, pump.report)
+    except ValueError as exc:  # the request cannot be done (a limit, an unknown model): the user's to fix
+        return await _fail(job, replier, str(exc))
+    except Exception:
+        log.exception("job %s failed", job_id)
+        return await _fail(job, replier, f"Something went wrong on our side. Reference: {job_id}")
+    gpu_seconds = time.perf_counter() - started
+
+    stored = [await _store(services, job, i, p) for i, p in enumerate(produced)]
+    job.status, job.finished_at, job.gpu_seconds = JobStatus.SUCCEEDED, datetime.now(UTC), gpu_seconds
+    await job.save(update_fields=["status", "finished_at", "gpu_seconds"])
+    metrics.JOBS.labels(job.kind, job.model, "succeeded").inc()
+    metrics.IMAGES.labels(job.model, "succeeded").inc(len(stored))
+    metrics.GENERATION_SECONDS.labels(job.kind, job.model).observe(gpu_seconds)
+    _export_cache_stats(services)
+    await _deliver(job, replier, stored)
+    return {"status": job.status.value, "images": len(stored), "gpu_seconds": gpu_seconds}
+
+
+def replier_for(services: WorkerServices, job: Job) -> Replier:
+    """The job's event stream, plus the replier of the platform it came from (if this worker has one)."""
+    stream = StreamReplier(services.redis)
+    platform = (job.reply_target or {}).get("platform", "cli")
+    platform_replier = services.repliers.get(platform)
+    return Fanout(stream, platform_replier) if platform_replier else stream
+
+
+async def _store(services: WorkerServices, job: Job, index: int, produced: Produced) -> StoredImage:
+    data = png_bytes(produced.image)
+    key = f"images/{job.id}/{index}.png"
+    await services.blobs.put(key, data, "image/png")
+    digest = hashlib.sha256(data).hexdigest()
+    width, height = produced.image.size
+    await Image.update_or_create(
+        job=job,
+        index=index,
+        defaults={
+            "blob_key": key,
+            "width": width,
+            "height": height,
+            "size_bytes": len(data),
+            "seed": produced.seed,
+            "sha256": digest,
+        },
+    )
+    return StoredImage(index, key, width, height, produced.seed, len(data), digest)
+
+
+async def _stored_images(job: Job) -> list[StoredImage]:
+    rows = await Image.filter(job=job).order_by("index")
+    return [StoredImage(r.index, r.blob_key, r.width, r.height, r.seed, r.size_bytes, r.sha256) for r in rows]
+
+
+async def _deliver(job: Job, replier: Replier, images: list[StoredImage]) -> None:
+    await replier.result(job, images)
+    job.delivered_at = datetime.now(UTC)
+    await job.save(update_fields=["delivered_at"])
+
+
+async def _fail(job: Job, replier: Replier, message: str) -> dict:
+    job.status, job.finished_at, job.error = JobStatus.FAILED, datetime.now(UTC), message
+    await job.save(update_fields=["status", "finished_at", "error"])
+    metrics.JOBS.labels(job.kind, job.model, "failed").inc()
+    await replier.failure(job, message)
+    return {"status": job.status.value, "error": message}
+
+
+def _export_cache_stats(services: WorkerServices) -> None:
+    cache = services.engine.cache
+    metrics.MODEL_CACHE_HITS.set(cache.hits)
+    metrics.MODEL_CACHE_MISSES.set(cache.misses)
+    metrics.MODEL_LOAD_SECONDS.set(cache.load_seconds)
