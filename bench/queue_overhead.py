@@ -79,11 +79,13 @@ async def main(n: int, redis_url: str | None) -> None:
                     if event == "failed":
                         raise RuntimeError(f"job {job.job_id} failed")
                 queued.append(time.perf_counter() - started)
-                info = await ArqJob(job.job_id, runtime.redis, _queue_name=settings.queue_name).info()
+                arq_job = ArqJob(job.job_id, runtime.redis, _queue_name=settings.queue_name)
+                await arq_job.result(poll_delay=0.001)  # the result record lands just after the result event
+                info = await arq_job.result_info()
                 pickups.append((info.start_time - info.enqueue_time).total_seconds())
 
-            worker_task.cancel()
             await worker.close()
+            await asyncio.gather(worker_task, return_exceptions=True)
 
     backend = "redis " + redis_url if redis_url else "embedded redis (unix socket), sqlite"
     ms = sorted(p * 1000 for p in pickups)
