@@ -45,7 +45,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply pending database migrations and exit")
 
     sub.add_parser("slack", help="run the Slack app (Socket Mode with ATELIER_SLACK_APP_TOKEN, else HTTP)")
+
+    from bots.discord.guide import HELP as DISCORD_HELP  # plain text; discord.py is imported only to run
+
+    sub.add_parser(
+        "discord",
+        help="run the Discord bot (/imagine, buttons); needs ATELIER_DISCORD_TOKEN",
+        description=DISCORD_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for group in _groups():
+        group.add_parsers(sub)
     return parser
+
+
+# Subcommand groups kept in their own modules (one per feature area). Each module has
+# `add_parsers(sub)` and `COMMANDS: dict[str, async (settings, args) -> int]`.
+GROUP_MODULES: tuple[str, ...] = ()
+
+
+def _groups() -> list:
+    import importlib
+
+    return [importlib.import_module(name) for name in GROUP_MODULES]
 
 
 def _add_generation_options(p: argparse.ArgumentParser) -> None:
@@ -70,7 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     setup_logging(settings.log_level)
     try:
-        return asyncio.run(_COMMANDS[args.command](settings, args))
+        commands = dict(_COMMANDS)
+        for group in _groups():
+            commands.update(group.COMMANDS)
+        return asyncio.run(commands[args.command](settings, args))
     except UsageError as exc:
         print(f"atelier: error: {exc}", file=sys.stderr)
         return 2
@@ -193,6 +218,13 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
 def _platform_repliers(settings: Settings, runtime) -> dict:  # runtime: Runtime (imported lazily)
     """The chat platforms' repliers for a worker: each one whose bot token is configured."""
     repliers: dict = {}
+    if settings.discord_token is not None:
+        from bots.discord.editclock import EditClock
+        from bots.discord.replier import DiscordReplier
+        from bots.discord.rest import DiscordRest
+
+        rest = DiscordRest(settings.secret("discord_token") or "", settings.discord_api_base)
+        repliers["discord"] = DiscordReplier(rest, runtime.blobs, EditClock(runtime.redis))
     if settings.slack_bot_token is not None:
         from bots.slack.client import web_client
         from bots.slack.replier import SlackReplier
@@ -238,6 +270,36 @@ async def _slack(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _discord(settings: Settings, args: argparse.Namespace) -> int:
+    import discord
+
+    from atelier.runtime import Runtime
+    from bots.discord.client import AtelierBot, BotConfig, configure_endpoints
+
+    token = settings.secret("discord_token")
+    if not token:
+        raise UsageError(
+            "set ATELIER_DISCORD_TOKEN (or ATELIER_DISCORD_TOKEN_FILE) to your bot's token; "
+            "`atelier discord --help` shows where to find it"
+        )
+    configure_endpoints(settings.discord_api_base, settings.discord_gateway_url)
+    async with Runtime.open(settings) as runtime:
+        config = BotConfig(
+            redis=runtime.redis,
+            registry=runtime.registry,
+            queue_name=settings.queue_name,
+            tiny_models=settings.tiny_models,
+            guild_ids=tuple(settings.discord_guild_ids),
+            admin_role=settings.discord_admin_role,
+        )
+        try:
+            async with AtelierBot(config) as bot:
+                await bot.start(token)
+        except discord.LoginFailure:
+            raise UsageError("Discord refused the token (401): copy it again from the Bot page") from None
+    return 0
+
+
 async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from storage.db import migrate
 
@@ -246,7 +308,7 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"imagine": _imagine, "demo": _demo, "worker": _worker, "migrate": _migrate, "slack": _slack}
+_COMMANDS = {"imagine": _imagine, "demo": _demo, "worker": _worker, "migrate": _migrate, "slack": _slack, "discord": _discord}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -64,6 +64,8 @@ class Engine:
         """Generate `request.count` images; raises ValueError, before loading anything, for a request the
         preset's limits reject. `progress` gets a preview every `preview_every` steps (0: never)."""
         check_request(preset, request)
+        if preview_every < 0:
+            raise ValueError(f"preview_every must be 0 (no previews) or more (got {preview_every})")
         pipeline = self._cache.get(preset)
         generators = [
             torch.Generator("cpu").manual_seed(request.seed + index) for index in range(request.count)

@@ -50,8 +50,8 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def size_for_aspect(preset: Preset, aspect: str) -> tuple[int, int]:
-    """The size with the preset's default pixel count and the aspect ratio `"W:H"`, each side a multiple of 8,
-    scaled up where needed so the short side is at least the smallest any model accepts."""
+    """The size with the preset's default pixel count and the aspect ratio `"W:H"`, each side a multiple of the
+    preset's step (8, or 16 for Flux), scaled up where needed so the short side is at least the minimum."""
     parts = aspect.split(":")
     try:
         w, h = (float(p) for p in parts)
@@ -63,7 +63,8 @@ def size_for_aspect(preset: Preset, aspect: str) -> tuple[int, int]:
     height = math.sqrt(area * h / w)
     width = height * w / h
     scale = max(1.0, MIN_SIDE / min(width, height))
-    return round(width * scale / 8) * 8, round(height * scale / 8) * 8
+    step = preset.multiple_of
+    return round(width * scale / step) * step, round(height * scale / step) * step
 
 
 def imagine_spec(
@@ -107,7 +108,8 @@ def imagine_spec(
         width, height = preset.default_width, preset.default_height
     steps = preset.default_steps if steps is None else steps
     count = 1 if count is None else count
-    preset.check(width=width, height=height, steps=steps, count=count)
+    guidance = preset.default_guidance if guidance is None else guidance
+    preset.check(width=width, height=height, steps=steps, count=count, guidance=guidance, negative=negative)
     return Imagine(
         prompt=prompt,
         negative=negative.strip(),
@@ -115,7 +117,7 @@ def imagine_spec(
         width=width,
         height=height,
         steps=steps,
-        guidance=preset.default_guidance if guidance is None else guidance,
+        guidance=guidance,
         seed=random_seed if seed is None else seed,
         count=count,
     )

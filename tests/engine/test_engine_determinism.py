@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from engine.engine import Engine, TextToImage
 from engine.output import png_bytes
 from engine.registry import Registry
@@ -33,6 +35,7 @@ print(json.dumps(digests))
 """
 
 
+@pytest.mark.slow  # the child process spends ~10 s importing torch and diffusers on a 2-core CPU
 def test_same_request_gives_identical_bytes_in_another_process(
     engine: Engine, registry: Registry, tmp_path: Path
 ) -> None:
