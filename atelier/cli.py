@@ -3,7 +3,9 @@
 `imagine` and `demo` go through the same path as a chat command: validate, record, enqueue on arq, and wait for a
 worker, starting one in this process when none serves the queue. Progress goes to stderr; the last lines on
 stdout are the paths of the images, one per line. Bad input exits with status 2 and a one-line message before
-anything is enqueued; a job that fails exits with status 1.
+anything is enqueued; a request that a quota, a pause or a ban refuses exits with status 3 and a one-line reason
+(the limit, the usage, when it resets); a job that fails exits with status 1. Requests count against
+`--tenant PLATFORM:ID --user ID` (default `cli:local`, user `local`); `atelier admin …` manages quotas.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from atelier.settings import Settings
+from quotas.errors import QuotaRefused
 
 DEMO_PROMPT = "a lighthouse on a cliff at dawn, watercolour"
+CLI_TENANT, CLI_USER = "cli:local", "local"  # the machine's owner, on the cli platform's starting tier
 
 
 class UsageError(Exception):
@@ -33,11 +37,22 @@ def build_parser() -> argparse.ArgumentParser:
     imagine = sub.add_parser("imagine", help="generate images from a prompt, through the queue")
     imagine.add_argument("prompt")
     _add_generation_options(imagine)
+    _add_tenant_options(imagine)
+    imagine.add_argument(
+        "--lora",
+        action="append",
+        metavar="NAME[:WEIGHT]",
+        help="apply a LoRA from ATELIER_LORA_DIR at a weight (default 1), e.g. ink:0.8; repeatable",
+    )
+    imagine.add_argument(
+        "--enhance-faces", action="store_true", help="restore faces after generation (GFPGAN by default)"
+    )
 
     demo = sub.add_parser(
         "demo", help="imagine a fixed prompt with the tiny model, offline, on embedded defaults"
     )
     demo.add_argument("--out", type=Path, default=Path("out"), help="folder for the images (default: out)")
+    _add_tenant_options(demo)
 
     worker = sub.add_parser("worker", help="run a GPU worker that serves the queue until stopped")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
@@ -61,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Subcommand groups kept in their own modules (one per feature area). Each module has
 # `add_parsers(sub)` and `COMMANDS: dict[str, async (settings, args) -> int]`.
-GROUP_MODULES: tuple[str, ...] = ()
+GROUP_MODULES: tuple[str, ...] = ("atelier.cli_edit", "atelier.cli_admin", "atelier.cli_enhance")
 
 
 def _groups() -> list:
@@ -83,6 +98,16 @@ def _add_generation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("out"), help="folder for the images (default: out)")
 
 
+def _add_tenant_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tenant",
+        default=CLI_TENANT,
+        metavar="PLATFORM:ID",
+        help=f"whose quota the request counts against, e.g. discord:1234 (default: {CLI_TENANT})",
+    )
+    p.add_argument("--user", default=CLI_USER, metavar="ID", help=f"the person asking (default: {CLI_USER})")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
@@ -99,16 +124,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"atelier: error: {exc}", file=sys.stderr)
         return 2
+    except QuotaRefused as exc:
+        print(f"atelier: refused: {exc}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         return 130
 
 
 async def _imagine(settings: Settings, args: argparse.Namespace) -> int:
     # Validate before any service starts, so bad input costs nothing and leaves nothing behind.
+    from bots.commands import parse_lora
+    from engine.lora import LoraLibrary
     from engine.registry import Registry
     from jobs.specs import imagine_spec
+    from quotas.policy import parse_tenant_ref
 
     try:
+        tenant = parse_tenant_ref(args.tenant)
+        if not args.user:
+            raise ValueError("--user needs the id of the person asking")
+        loras = [parse_lora(text) for text in getattr(args, "lora", None) or []]
         spec = imagine_spec(
             Registry.load(settings.models_file),
             prompt=args.prompt,
@@ -122,13 +157,16 @@ async def _imagine(settings: Settings, args: argparse.Namespace) -> int:
             count=args.count,
             tiny=settings.tiny_models,
             random_seed=secrets.randbelow(2**32),
+            loras=loras,
+            lora_library=LoraLibrary(settings.loras_dir),
+            enhance_faces=getattr(args, "enhance_faces", False),
         )
     except ValueError as exc:
         raise UsageError(exc) from None
     from atelier.runtime import Runtime
 
     async with Runtime.open(settings) as runtime:
-        return await _run_and_wait(runtime, spec, args.out)
+        return await _run_and_wait(runtime, spec, args.out, tenant, args.user)
 
 
 async def _demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -137,21 +175,28 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
     return await _imagine(settings, args)
 
 
-async def _run_and_wait(runtime, spec, out_dir: Path) -> int:
+async def _run_and_wait(
+    runtime, spec, out_dir: Path, tenant_ref: tuple[str, str] = ("cli", "local"), user_id: str = CLI_USER
+) -> int:
     from jobs.queue import enqueue
     from jobs.replier import relay
     from jobs.specs import ReplyTarget
     from jobs.terminal import TerminalReplier
     from jobs.worker import create_worker, live_workers
-    from storage.models import Job
+    from quotas.tiers import Tiers
+    from storage.models import Job, get_or_create_tenant, get_or_create_user
 
     settings = runtime.settings
+    tenant = await get_or_create_tenant(*tenant_ref)
     queued = await enqueue(
         runtime.redis,
         spec,
         request_id=f"cli:{uuid.uuid4()}",
         reply_target=ReplyTarget(platform="cli"),
         queue_name=settings.queue_name,
+        tenant=tenant,
+        user=await get_or_create_user(tenant, user_id),
+        tiers=Tiers.load(settings.tiers_file),
     )
     worker_task = None
     if await live_workers(runtime.redis, settings.queue_name) == 0:
@@ -287,6 +332,7 @@ async def _discord(settings: Settings, args: argparse.Namespace) -> int:
         config = BotConfig(
             redis=runtime.redis,
             registry=runtime.registry,
+            blobs=runtime.blobs,
             queue_name=settings.queue_name,
             tiny_models=settings.tiny_models,
             guild_ids=tuple(settings.discord_guild_ids),

@@ -70,6 +70,7 @@ class Runtime:
                 device=self.settings.device,
                 dtype=self.settings.dtype,
                 memory_budget_bytes=int(budget * 2**30) if budget else None,
+                lora_dir=self.settings.loras_dir,
             )
         return WorkerServices(
             redis=self.redis,
@@ -77,4 +78,5 @@ class Runtime:
             engine=self._engine,
             blobs=self.blobs,
             repliers=dict(repliers or {}),
+            max_batch=self.settings.max_batch,
         )

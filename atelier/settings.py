@@ -47,8 +47,15 @@ class Settings(BaseSettings):
     poll_delay: float = Field(
         0.005, gt=0, description="Seconds between a worker's queue polls (pickup latency)."
     )
-    max_jobs: int = Field(
-        1, ge=1, description="Jobs one worker runs at once (GPU work is serialised anyway)."
+    max_jobs: int | None = Field(
+        None,
+        ge=1,
+        description="Jobs one worker takes at once; unset: twice ATELIER_MAX_BATCH (1 without batching).",
+    )
+    max_batch: int = Field(
+        4,
+        ge=1,
+        description="Most images in one batched text-to-image call (compatible jobs share it); 1: no batching.",
     )
     job_timeout: int = Field(1800, ge=1, description="Seconds before a running job is abandoned.")
     max_tries: int = Field(3, ge=1, description="Times a job is attempted when its worker dies mid-job.")
@@ -65,6 +72,16 @@ class Settings(BaseSettings):
     )
     model_memory_gb: float | None = Field(
         None, gt=0, description="Memory budget for resident pipelines; unset: 75% of the device's memory."
+    )
+    lora_dir: Path | None = Field(
+        None,
+        description="Folder of LoRAs, one <name>.safetensors each, used as --lora name:0.8 (data/loras).",
+    )
+
+    # Quotas.
+    tiers_file: Path | None = Field(
+        None,
+        description="TOML of tiers (weights, default limits) replacing or adding to free/standard/priority.",
     )
 
     # Slack app (`atelier slack`, and the worker's Slack replier when the bot token is set).
@@ -157,6 +174,10 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.model_cache_dir or self.data_dir / "models"
+
+    @property
+    def loras_dir(self) -> Path:
+        return self.lora_dir or self.data_dir / "loras"
 
     def secret(self, name: str) -> str | None:
         """The plain value of a secret setting, for the one place that hands it to a client."""

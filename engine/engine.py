@@ -1,28 +1,25 @@
 """The engine: runs text-to-image requests on resident pipelines, reporting progress after every step.
 
-`Engine.txt2img` blocks; the worker calls it from one dedicated GPU thread. The engine holds no global state:
-everything it needs (device, dtype, cache) lives on the instance.
+`Engine.txt2img` and `Engine.txt2img_batch` block; the worker calls them from one dedicated GPU thread. The
+engine holds no global state: everything it needs (device, dtype, cache, LoRA library) lives on the instance.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from pathlib import Path
-from typing import Any
 
-import diffusers
 import torch
 from PIL import Image
 
+from engine.batching import MemberResult, batch_key, free_memory, generate, images_that_fit
 from engine.cache import PipelineCache
 from engine.device import choose_device, choose_dtype
 from engine.generate import ProgressFn, TextToImage, check_request
-from engine.preview import first_preview
+from engine.lora import LoraLibrary, applied_loras
 from engine.registry import Preset, Registry
 
-__all__ = ["Engine", "ProgressFn", "TextToImage"]
-
-FLUX_MAX_SEQUENCE_LENGTH = 256
-"""T5 tokens of prompt Flux reads; FLUX.1-schnell was trained with at most 256."""
+__all__ = ["Engine", "MemberResult", "ProgressFn", "TextToImage"]
 
 
 class Engine:
@@ -36,8 +33,10 @@ class Engine:
         device: str = "auto",
         dtype: str = "auto",
         memory_budget_bytes: int | None = None,
+        lora_dir: Path | None = None,
     ) -> None:
         self.registry = registry
+        self.loras = LoraLibrary(lora_dir)
         self.device = choose_device(device)
         self.dtype = choose_dtype(self.device, dtype)
         self._cache = PipelineCache(
@@ -62,61 +61,79 @@ class Engine:
         preview_every: int = 1,
     ) -> list[Image.Image]:
         """Generate `request.count` images; raises ValueError, before loading anything, for a request the
-        preset's limits reject. `progress` gets a preview every `preview_every` steps (0: never)."""
+        preset's limits reject. `progress` gets a preview every `preview_every` steps (0: never); what it
+        raises propagates (that is how a generation is cancelled)."""
         check_request(preset, request)
+        [result] = self.txt2img_batch(preset, [request], [progress], preview_every=preview_every)
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    @torch.inference_mode()
+    def txt2img_batch(
+        self,
+        preset: Preset,
+        requests: Sequence[TextToImage],
+        progress: Sequence[ProgressFn | None] | None = None,
+        *,
+        preview_every: int = 1,
+    ) -> list[MemberResult]:
+        """Generate for several requests with equal `batch_key`s in as few pipeline calls as memory allows.
+
+        Returns, per request, its images or the exception that stopped it: a ValueError for a request the
+        preset rejects, or what its own progress callback raised (the others go on; see engine.batching).
+        """
         if preview_every < 0:
             raise ValueError(f"preview_every must be 0 (no previews) or more (got {preview_every})")
-        pipeline = self._cache.get(preset)
-        generators = [
-            torch.Generator("cpu").manual_seed(request.seed + index) for index in range(request.count)
-        ]
-        callback = None
-        if progress is not None:
-            callback = _StepReporter(preset, request, progress, preview_every)
-        result = pipeline(
-            prompt=request.prompt,
-            width=request.width,
-            height=request.height,
-            num_inference_steps=request.steps,
-            guidance_scale=request.guidance,
-            num_images_per_prompt=request.count,
-            generator=generators,
-            callback_on_step_end=callback,
-            output_type="pil",
-            **_family_arguments(preset, request),
-        )
-        return list(result.images)
+        reports = [None] * len(requests) if progress is None else list(progress)
+        if len(reports) != len(requests):
+            raise ValueError(f"{len(requests)} requests but {len(reports)} progress callbacks")
+        if len({batch_key(preset, request) for request in requests}) > 1:
+            raise ValueError("a batch needs requests with the same model, size, steps, guidance and LoRAs")
+        results: list[MemberResult | None] = [None] * len(requests)
+        runnable = []
+        for member, request in enumerate(requests):
+            try:
+                check_request(preset, request)
+                runnable.append(member)
+            except ValueError as error:
+                results[member] = error
+        if runnable:
+            first = requests[runnable[0]]
+            loras = [(name, self.loras.path(name), weight) for name, weight in first.loras]
+            pipeline = self._cache.get(preset)
+            capacity = self.batch_capacity(first.width, first.height)
+            with applied_loras(pipeline, loras, model=preset.name):
+                for chunk in _chunks(runnable, [request.count for request in requests], capacity):
+                    made = generate(
+                        pipeline,
+                        preset,
+                        [requests[member] for member in chunk],
+                        [reports[member] for member in chunk],
+                        preview_every=preview_every,
+                    )
+                    for member, result in zip(chunk, made, strict=True):
+                        results[member] = result
+        return results  # type: ignore[return-value]  # every member has its result now
+
+    def batch_key(self, preset: Preset, request: TextToImage) -> Hashable:
+        """Requests with equal keys may be passed to one `txt2img_batch` call."""
+        return batch_key(preset, request)
+
+    def batch_capacity(self, width: int, height: int) -> int:
+        """How many images of this size one pipeline call may make in the device memory free now."""
+        return images_that_fit(width, height, free_bytes=free_memory(self.device), dtype=self.dtype)
 
 
-def _family_arguments(preset: Preset, request: TextToImage) -> dict[str, Any]:
-    if preset.family == "flux":
-        return {"max_sequence_length": FLUX_MAX_SEQUENCE_LENGTH}
-    return {"negative_prompt": request.negative or None}
-
-
-class _StepReporter:
-    """The `callback_on_step_end` that turns a pipeline step into a `progress(step, total, preview)` call."""
-
-    def __init__(
-        self, preset: Preset, request: TextToImage, progress: ProgressFn, preview_every: int
-    ) -> None:
-        self.preset = preset
-        self.request = request
-        self.progress = progress
-        self.preview_every = preview_every
-
-    def __call__(
-        self, pipeline: diffusers.DiffusionPipeline, index: int, timestep: Any, tensors: dict[str, Any]
-    ) -> dict[str, Any]:
-        step, total = index + 1, self.request.steps
-        preview = None
-        if self.preview_every and (step % self.preview_every == 0 or step == total):
-            preview = first_preview(
-                self.preset.family,
-                tensors["latents"],
-                height=self.request.height,
-                width=self.request.width,
-                vae_scale_factor=pipeline.vae_scale_factor,
-            )
-        self.progress(step, total, preview)
-        return {}
+def _chunks(members: list[int], counts: list[int], capacity: int) -> list[list[int]]:
+    """Consecutive groups of members with at most `capacity` images each (a member alone may exceed it)."""
+    chunks: list[list[int]] = []
+    images = 0
+    for member in members:
+        if chunks and images + counts[member] <= capacity:
+            chunks[-1].append(member)
+            images += counts[member]
+        else:
+            chunks.append([member])
+            images = counts[member]
+    return chunks

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from engine.lora import LoraWeights, check_loras
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -27,7 +29,7 @@ It may raise to cancel the generation: the exception propagates out of `Engine.t
 @dataclass(frozen=True)
 class TextToImage:
     """One text-to-image request. Image i is drawn with its own generator seeded `seed + i`, so a seed gives
-    the same image alone or anywhere in a batch."""
+    the same image alone or anywhere in a batch. `loras`: (name, weight) pairs applied for this request only."""
 
     prompt: str
     negative: str
@@ -37,6 +39,7 @@ class TextToImage:
     guidance: float
     seed: int
     count: int
+    loras: LoraWeights = ()
 
     @classmethod
     def for_preset(
@@ -51,6 +54,7 @@ class TextToImage:
         guidance: float | None = None,
         seed: int = 0,
         count: int = 1,
+        loras: LoraWeights = (),
     ) -> TextToImage:
         """A request with the preset's defaults for every value left out."""
         return cls(
@@ -62,6 +66,7 @@ class TextToImage:
             guidance=preset.default_guidance if guidance is None else guidance,
             seed=seed,
             count=count,
+            loras=tuple(loras),
         )
 
 
@@ -79,3 +84,4 @@ def check_request(preset: Preset, request: TextToImage) -> None:
     )
     if not 0 <= request.seed <= MAX_SEED - request.count:
         raise ValueError(f"seed must be between 0 and {MAX_SEED - request.count} (got {request.seed})")
+    check_loras(request.loras)

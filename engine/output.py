@@ -1,20 +1,79 @@
-"""Encoding finished images for storage and chat: PNG bytes without metadata, identical for identical pixels."""
+"""Encoding finished images for storage and chat: PNG bytes without metadata, identical for identical pixels,
+and a smaller lossy encoding when a platform's upload limit needs one."""
 
 from __future__ import annotations
 
 import io
+import math
 
 from PIL import Image
 
 _KEPT_MODES = {"RGB", "RGBA", "L", "LA"}
 
+LOSSY_QUALITIES = (90, 80, 70, 60, 50)
+"""Qualities tried, best first, before an image is made smaller."""
+
+MIN_FIT_SIDE = 64
+"""`fit_to_limit` never shrinks an image's shorter side below this; a limit that needs it is an error."""
+
 
 def png_bytes(image: Image.Image) -> bytes:
     """The image as an optimized PNG carrying pixels only: EXIF, text chunks, ICC profiles and DPI are dropped,
     so nothing about the machine or the prompt leaks and equal pixels always give equal bytes."""
-    if image.mode not in _KEPT_MODES:
-        image = image.convert("RGBA" if image.has_transparency_data else "RGB")
-    bare = Image.frombytes(image.mode, image.size, image.tobytes())
+    bare = _bare(image)
     buffer = io.BytesIO()
     bare.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def fit_to_limit(image: Image.Image, max_bytes: int, allow_webp: bool = True) -> tuple[bytes, str]:
+    """The image encoded in at most `max_bytes`, with its content type: the PNG when it fits; else WebP (JPEG
+    where the platform shows no WebP, e.g. Slack) at falling quality, then made smaller until it fits.
+
+    Like `png_bytes`, the result carries pixels only. JPEG has no transparency: it is flattened onto white.
+    Raises ValueError when even a shorter side of `MIN_FIT_SIDE` pixels at the lowest quality does not fit.
+    """
+    if max_bytes <= 0:
+        raise ValueError(f"max_bytes must be positive (got {max_bytes})")
+    png = png_bytes(image)
+    if len(png) <= max_bytes:
+        return png, "image/png"
+    format, content_type = ("WEBP", "image/webp") if allow_webp else ("JPEG", "image/jpeg")
+    bare = _bare(image)
+    if format == "JPEG" and bare.mode in ("RGBA", "LA"):
+        flat = Image.new("RGB", bare.size, "white")
+        flat.paste(bare, mask=bare.getchannel("A"))
+        bare = flat
+    current = bare
+    while True:
+        for quality in LOSSY_QUALITIES:
+            data = _encode(current, format, quality)
+            if len(data) <= max_bytes:
+                return data, content_type
+        smallest = min(MIN_FIT_SIDE, *bare.size)
+        if min(current.size) <= smallest:
+            raise ValueError(
+                f"the image does not fit in {max_bytes} bytes even at {current.width}x{current.height} "
+                f"and {format} quality {LOSSY_QUALITIES[-1]}"
+            )
+        # Bytes shrink about with the pixel count: aim just under the limit, shrink by a tenth at least, and
+        # stop at a shorter side of `smallest`.
+        scale = max(min(0.9, 0.95 * math.sqrt(max_bytes / len(data))), smallest / min(current.size))
+        size = (max(1, round(current.width * scale)), max(1, round(current.height * scale)))
+        current = bare.resize(size, Image.Resampling.LANCZOS)
+
+
+def _bare(image: Image.Image) -> Image.Image:
+    """A copy with the pixels only (no EXIF, text, ICC or DPI), in a mode every encoder here takes."""
+    if image.mode not in _KEPT_MODES:
+        image = image.convert("RGBA" if image.has_transparency_data else "RGB")
+    return Image.frombytes(image.mode, image.size, image.tobytes())
+
+
+def _encode(image: Image.Image, format: str, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    if format == "WEBP":
+        image.save(buffer, format="WEBP", quality=quality, method=4)
+    else:
+        image.convert("RGB").save(buffer, format="JPEG", quality=quality, optimize=True)
     return buffer.getvalue()

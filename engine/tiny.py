@@ -57,7 +57,8 @@ def ensure_built(preset: Preset, cache_dir: Path) -> Path:
 def build(preset: Preset) -> diffusers.DiffusionPipeline:
     """A fresh tiny pipeline of `preset.pipeline`; the same preset always gets the same weights.
 
-    The global torch RNG is forked, so building leaves the caller's random state untouched.
+    The global torch RNG is forked, so building leaves the caller's random state untouched. An inpainting
+    preset (role "inpaint") gets a denoiser that also reads the mask and the masked image's latents.
     """
     builders = {"sd15": _sd15_components, "sdxl": _sdxl_components, "flux": _flux_components}
     if preset.family not in builders:
@@ -65,7 +66,7 @@ def build(preset: Preset) -> diffusers.DiffusionPipeline:
     pipeline_class = getattr(diffusers, preset.pipeline)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
-        return pipeline_class(**builders[preset.family]())
+        return pipeline_class(**builders[preset.family](inpaint=preset.role == "inpaint"))
 
 
 def _stamp(preset: Preset) -> dict[str, Any]:
@@ -129,10 +130,11 @@ def _vae(latent_channels: int, **extra: Any) -> AutoencoderKL:
     )
 
 
-def _sd15_components() -> dict[str, Any]:
+def _sd15_components(*, inpaint: bool = False) -> dict[str, Any]:
+    # An inpainting UNet reads 4 noisy latent channels, 1 mask channel and 4 masked-image latent channels.
     unet = UNet2DConditionModel(
         sample_size=8,
-        in_channels=4,
+        in_channels=9 if inpaint else 4,
         out_channels=4,
         block_out_channels=(8, 16),
         layers_per_block=1,
@@ -162,12 +164,12 @@ def _sd15_components() -> dict[str, Any]:
     }
 
 
-def _sdxl_components() -> dict[str, Any]:
+def _sdxl_components(*, inpaint: bool = False) -> dict[str, Any]:
     # The UNet's cross-attention sees both text encoders' hidden states side by side (32 + 32), and its
     # added condition is the pooled projection (32) plus six size/crop values embedded in 8 dims each.
     unet = UNet2DConditionModel(
         sample_size=8,
-        in_channels=4,
+        in_channels=9 if inpaint else 4,
         out_channels=4,
         block_out_channels=(8, 16),
         layers_per_block=1,
@@ -200,11 +202,15 @@ def _sdxl_components() -> dict[str, Any]:
     }
 
 
-def _flux_components() -> dict[str, Any]:
-    # 16 latent channels packed 2x2 into 64 transformer inputs, as in FLUX.1.
+def _flux_components(*, inpaint: bool = False) -> dict[str, Any]:
+    # 16 latent channels packed 2x2 into 64 transformer inputs, as in FLUX.1. FLUX.1 Fill also reads the packed
+    # masked-image latents (64) and the mask at pixel resolution folded into the packed grid (8 * 8 * 4 = 256),
+    # still predicting 64 channels, and is guidance-distilled (guidance is an input, as in FLUX.1-dev).
     transformer = FluxTransformer2DModel(
         patch_size=1,
-        in_channels=64,
+        in_channels=64 + 64 + 256 if inpaint else 64,
+        out_channels=64,
+        guidance_embeds=inpaint,
         num_layers=1,
         num_single_layers=1,
         attention_head_dim=16,

@@ -7,7 +7,8 @@ To add a kind: a spec in `jobs.specs`, a function here that calls `run_job` with
 from __future__ import annotations
 
 from engine.generate import TextToImage
-from jobs.lifecycle import Produced, Progress, on_gpu, run_job
+from jobs.enhance import restore_generated_faces
+from jobs.lifecycle import Produced, Progress, run_job
 from jobs.services import WorkerServices
 from jobs.specs import Imagine
 from storage.models import Job
@@ -30,6 +31,10 @@ async def _imagine(services: WorkerServices, job: Job, progress: Progress) -> li
         guidance=spec.guidance,
         seed=spec.seed,
         count=spec.count,
+        loras=tuple((name, weight) for name, weight in spec.loras),
     )
-    images = await on_gpu(services, services.engine.txt2img, preset, request, progress)
+    # The batcher runs it on the GPU thread, alone or with waiting compatible requests (jobs.batching).
+    images = await services.batcher.txt2img(preset, request, progress)
+    if spec.enhance_faces:
+        images = await restore_generated_faces(services, job, preset, images)
     return [Produced(image, spec.seed + i) for i, image in enumerate(images)]

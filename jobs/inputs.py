@@ -34,11 +34,17 @@ class InputImage:
 
 
 def read_image(
-    data: bytes, *, name: str = "the file", max_bytes: int = MAX_INPUT_BYTES, max_pixels: int = MAX_INPUT_PIXELS
+    data: bytes,
+    *,
+    name: str = "the file",
+    max_bytes: int = MAX_INPUT_BYTES,
+    max_pixels: int = MAX_INPUT_PIXELS,
 ) -> Image.Image:
     """Decode `data` as an RGB image, refusing non-images, truncated files and decompression bombs."""
     if len(data) > max_bytes:
-        raise InputImageError(f"{name} is {len(data) / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.0f} MiB")
+        raise InputImageError(
+            f"{name} is {len(data) / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.0f} MiB"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -53,7 +59,12 @@ def read_image(
             opened.load()
     except InputImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Pillow's own bomb threshold (~89 megapixels) lies far above ours, so the image is over our limit too.
+        raise InputImageError(
+            f"{name} has far more pixels than the limit of {max_pixels / 1e6:.1f} megapixels"
+        ) from None
+    except UnidentifiedImageError:
         raise InputImageError(f"{name} is not an image Atelier can read (PNG, JPEG, WebP, GIF, …)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputImageError(f"{name} could not be decoded: it looks truncated or damaged ({exc})") from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,12 +20,16 @@ from functools import partial
 from typing import Any
 
 from PIL import Image as PILImage
+from tortoise.expressions import F
 
 from engine.output import png_bytes
 from jobs import metrics
 from jobs.progress import ProgressPump
 from jobs.replier import Fanout, Replier, StoredImage, StreamReplier
 from jobs.services import WorkerServices
+from quotas import ledger
+from quotas.cancel import CancelWatch, cancel_key
+from quotas.estimates import record_seconds, spec_shape
 from storage.models import Image, Job, JobStatus
 
 log = logging.getLogger(__name__)
@@ -48,41 +53,117 @@ async def on_gpu(services: WorkerServices, fn: Callable[..., Any], *args: Any) -
     return await asyncio.get_running_loop().run_in_executor(services.gpu, partial(fn, *args))
 
 
+class JobCancelled(Exception):
+    """Raised in the GPU thread by the progress callback once the job's cancel was requested: the generation
+    ends after the step it was on."""
+
+    def __init__(self, step: int, total: int) -> None:
+        super().__init__(f"cancelled after step {step} of {total}")
+        self.step, self.total = step, total
+
+
 async def run_job(ctx: dict, job_id: str, produce: Produce) -> dict:
-    """Run one job of any kind: `produce` makes the images; this function owns every state change."""
+    """Run one job of any kind: `produce` makes the images; this function owns every state change.
+
+    The quota reservation is closed exactly once whatever happens: settled with the GPU seconds used on success,
+    refunded on failure or cancel (`quotas.ledger` makes a second close a no-op, so a job that runs twice
+    settles once). A cancel requested while it runs stops it after the current step (`quotas.cancel`)."""
     services: WorkerServices = ctx["services"]
     job = await Job.get(id=job_id)
     replier = replier_for(services, job)
-    if job.status == JobStatus.CANCELLED:
-        return {"status": job.status.value}
-    if job.status == JobStatus.SUCCEEDED:
-        # A retry after the images were stored: deliver them if the first run died before it could.
-        if job.delivered_at is None:
-            await _deliver(job, replier, await _stored_images(job))
-        return {"status": job.status.value, "images": await Image.filter(job=job).count()}
-
-    job.status, job.started_at, job.attempts = JobStatus.RUNNING, datetime.now(UTC), job.attempts + 1
-    await job.save(update_fields=["status", "started_at", "attempts"])
+    # Only a queued job, or a running one whose worker died, may start; a cancel that lands between the read
+    # above and this update wins (the update matches nothing), so a cancelled job never runs.
+    now = datetime.now(UTC)
+    claimed = await Job.filter(id=job_id, status__in=(JobStatus.QUEUED, JobStatus.RUNNING)).update(
+        status=JobStatus.RUNNING, started_at=now, attempts=F("attempts") + 1
+    )
+    if not claimed:
+        await job.refresh_from_db()
+        return await _already_ended(services, job, replier)
+    job.status, job.started_at, job.attempts = JobStatus.RUNNING, now, job.attempts + 1
     started = time.perf_counter()
     try:
-        async with ProgressPump(asyncio.get_running_loop(), replier, job) as pump:
-            produced = await produce(services, job, pump.report)
+        async with CancelWatch(services.redis, job_id) as watch:
+            try:
+                if watch.event.is_set():
+                    raise JobCancelled(0, int(job.spec.get("steps", 0)))
+                async with ProgressPump(asyncio.get_running_loop(), replier, job) as pump:
+                    produced = await produce(services, job, _cancellable(pump.report, watch.event))
+            except asyncio.CancelledError:
+                # arq cancelled this task (shutdown, timeout or its own abort). The GPU thread cannot be
+                # interrupted: stop it at its next step. A shutdown's job is retried and settles then.
+                watch.event.set()
+                if await Job.filter(id=job_id, status=JobStatus.CANCELLED).exists():
+                    await ledger.refund(job_id)
+                raise
+    except JobCancelled as cancel:
+        return await _cancelled(services, job, replier, cancel)
     except ValueError as exc:  # the request cannot be done (a limit, an unknown model): the user's to fix
+        await ledger.refund(job_id)
         return await _fail(job, replier, str(exc))
     except Exception:
         log.exception("job %s failed", job_id)
+        await ledger.refund(job_id)
         return await _fail(job, replier, f"Something went wrong on our side. Reference: {job_id}")
     gpu_seconds = time.perf_counter() - started
 
     stored = [await _store(services, job, i, p) for i, p in enumerate(produced)]
     job.status, job.finished_at, job.gpu_seconds = JobStatus.SUCCEEDED, datetime.now(UTC), gpu_seconds
     await job.save(update_fields=["status", "finished_at", "gpu_seconds"])
+    await ledger.settle(job_id, gpu_seconds=gpu_seconds, images=len(stored))
+    await record_seconds(services.redis, **spec_shape(job.spec) | {"seconds": gpu_seconds})
     metrics.JOBS.labels(job.kind, job.model, "succeeded").inc()
     metrics.IMAGES.labels(job.model, "succeeded").inc(len(stored))
     metrics.GENERATION_SECONDS.labels(job.kind, job.model).observe(gpu_seconds)
     _export_cache_stats(services)
     await _deliver(job, replier, stored)
     return {"status": job.status.value, "images": len(stored), "gpu_seconds": gpu_seconds}
+
+
+async def _already_ended(services: WorkerServices, job: Job, replier: Replier) -> dict:
+    """A job that is not to run (again): close its reservation and deliver what is owed, if a crash (or a cancel
+    made while it was queued) left that undone."""
+    if job.status == JobStatus.SUCCEEDED:
+        images = await _stored_images(job)
+        await ledger.settle(job.id, gpu_seconds=job.gpu_seconds, images=len(images))
+        # A retry after the images were stored: deliver them if the first run died before it could.
+        if job.delivered_at is None:
+            await _deliver(job, replier, images)
+        return {"status": job.status.value, "images": len(images)}
+    await ledger.refund(job.id)
+    if job.status == JobStatus.CANCELLED and job.delivered_at is None:
+        # Cancelled while queued: tell the platform (its status message still says "queued"), once.
+        await replier.failure(job, job.error or "Cancelled.")
+        job.delivered_at = datetime.now(UTC)
+        await job.save(update_fields=["delivered_at"])
+    return {"status": job.status.value}
+
+
+def _cancellable(report: Progress, cancel: threading.Event) -> Progress:
+    """`report`, preceded by a check of the cancel flag: it runs in the GPU thread after every step."""
+
+    def report_or_stop(step: int, total: int, preview: PILImage.Image | None) -> None:
+        if cancel.is_set():
+            raise JobCancelled(step, total)
+        report(step, total, preview)
+
+    return report_or_stop
+
+
+async def _cancelled(services: WorkerServices, job: Job, replier: Replier, cancel: JobCancelled) -> dict:
+    by = await services.redis.get(cancel_key(job.id))
+    who = by.decode() if isinstance(by, bytes) else (by or "request")
+    message = f"Cancelled by {who} after step {cancel.step} of {cancel.total}."
+    job.status, job.finished_at, job.error = JobStatus.CANCELLED, datetime.now(UTC), message
+    await Job.filter(id=job.id, status=JobStatus.RUNNING).update(
+        status=job.status, finished_at=job.finished_at, error=message
+    )
+    await ledger.refund(job.id)
+    metrics.JOBS.labels(job.kind, job.model, "cancelled").inc()
+    await replier.failure(job, message)
+    job.delivered_at = datetime.now(UTC)
+    await job.save(update_fields=["delivered_at"])
+    return {"status": job.status.value, "step": cancel.step}
 
 
 def replier_for(services: WorkerServices, job: Job) -> Replier:

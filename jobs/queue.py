@@ -1,22 +1,51 @@
-"""Enqueue: write the job record and put the job on the arq queue, exactly once per request.
+"""Enqueue: admit, record and put the job on the arq queue at its fair place, exactly once per request.
 
 The job id is derived from the request's identity (a Discord interaction id, a Slack event id, one CLI
 invocation), so a redelivered request finds its job instead of making a second one, while two separate requests
-with equal parameters are two jobs. Both the database (primary key) and arq (`_job_id`) refuse duplicates.
+with equal parameters are two jobs. Both the database (primary key) and arq (`_job_id`) refuse duplicates, and
+the quota reservation is keyed by the job id too, so a repeat is never charged twice.
+
+Order of work for a new request: admission (`quotas.ledger.reserve`, which raises `QuotaRefused` with a message
+for the user, leaving nothing behind), the job record, then the arq job with its fair-share score
+(`quotas.fairness`): a virtual time far in the past, hence the explicit `_expires`. A job enqueued without a
+tenant is unmetered (internal jobs, tests): no quota, and fair-shared as one anonymous tenant of weight 1.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix, job_key_prefix
 from tortoise.exceptions import IntegrityError
 
+from jobs import events
+from jobs.queue_status import queue_position
 from jobs.specs import Imagine, ReplyTarget
-from storage.models import Job, JobStatus, Tenant, User
+from quotas.admin import held_key
+from quotas.estimates import estimate_seconds, spec_shape
+from quotas.fairness import fair_tag
+from quotas.ledger import refund, reserve, settle
+from quotas.policy import policy_for
+from quotas.tiers import Tiers
+from storage.models import Image, Job, JobStatus, Tenant, User
+from storage.quota_models import QuotaReservation, ReservationState
+
+log = logging.getLogger(__name__)
 
 Spec = Imagine
+
+JOB_EXPIRES_S = 24 * 3600
+"""How long a queued job may wait before arq drops it (arq's own default, passed explicitly because fair scores
+lie in the past). Its reservation is then refunded by `reconcile`."""
+
+RECONCILE_AFTER_S = 60  # a reservation younger than this may belong to a request still being enqueued
+RECONCILE_EVERY_S = 30
+
+UNMETERED = "-"  # the fair-share key of jobs without a tenant
 
 
 def job_id_for(request_id: str) -> str:
@@ -26,8 +55,13 @@ def job_id_for(request_id: str) -> str:
 
 @dataclass(frozen=True)
 class Enqueued:
+    """The job a request made. `position` (1 = next to start) and `eta_s` (seconds until it is done) are as of
+    enqueueing; ask `jobs.queue_status.queue_position` for fresh ones."""
+
     job_id: str
     created: bool  # False when the request had been seen before: nothing new was enqueued
+    position: int | None = None
+    eta_s: float | None = None
 
 
 async def enqueue(
@@ -39,27 +73,117 @@ async def enqueue(
     queue_name: str,
     tenant: Tenant | None = None,
     user: User | None = None,
+    tiers: Tiers | None = None,
 ) -> Enqueued:
-    """Record and enqueue `spec` once for `request_id`; a repeat returns the existing job."""
+    """Admit, record and enqueue `spec` once for `request_id`; a repeat returns the existing job.
+
+    Raises `quotas.errors.QuotaRefused` (a limit, a paused tenant, a banned user) before anything is recorded.
+    The new job's first event on its stream is `queued`, with its position and ETA."""
     job_id = job_id_for(request_id)
-    try:
-        await Job.create(
-            id=job_id,
-            kind=spec.kind,
-            model=getattr(spec, "model", ""),
-            spec=spec.model_dump(mode="json"),
-            status=JobStatus.QUEUED,
-            tenant=tenant,
-            user=user,
-            reply_target=reply_target.model_dump(mode="json"),
-        )
-        created = True
-    except IntegrityError:
-        created = False
-        job = await Job.get(id=job_id)
-        if job.status != JobStatus.QUEUED:
-            return Enqueued(job_id, created=False)
+    tiers = tiers or Tiers()
+    shape = spec_shape(spec.model_dump(mode="json"))
+    cost_ms = round(1000 * await estimate_seconds(redis, **shape))
+    job = await Job.get_or_none(id=job_id)
+    created = False
+    if job is None:
+        reserved = False
+        if tenant is not None:
+            # At most every RECONCILE_EVERY_S per tenant: it reads every stale reservation of the tenant.
+            if await redis.set(f"atelier:reconciled:{tenant.id}", 1, nx=True, ex=RECONCILE_EVERY_S):
+                await reconcile(redis, queue_name, tenant)
+            admission = await reserve(
+                job_id,
+                tenant=tenant,
+                user=user,
+                model=shape["model"],
+                images=shape["count"],
+                gpu_ms=cost_ms,
+                tiers=tiers,
+            )
+            reserved = admission.created
+        try:
+            job = await Job.create(
+                id=job_id,
+                kind=spec.kind,
+                model=getattr(spec, "model", ""),
+                spec=spec.model_dump(mode="json"),
+                status=JobStatus.QUEUED,
+                tenant=tenant,
+                user=user,
+                reply_target=reply_target.model_dump(mode="json"),
+            )
+            created = True
+        except IntegrityError:
+            job = await Job.get(id=job_id)  # a twin of this request got there first (and was admitted)
+        except BaseException:
+            if reserved:
+                await refund(job_id)
+            raise
+    if job.status != JobStatus.QUEUED:
+        return Enqueued(job_id, created=False)
+    tag = await _fair_tag(redis, queue_name, job, cost_ms, tiers)
     # For a repeat whose job is still queued this is a no-op in arq (same _job_id); it also covers a crash
-    # between the insert above and this call.
-    await redis.enqueue_job(spec.kind, job_id, _job_id=job_id, _queue_name=queue_name)
-    return Enqueued(job_id, created=created)
+    # between the insert above and this call, with the same score as before (the tag is kept per job).
+    await redis.enqueue_job(
+        spec.kind,
+        job_id,
+        _job_id=job_id,
+        _queue_name=queue_name,
+        _defer_until=datetime.fromtimestamp(tag / 1000, UTC),
+        _expires=timedelta(seconds=JOB_EXPIRES_S),
+    )
+    position, eta_s = await queue_position(redis, queue_name, job_id)
+    if created:
+        await events.publish(redis, job_id, "queued", position=position, eta_s=eta_s)
+    return Enqueued(job_id, created, position, eta_s)
+
+
+async def _fair_tag(redis: ArqRedis, queue_name: str, job: Job, cost_ms: int, tiers: Tiers) -> int:
+    tenant_key, weight = UNMETERED, 1.0
+    if job.tenant_id is not None:  # type: ignore[attr-defined]
+        tenant = await Tenant.get(id=job.tenant_id)  # type: ignore[attr-defined]
+        tenant_key, weight = str(tenant.id), (await policy_for(tenant, tiers)).tier.weight
+    return await fair_tag(
+        redis, queue_name=queue_name, job_id=job.id, tenant_key=tenant_key, cost_ms=cost_ms, weight=weight
+    )
+
+
+async def reconcile(redis: ArqRedis, queue_name: str, tenant: Tenant) -> int:
+    """Close the tenant's reservations that nothing else will close, and return how many it closed.
+
+    A reservation stays open only while its job may still run. It is settled or refunded here when its job
+    ended without closing it (a crash between the two writes, or a job cancelled through arq's abort, which
+    never calls the job function), refunded when the job record was never written, and refunded with the job
+    marked failed when arq no longer has the job (it expired in the queue, or ran out of tries). Called on each
+    admission, so an abandoned job never holds its tenant's limits for long."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=RECONCILE_AFTER_S)
+    stale = await QuotaReservation.filter(
+        tenant_id=tenant.id, state=ReservationState.OPEN, created_at__lt=cutoff
+    ).values_list("job_id", flat=True)
+    closed = 0
+    for job_id in stale:
+        job = await Job.get_or_none(id=job_id)
+        if job is None:
+            closed += await refund(job_id)
+        elif job.status == JobStatus.SUCCEEDED:
+            images = await Image.filter(job_id=job_id).count()
+            closed += await settle(job_id, gpu_seconds=job.gpu_seconds, images=images)
+        elif job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+            closed += await refund(job_id)
+        elif not await _arq_has(redis, queue_name, job_id, tenant.id):
+            lost = await Job.filter(id=job_id, status=job.status).update(
+                status=JobStatus.FAILED,
+                finished_at=datetime.now(UTC),
+                error="The job expired in the queue or ran out of retries.",
+            )
+            if lost:
+                log.warning("job %s was %s but arq no longer has it: failed and refunded", job_id, job.status)
+                closed += await refund(job_id)
+    return closed
+
+
+async def _arq_has(redis: ArqRedis, queue_name: str, job_id: str, tenant_id: int) -> bool:
+    """Whether arq may still run the job: its definition exists (queued, held or running) or it is in progress."""
+    if await redis.exists(job_key_prefix + job_id, in_progress_key_prefix + job_id):
+        return True
+    return await redis.zscore(held_key(queue_name, tenant_id), job_id) is not None

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from arq.connections import ArqRedis
 
 from engine.registry import Registry
+from jobs.batching import GpuBatcher
 from jobs.replier import Replier
 from storage.blobs import BlobStore
 
@@ -27,3 +28,9 @@ class WorkerServices:
     repliers: dict[str, Replier] = field(default_factory=dict)  # platform name -> its replier
     # One thread owns the GPU: torch work never runs on the event loop and never runs twice at once.
     gpu: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="gpu"))
+    # Images per batched text-to-image call (ATELIER_MAX_BATCH); 1: every job runs alone.
+    max_batch: int = 1
+    batcher: GpuBatcher = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.batcher = GpuBatcher(self.engine, self.gpu, max_images=self.max_batch)

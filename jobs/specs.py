@@ -8,11 +8,26 @@ that names the limit while the user is still there to read it, and nothing is en
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
+from engine.canvas import Extend
+from engine.edit_requests import (
+    DEFAULT_VARIATION_STRENGTH,
+    MODES,
+    InpaintRequest,
+    VariationRequest,
+    check_inpaint,
+    check_variation,
+)
+from engine.enhance_presets import DEFAULT_FIDELITY, face_restorer_for, upscale_factor, upscaler_for
+from engine.lora import LoraLibrary, check_loras
 from engine.registry import MIN_SIDE, Preset, Registry
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
 
 MAX_PROMPT_CHARS = 1000
 MAX_SEED = 2**32 - 1
@@ -31,6 +46,8 @@ class Imagine(BaseModel):
     guidance: float
     seed: int = Field(ge=0, le=MAX_SEED)
     count: int
+    loras: list[tuple[str, float]] = Field(default_factory=list)  # (name, weight), applied in this order
+    enhance_faces: bool = False  # restore faces after generation with the default face restorer
 
 
 class ReplyTarget(BaseModel):
@@ -81,10 +98,15 @@ def imagine_spec(
     count: int | None = None,
     tiny: bool = False,
     random_seed: int = 0,
+    loras: Sequence[tuple[str, float]] = (),
+    lora_library: LoraLibrary | None = None,
+    enhance_faces: bool = False,
 ) -> Imagine:
-    """Build and check an `Imagine` spec. Raises ValueError (UnknownModelError for a model) naming the limit.
+    """Build and check an `Imagine` spec. Raises ValueError (UnknownModelError for a model, UnknownLoraError
+    listing the known LoRAs for a LoRA) naming the limit.
 
     `random_seed` is used when `seed` is None; the caller draws it, so this function stays deterministic.
+    `loras` are (name, weight) pairs looked up in `lora_library`; without a library, LoRAs are refused.
     """
     prompt = prompt.strip()
     if not prompt:
@@ -110,6 +132,11 @@ def imagine_spec(
     count = 1 if count is None else count
     guidance = preset.default_guidance if guidance is None else guidance
     preset.check(width=width, height=height, steps=steps, count=count, guidance=guidance, negative=negative)
+    if loras and lora_library is None:
+        raise ValueError("LoRAs are not available here: remove --lora")
+    check_loras(loras, lora_library)
+    if enhance_faces:
+        registry.resolve(None, role="face", tiny=tiny)  # a face restorer must exist before anything runs
     return Imagine(
         prompt=prompt,
         negative=negative.strip(),
@@ -120,4 +147,258 @@ def imagine_spec(
         guidance=guidance,
         seed=random_seed if seed is None else seed,
         count=count,
+        loras=[(name, float(weight)) for name, weight in loras],
+        enhance_faces=enhance_faces,
     )
+
+
+class Inpaint(BaseModel):
+    """Inpainting: repaint the mask's white area (insertion, removal) or extend the canvas (outpaint).
+
+    `image` and `mask` are blob keys of the stored inputs (`jobs.inputs.store_input`); image i is seeded
+    `seed + i`."""
+
+    kind: Literal["inpaint"] = "inpaint"
+    mode: Literal["insertion", "removal", "outpaint"]
+    image: str
+    mask: str | None = None
+    prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
+    negative: str = Field("", max_length=MAX_PROMPT_CHARS)
+    extend: Extend = Field(default_factory=Extend)
+    model: str
+    steps: int
+    guidance: float
+    seed: int = Field(ge=0, le=MAX_SEED)
+    count: int
+
+
+class Vary(BaseModel):
+    """Variations (image-to-image) of a stored image on a text-to-image model: `image` noised by `strength`
+    and denoised again; image i is seeded `seed + i`."""
+
+    kind: Literal["vary"] = "vary"
+    image: str
+    prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
+    negative: str = Field("", max_length=MAX_PROMPT_CHARS)
+    strength: float = Field(gt=0, le=1)
+    model: str
+    steps: int
+    guidance: float
+    seed: int = Field(ge=0, le=MAX_SEED)
+    count: int
+
+
+EXTEND_SIDES = ("left", "right", "top", "bottom")
+
+
+def parse_extend(text: str) -> Extend:
+    """`"left=256,top=64"` → Extend(left=256, top=64); sides left out extend by 0."""
+    amounts: dict[str, int] = {}
+    for part in filter(None, (part.strip() for part in text.split(","))):
+        side, equals, value = (piece.strip() for piece in part.partition("="))
+        if not equals or side.lower() not in EXTEND_SIDES:
+            raise ValueError(f"extend must look like left=256,right=0,top=0,bottom=0 (got {text!r})")
+        if side.lower() in amounts:
+            raise ValueError(f"extend gives {side.lower()} twice (in {text!r})")
+        if not value.isascii() or not value.isdigit():
+            raise ValueError(
+                f"extend {side.lower()} must be a whole number of pixels, 0 or more (got {value!r})"
+            )
+        amounts[side.lower()] = int(value)
+    return Extend(**amounts)
+
+
+def inpaint_spec(
+    registry: Registry,
+    *,
+    mode: str,
+    image: PILImage.Image,
+    mask: PILImage.Image | None = None,
+    prompt: str = "",
+    negative: str = "",
+    extend: Extend | None = None,
+    model: str | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
+    seed: int | None = None,
+    count: int | None = None,
+    tiny: bool = False,
+    random_seed: int = 0,
+    image_key: str = "",
+    mask_key: str | None = None,
+) -> Inpaint:
+    """Build and check an `Inpaint` spec from the decoded image and mask (`jobs.inputs.read_image`), with the
+    engine's own checks. Raises ValueError naming the problem.
+
+    Validation needs the pixels, not the blob keys: a caller that stores the inputs only once they pass (the
+    CLI) fills `image` and `mask` in afterwards with `model_copy`.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)} (got {mode!r})")
+    _check_texts(prompt, negative)
+    _check_seed(seed)
+    preset = registry.resolve(model, role="inpaint", tiny=tiny)
+    request = InpaintRequest(
+        mode=mode,  # type: ignore[arg-type]  # checked against MODES above
+        image=image,
+        mask=mask,
+        prompt=prompt.strip(),
+        negative=negative.strip(),
+        steps=preset.default_steps if steps is None else steps,
+        guidance=preset.default_guidance if guidance is None else guidance,
+        seed=random_seed if seed is None else seed,
+        count=1 if count is None else count,
+        extend=Extend() if extend is None else extend,
+    )
+    check_inpaint(preset, request)
+    return Inpaint(
+        mode=request.mode,
+        image=image_key,
+        mask=mask_key,
+        prompt=request.prompt,
+        negative=request.negative,
+        extend=request.extend,
+        model=preset.name,
+        steps=request.steps,
+        guidance=request.guidance,
+        seed=request.seed,
+        count=request.count,
+    )
+
+
+def vary_spec(
+    registry: Registry,
+    *,
+    image: PILImage.Image,
+    prompt: str = "",
+    negative: str = "",
+    strength: float = DEFAULT_VARIATION_STRENGTH,
+    model: str | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
+    seed: int | None = None,
+    count: int | None = None,
+    tiny: bool = False,
+    random_seed: int = 0,
+    image_key: str = "",
+) -> Vary:
+    """Build and check a `Vary` spec from the decoded image, with the engine's own checks (see `inpaint_spec`
+    for the blob key). Raises ValueError naming the problem."""
+    _check_texts(prompt, negative)
+    _check_seed(seed)
+    preset = registry.resolve(model, role="txt2img", tiny=tiny)
+    request = VariationRequest(
+        image=image,
+        prompt=prompt.strip(),
+        negative=negative.strip(),
+        strength=strength,
+        steps=preset.default_steps if steps is None else steps,
+        guidance=preset.default_guidance if guidance is None else guidance,
+        seed=random_seed if seed is None else seed,
+        count=1 if count is None else count,
+    )
+    check_variation(preset, request)
+    return Vary(
+        image=image_key,
+        prompt=request.prompt,
+        negative=request.negative,
+        strength=request.strength,
+        model=preset.name,
+        steps=request.steps,
+        guidance=request.guidance,
+        seed=request.seed,
+        count=request.count,
+    )
+
+
+def _check_texts(prompt: str, negative: str) -> None:
+    for what, text in (("prompt", prompt), ("negative prompt", negative)):
+        if len(text.strip()) > MAX_PROMPT_CHARS:
+            raise ValueError(f"the {what} is {len(text.strip())} characters; the limit is {MAX_PROMPT_CHARS}")
+
+
+def _check_seed(seed: int | None) -> None:
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be between 0 and {MAX_SEED} (got {seed})")
+
+
+class Upscale(BaseModel):
+    """Upscaling: the stored image `image` (blob key) enlarged `scale` times by the upscale preset `model`."""
+
+    kind: Literal["upscale"] = "upscale"
+    image: str
+    width: int = Field(ge=1)  # the input's size, as checked against the preset's limits
+    height: int = Field(ge=1)
+    model: str
+    scale: int = Field(ge=1)
+
+
+class Enhance(BaseModel):
+    """Face restoration of the stored image `image` with the face preset `model`, after upscaling it `scale`
+    times with `upscaler` when one is given. An image without a face comes back unchanged ("no face found")."""
+
+    kind: Literal["enhance"] = "enhance"
+    image: str
+    width: int = Field(ge=1)
+    height: int = Field(ge=1)
+    model: str
+    fidelity: float = Field(DEFAULT_FIDELITY, ge=0, le=1)  # CodeFormer's; other restorers have none
+    upscaler: str | None = None
+    scale: int = Field(1, ge=1)
+
+
+def upscale_spec(
+    registry: Registry,
+    *,
+    image: PILImage.Image,
+    scale: int | None = None,
+    model: str | None = None,
+    tiny: bool = False,
+    image_key: str = "",
+) -> Upscale:
+    """Build and check an `Upscale` spec from the decoded image (`scale` 2 or 4, default the default model's);
+    the image must fit the upscaler's input limits. See `inpaint_spec` for the blob key."""
+    preset = upscaler_for(registry, scale=scale, model=model, tiny=tiny)
+    _check_input_size(preset, image)
+    width, height = image.size
+    return Upscale(
+        image=image_key, width=width, height=height, model=preset.name, scale=upscale_factor(preset)
+    )
+
+
+def enhance_spec(
+    registry: Registry,
+    *,
+    image: PILImage.Image,
+    model: str | None = None,
+    fidelity: float | None = None,
+    upscale: int | None = None,
+    tiny: bool = False,
+    image_key: str = "",
+) -> Enhance:
+    """Build and check an `Enhance` spec from the decoded image: the face restorer `model` (default: the
+    registry's), its `fidelity` (CodeFormer only), and an optional upscale factor applied first."""
+    preset = face_restorer_for(registry, model=model, fidelity=fidelity, tiny=tiny)
+    _check_input_size(preset, image)
+    upscaler = None
+    if upscale is not None:
+        upscaler = upscaler_for(registry, scale=upscale, model=None, tiny=tiny)
+        _check_input_size(upscaler, image)
+    width, height = image.size
+    return Enhance(
+        image=image_key,
+        width=width,
+        height=height,
+        model=preset.name,
+        fidelity=DEFAULT_FIDELITY if fidelity is None else fidelity,
+        upscaler=None if upscaler is None else upscaler.name,
+        scale=1 if upscaler is None else upscale_factor(upscaler),
+    )
+
+
+def _check_input_size(preset: Preset, image: PILImage.Image) -> None:
+    width, height = image.size
+    try:
+        preset.check(width=width, height=height, steps=preset.default_steps, count=1)
+    except ValueError as exc:
+        raise ValueError(f"the image is {width}x{height}: {exc}") from None

@@ -16,7 +16,7 @@ import uuid
 from arq.connections import ArqRedis
 from arq.worker import Worker, func
 
-from jobs import functions, metrics
+from jobs import edit, enhance, functions, metrics
 from jobs.services import WorkerServices
 
 HEARTBEAT_TTL_S = 6
@@ -27,13 +27,25 @@ class WorkerSettings:
     """Tuning that every Atelier worker shares. arq's default 0.5 s poll adds half a second to every job; a
     few milliseconds costs Redis a cheap ZRANGEBYSCORE per poll and makes pickup feel instant."""
 
-    functions = (func(functions.imagine, name="imagine"),)
+    functions = (
+        func(functions.imagine, name="imagine"),
+        func(edit.inpaint, name="inpaint"),
+        func(edit.vary, name="vary"),
+        func(enhance.upscale, name="upscale"),
+        func(enhance.enhance, name="enhance"),
+    )
     poll_delay = 0.005
     max_jobs = 1
     job_timeout = 1800
     max_tries = 3
     keep_result = 3600
     allow_abort_jobs = True
+
+
+def default_max_jobs(max_batch: int) -> int:
+    """Jobs a worker takes at once unless configured: one without batching; with it, twice the batch, so the
+    next batch is already waiting, complete, when the running one ends (see jobs.batching)."""
+    return 1 if max_batch <= 1 else 2 * max_batch
 
 
 def heartbeat_key(queue_name: str, worker_id: str) -> str:
@@ -58,13 +70,15 @@ def create_worker(
     *,
     queue_name: str,
     poll_delay: float = WorkerSettings.poll_delay,
-    max_jobs: int = WorkerSettings.max_jobs,
+    max_jobs: int | None = None,
     job_timeout: int = WorkerSettings.job_timeout,
     max_tries: int = WorkerSettings.max_tries,
     burst: bool = False,
     handle_signals: bool = True,
 ) -> Worker:
-    """An arq worker on `services.redis` serving `queue_name`, with a heartbeat while it runs."""
+    """An arq worker on `services.redis` serving `queue_name`, with a heartbeat while it runs.
+
+    `max_jobs` None: `default_max_jobs(services.max_batch)`."""
     worker_id = uuid.uuid4().hex[:12]
     beat: dict[str, asyncio.Task] = {}
 
@@ -78,6 +92,7 @@ def create_worker(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await services.redis.delete(heartbeat_key(queue_name, worker_id))
+        await services.batcher.aclose()
 
     return Worker(
         functions=WorkerSettings.functions,
@@ -87,7 +102,7 @@ def create_worker(
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         poll_delay=poll_delay,
-        max_jobs=max_jobs,
+        max_jobs=default_max_jobs(services.max_batch) if max_jobs is None else max_jobs,
         job_timeout=job_timeout,
         max_tries=max_tries,
         keep_result=WorkerSettings.keep_result,

@@ -162,3 +162,7 @@ async def get_or_create_user(tenant: Tenant, external_id: str, name: str = "") -
         user.name = name
         await user.save(update_fields=["name"])
     return user
+
+
+# The quota tables live in their own module; importing them here registers them with the ``models`` app.
+from storage.quota_models import QuotaCounter, QuotaLedger, QuotaReservation, TenantQuota, UserBan  # noqa: E402, F401

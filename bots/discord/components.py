@@ -12,11 +12,14 @@ from typing import Final
 # Discord's button styles.
 PRIMARY, SECONDARY, DANGER = 1, 2, 4
 MAX_BUTTONS_PER_ROW: Final = 5
+SEEDED_KINDS = frozenset({"imagine", "vary", "inpaint"})  # a reroll repeats them with a new seed
 
 JOB_ID = r"[A-Za-z0-9_-]{1,64}"
 CANCEL_TEMPLATE = rf"atelier:cancel:(?P<job_id>{JOB_ID})"
 RESULT_ACTIONS = ("upscale", "vary", "faces", "reroll", "delete")
-RESULT_TEMPLATE = rf"atelier:(?P<action>{'|'.join(RESULT_ACTIONS)}):(?P<job_id>{JOB_ID}):(?P<index>[0-9]{{1,2}})"
+RESULT_TEMPLATE = (
+    rf"atelier:(?P<action>{'|'.join(RESULT_ACTIONS)}):(?P<job_id>{JOB_ID}):(?P<index>[0-9]{{1,2}})"
+)
 
 # Per-image actions get one row each: label prefix, emoji.
 _PER_IMAGE_ROWS = (("upscale", "U", None), ("vary", "V", None), ("faces", "F", "✨"))
@@ -47,18 +50,22 @@ def cancel_components(job_id: str) -> list[dict]:
     return [row(button(cancel_id(job_id), "Cancel", style=DANGER))]
 
 
-def result_components(job_id: str, count: int) -> list[dict]:
-    """U1…Un (upscale), V1…Vn (variations), F1…Fn (enhance faces), then reroll and delete."""
-    if not 1 <= count <= MAX_BUTTONS_PER_ROW:
-        raise ValueError(f"a result message holds buttons for 1 to {MAX_BUTTONS_PER_ROW} images (got {count})")
+def result_components(job_id: str, count: int, kind: str = "imagine") -> list[dict]:
+    """The buttons under a result. Generated images (imagine, vary, inpaint): U1…Un (upscale), V1…Vn
+    (variations), F1…Fn (enhance faces), then reroll and delete. An upscale: F1…Fn and delete. Restored faces:
+    delete.
+
+    A row holds five buttons, so images past the fifth get no per-image buttons (presets allow four)."""
+    if count < 1:
+        raise ValueError(f"a result message needs at least one image (got {count})")
+    shown = min(count, MAX_BUTTONS_PER_ROW)
+    per_image = {"upscale": _PER_IMAGE_ROWS[2:], "enhance": ()}.get(kind, _PER_IMAGE_ROWS)
     rows = [
-        row(*(button(result_id(action, job_id, i), f"{prefix}{i + 1}", emoji=emoji) for i in range(count)))
-        for action, prefix, emoji in _PER_IMAGE_ROWS
+        row(*(button(result_id(action, job_id, i), f"{prefix}{i + 1}", emoji=emoji) for i in range(shown)))
+        for action, prefix, emoji in per_image
     ]
-    rows.append(
-        row(
-            button(result_id("reroll", job_id, 0), "Reroll", style=PRIMARY, emoji="🔁"),
-            button(result_id("delete", job_id, 0), "Delete", style=DANGER, emoji="🗑️"),
-        )
-    )
+    last = [button(result_id("delete", job_id, 0), "Delete", style=DANGER, emoji="🗑️")]
+    if kind in SEEDED_KINDS:
+        last.insert(0, button(result_id("reroll", job_id, 0), "Reroll", style=PRIMARY, emoji="🔁"))
+    rows.append(row(*last))
     return rows

@@ -6,13 +6,15 @@ import re
 
 BAR_WIDTH = 20
 PROMPT_SHOWN_CHARS = 300
-_MARKDOWN = re.compile(r"([\\*_~`|>#\[\]()-])")
+_MARKDOWN = re.compile(r"([\\*_~`|\[\]])")
 
 
 def quote_prompt(prompt: str) -> str:
     """The prompt in bold, markdown escaped and shortened, so a prompt cannot format (or break) the message."""
+    prompt = " ".join(prompt.split())
     shown = prompt if len(prompt) <= PROMPT_SHOWN_CHARS else prompt[: PROMPT_SHOWN_CHARS - 1] + "…"
-    return f"**{_MARKDOWN.sub(r'\\\1', shown)}**"
+    escaped = _MARKDOWN.sub(r"\\\1", shown)
+    return f"**{escaped}**"
 
 
 def progress_bar(step: int, total: int) -> str:
@@ -20,16 +22,23 @@ def progress_bar(step: int, total: int) -> str:
     return "█" * filled + "░" * (BAR_WIDTH - filled)
 
 
-def queued_text(prompt: str, ahead: int | None, eta_s: float | None) -> str:
-    if ahead is None:
-        where = "Queued."
-    elif ahead == 0:
-        where = "Queued: next up."
+def queued_text(prompt: str, position: int | None, eta_s: float | None) -> str:
+    """`position` 1 starts next, 0 is running, None unknown; `eta_s` is the time until it should be done."""
+    if position == 0:
+        where = "⚙️ Running."
+    elif position is None:
+        where = "⏳ Queued."
+    elif position == 1:
+        where = "⏳ Queued: next up."
     else:
-        where = f"Queued: {ahead} job{'s' if ahead != 1 else ''} ahead."
+        where = f"⏳ Queued: position {position}."
     if eta_s:
-        where += f" Starts in about {_duration(eta_s)}."
-    return f"{quote_prompt(prompt)}\n⏳ {where}"
+        where += f" Ready in about {_duration(eta_s)}."
+    return f"{quote_prompt(prompt)}\n{where}"
+
+
+def running_text(prompt: str) -> str:
+    return f"{quote_prompt(prompt)}\n⚙️ Running."
 
 
 def progress_text(prompt: str, step: int, total: int) -> str:
@@ -45,8 +54,8 @@ def failed_text(prompt: str, message: str) -> str:
     return f"{quote_prompt(prompt)}\n❌ {message}"
 
 
-def cancelled_text(prompt: str, user_id: int) -> str:
-    return f"{quote_prompt(prompt)}\n🚫 Cancelled by <@{user_id}>."
+def cancelled_text(prompt: str, message: str) -> str:
+    return f"{quote_prompt(prompt)}\n🚫 {message}"
 
 
 def _duration(seconds: float) -> str:

@@ -47,7 +47,15 @@ class DiscordTarget:
     def to_data(self) -> dict:
         """JSON-safe form: ids as strings, as Discord writes them (64-bit ints lose precision in JavaScript)."""
         data = asdict(self)
-        for name in ("application_id", "interaction_id", "channel_id", "message_id", "user_id", "guild_id", "thread_id"):
+        for name in (
+            "application_id",
+            "interaction_id",
+            "channel_id",
+            "message_id",
+            "user_id",
+            "guild_id",
+            "thread_id",
+        ):
             if data[name] is not None:
                 data[name] = str(data[name])
         return data

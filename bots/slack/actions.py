@@ -1,19 +1,17 @@
 """The buttons: Cancel on a status message; U1…, V1…, Reroll and Enhance faces under results.
 
 Every button's id is `<action>:<job_id>:<index>` (see `ids`), so a click after a restart finds its job in the
-database. Upscale, variations and face restoration need job kinds that do not exist yet: until they do, those
-buttons say so to the person who clicked, and nothing is enqueued.
+database. Cancel goes through the quotas admin API (`quotas.admin.Admin.cancel_job`), as the CLI and Discord do:
+a queued job is refunded and never runs, a running one stops after its current step; the worker then writes the
+status message's last word. Upscale, variations and face restoration are not wired to their jobs yet: until
+they are, those buttons say so to the person who clicked, and nothing is enqueued.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import secrets
-from datetime import UTC, datetime
 
-from arq.jobs import Job as ArqJob
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.async_context import AsyncBoltContext
@@ -26,13 +24,12 @@ from bots.slack.admins import is_admin
 from bots.slack.config import SlackConfig
 from bots.slack.services import SlackServices
 from bots.slack.submit import submit
-from jobs import events
-from jobs.specs import Imagine
-from storage.models import Job, JobStatus
+from jobs.specs import MAX_SEED, Imagine
+from storage.models import Job
 
 log = logging.getLogger(__name__)
 
-ABORT_WAIT_S = 10.0
+FINISHED = {"succeeded": "finished", "failed": "failed", "cancelled": "been cancelled"}
 NOT_YET = {
     "upscale": "Upscaling",
     "variations": "Variations",
@@ -48,37 +45,45 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
         ack: AsyncAck, action: dict, client: AsyncWebClient, respond: AsyncRespond, context: AsyncBoltContext
     ) -> None:
         await ack()
-        ref = ids.decode(action["action_id"])
-        job = await Job.get_or_none(id=ref.job_id)
-        if job is None:
-            await _tell(respond, "I can't find this job any more.")
+        job_id = ids.decode(action["action_id"]).job_id
+        workspace = context["workspace"]
+        clicker = workspace.user_id or ""
+        tenant = await workspace.tenant()
+        try:
+            try:
+                outcome = await services.admin.cancel_job(
+                    job_id, by_user=await workspace.user(), tenant=tenant
+                )
+            except PermissionError:
+                if not await is_admin(client, config.admins, clicker):
+                    raise
+                outcome = await services.admin.cancel_job(job_id, as_admin=True, tenant=tenant)
+        except LookupError:
+            await _tell(respond, "This job no longer exists.")
             return
-        data = (job.reply_target or {}).get("data", {})
-        clicker = context.user_id or ""
-        if clicker != data.get("user") and not await is_admin(client, config.admins, clicker):
-            await _tell(respond, f"Only <@{data.get('user')}> or an admin can cancel this job.")
+        except PermissionError:
+            job = await Job.get(id=job_id)
+            owner = (job.reply_target or {}).get("data", {}).get("user")
+            await _tell(respond, f"Only <@{owner}>, who asked for this job, or an admin can cancel it.")
             return
-        cancelled = await Job.filter(id=job.id, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).update(
-            status=JobStatus.CANCELLED,
-            finished_at=datetime.now(UTC),
-            error=f"cancelled by slack user {clicker}",
-        )
-        if not cancelled:
-            await _tell(respond, f"This job is already {job.status.value}: there is nothing to cancel.")
-            return
-        await events.publish(services.redis, job.id, "cancelled", message=f"cancelled by {clicker}")
-        await client.chat_update(
-            channel=data["channel"],
-            ts=data["status_ts"],
-            **blocks.cancelled_status(job.id, job.spec, data.get("user"), clicker),
-        )
-        # A queued job is dropped when a worker reaches it; a running one has its task cancelled.
-        aborted = False
-        with contextlib.suppress(asyncio.TimeoutError):
-            aborted = await ArqJob(job.id, services.redis, _queue_name=services.queue_name).abort(
-                timeout=ABORT_WAIT_S
+        if outcome.outcome == "finished":
+            await _tell(
+                respond, f"There is nothing to cancel: this job has already {FINISHED[outcome.status]}."
             )
-        log.info("job %s cancelled by slack user %s (worker aborted it: %s)", job.id, clicker, aborted)
+            return
+        # Answer the click at once on the status message (no more Cancel button); the worker writes the last word
+        # when it drops the queued job or stops the running one after its current step.
+        job = await Job.get(id=job_id)
+        data = (job.reply_target or {}).get("data", {})
+        if "status_ts" in data:
+            if outcome.outcome == "cancelled":
+                status = blocks.cancelled_status(
+                    job.id, job.spec, data.get("user"), f"Cancelled by <@{clicker}>."
+                )
+            else:
+                status = blocks.stopping_status(job.id, job.spec, data.get("user"), clicker)
+            await client.chat_update(channel=data["channel"], ts=data["status_ts"], **status)
+        log.info("job %s: cancel by slack user %s: %s", job_id, clicker, outcome.outcome)
 
     @app.action(ids.matcher("reroll"))
     async def reroll(
@@ -96,7 +101,7 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
             await _tell(respond, "I can't find the job these images came from any more.")
             return
         data = (job.reply_target or {}).get("data", {})
-        spec = Imagine.model_validate(job.spec).model_copy(update={"seed": secrets.randbelow(2**32)})
+        spec = Imagine.model_validate(job.spec).model_copy(update={"seed": secrets.randbelow(MAX_SEED + 1)})
         try:
             await submit(
                 client,

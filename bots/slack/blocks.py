@@ -44,10 +44,16 @@ def describe(spec: dict) -> str:
 def queued_status(
     job_id: str, spec: dict, requester: str | None, position: int | None, eta_s: float | None
 ) -> dict:
-    where = f"position {position} in the queue" if position else "waiting for a worker"
+    """Waiting: `position` 1 starts next, 0 is starting now (as `jobs.queue_status` counts), None is unknown."""
+    if position is None:
+        line = ":hourglass_flowing_sand: Queued"
+    elif position == 0:
+        line = ":hourglass_flowing_sand: Starting"
+    else:
+        line = f":hourglass_flowing_sand: Queued, position {position} in the queue"
     if eta_s is not None:
-        where += f" · ready in about {_duration(eta_s)}"
-    return _status(job_id, spec, requester, f":hourglass_flowing_sand: Queued, {where}", cancellable=True)
+        line += f" · ready in about {_duration(eta_s)}"
+    return _status(job_id, spec, requester, line, cancellable=True)
 
 
 def progress_status(job_id: str, spec: dict, requester: str | None, step: int, total: int) -> dict:
@@ -67,8 +73,16 @@ def failed_status(job_id: str, spec: dict, requester: str | None, message: str) 
     return _status(job_id, spec, requester, f":warning: Failed: {escape(message)}")
 
 
-def cancelled_status(job_id: str, spec: dict, requester: str | None, by: str) -> dict:
-    return _status(job_id, spec, requester, f":no_entry_sign: Cancelled by <@{by}>")
+def cancelled_status(job_id: str, spec: dict, requester: str | None, message: str) -> dict:
+    """A job that will not run (on), with who cancelled it: mrkdwn `message`, e.g. "Cancelled by <@U1>."."""
+    return _status(job_id, spec, requester, f":no_entry_sign: {message}")
+
+
+def stopping_status(job_id: str, spec: dict, requester: str | None, by: str) -> dict:
+    """A running job whose cancel was requested: the worker stops it after the current step."""
+    return _status(
+        job_id, spec, requester, f":no_entry_sign: Cancelled by <@{by}>: stopping after this step…"
+    )
 
 
 def result_message(job_id: str, spec: dict, requester: str | None, images: Sequence[ImageLike]) -> dict:

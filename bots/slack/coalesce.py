@@ -55,9 +55,11 @@ class CoalescedEdits:
                 await asyncio.sleep(delay)
             content, final = self._pending, self._pending_final
             self._pending = None
-            # Counted from the start of the attempt, so a failed or slow edit still spaces the next one.
-            self._last_sent = self._clock()
             try:
                 await self._send(content, final)
             except Exception:
                 log.warning("edit of %s failed; the next state replaces it", self._name, exc_info=True)
+            finally:
+                # Counted from the end of the edit, so one that was slow or retried after a 429 still leaves
+                # the whole interval before the next.
+                self._last_sent = self._clock()

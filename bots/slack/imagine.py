@@ -22,7 +22,7 @@ from bots.commands import CommandError, merge_options, parse_prompt
 from bots.slack.services import SlackServices
 from bots.slack.submit import submit
 from engine.registry import Registry
-from jobs.specs import Imagine, imagine_spec
+from jobs.specs import MAX_SEED, Imagine, imagine_spec
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def imagine_from_text(registry: Registry, text: str, *, tiny: bool) -> Imagine:
         raise CommandError("--lora is not available yet: remove it and try again")
     try:
         return imagine_spec(
-            registry, prompt=parsed.prompt, tiny=tiny, random_seed=secrets.randbelow(2**32), **options
+            registry, prompt=parsed.prompt, tiny=tiny, random_seed=secrets.randbelow(MAX_SEED + 1), **options
         )
     except ValueError as exc:
         raise CommandError(str(exc)) from None

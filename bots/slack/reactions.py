@@ -1,8 +1,9 @@
 """Reactions on Atelier's result messages: `:mag:` upscales, `:sparkles:` restores faces (configurable).
 
 The worker records which job each results message shows (`ids.result_message_key`), so a reaction finds its job
-after restarts too. Event retries never reach this listener twice (`dedupe`). The job kinds these reactions
-start do not exist yet: until they do, the person who reacted is told so, and nothing is enqueued.
+after restarts too. Event retries never reach this listener twice (`dedupe`). These reactions are not wired to
+the upscale and face-restoration jobs yet: until they are, the person who reacted is told so, and nothing is
+enqueued.
 """
 
 from __future__ import annotations

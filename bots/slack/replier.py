@@ -22,12 +22,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.slack import blocks, ids
 from bots.slack.coalesce import CoalescedEdits
 from jobs.replier import StoredImage
+from quotas.cancel import cancel_requested
 from storage.blobs import BlobStore
 from storage.models import Job, JobStatus
 
 log = logging.getLogger(__name__)
 
 STATUS_INTERVAL_S = 2.0
+STATUS_WAIT_S = 10.0  # how long a job that started at once waits for the app to record its status message
+STATUS_POLL_S = 0.1
 PNG_LIMIT_BYTES = 8 * 2**20  # above this a result goes as JPEG: same pixels, a fraction of the upload
 JPEG_QUALITY = 92
 
@@ -57,6 +60,9 @@ class SlackReplier:
         self._client, self._blobs, self._redis = client, blobs, redis
         self._interval_s, self._png_limit = status_interval_s, png_limit_bytes
         self._edits: dict[str, CoalescedEdits] = {}
+        self._addresses: dict[
+            str, dict
+        ] = {}  # job id -> its reply target's data, once it has a status message
         self._finishing: set[asyncio.Task] = set()
 
     async def queued(self, job: Job, position: int | None, eta_s: float | None) -> None:
@@ -68,7 +74,7 @@ class SlackReplier:
         self._status(job).show(blocks.progress_status(job.id, job.spec, data.get("user"), step, total))
 
     async def result(self, job: Job, images: list[StoredImage]) -> None:
-        data = _data(job)
+        data = await self._address(job)
         try:
             await self._post_results(job, data, images)
             final = blocks.done_status(job.id, job.spec, data.get("user"), len(images))
@@ -80,7 +86,12 @@ class SlackReplier:
 
     async def failure(self, job: Job, message: str) -> None:
         data = _data(job)
-        self._finish(job, blocks.failed_status(job.id, job.spec, data.get("user"), message))
+        if job.status == JobStatus.CANCELLED:
+            self._finish(
+                job, blocks.cancelled_status(job.id, job.spec, data.get("user"), blocks.escape(message))
+            )
+        else:
+            self._finish(job, blocks.failed_status(job.id, job.spec, data.get("user"), message))
 
     async def aclose(self) -> None:
         """Send the final edits still waiting for their interval (at worker shutdown)."""
@@ -89,11 +100,14 @@ class SlackReplier:
     def _status(self, job: Job) -> CoalescedEdits:
         edits = self._edits.get(job.id)
         if edits is None:
-            data = _data(job)
 
             async def send(content: dict, final: bool) -> None:
-                if not final and await _cancelled(job.id):
-                    return  # the app already showed "cancelled"; a late progress frame must not undo it
+                if not final and await cancel_requested(self._redis, job.id):
+                    return  # the app already showed the cancel; a late progress frame must not undo it
+                data = await self._address(job)
+                if "status_ts" not in data:
+                    log.warning("job %s has no Slack status message to edit", job.id)
+                    return
                 await self._client.chat_update(channel=data["channel"], ts=data["status_ts"], **content)
 
             edits = self._edits[job.id] = CoalescedEdits(
@@ -112,6 +126,22 @@ class SlackReplier:
         await edits.wait()
         if self._edits.get(job_id) is edits:
             del self._edits[job_id]
+            self._addresses.pop(job_id, None)
+
+    async def _address(self, job: Job) -> dict:
+        """The job's reply target with its status message. The app records the message just after enqueueing,
+        so a job that starts at once may not see it yet: wait for it (bounded), reading the record again."""
+        if job.id in self._addresses:
+            return self._addresses[job.id]
+        data = _data(job)
+        for _ in range(round(STATUS_WAIT_S / STATUS_POLL_S)):
+            if "status_ts" in data:
+                self._addresses[job.id] = data
+                return data
+            await asyncio.sleep(STATUS_POLL_S)
+            fresh = await Job.get_or_none(id=job.id)
+            data = _data(fresh) if fresh is not None else data
+        return data  # the app never posted one (it died, or the channel refused): results go to the thread
 
     async def _post_results(self, job: Job, data: dict, images: list[StoredImage]) -> None:
         prompt = str(job.spec.get("prompt", ""))
@@ -127,11 +157,11 @@ class SlackReplier:
                 }
             )
         await self._client.files_upload_v2(
-            file_uploads=uploads, channel=data["channel"], thread_ts=data["thread_ts"]
+            file_uploads=uploads, channel=data["channel"], thread_ts=data.get("thread_ts")
         )
         posted = await self._client.chat_postMessage(
             channel=data["channel"],
-            thread_ts=data["thread_ts"],
+            thread_ts=data.get("thread_ts"),
             **blocks.result_message(job.id, job.spec, data.get("user"), images),
         )
         key = ids.result_message_key(posted.get("channel", data["channel"]), posted["ts"])
@@ -140,7 +170,3 @@ class SlackReplier:
 
 def _data(job: Job) -> dict:
     return (job.reply_target or {}).get("data", {})
-
-
-async def _cancelled(job_id: str) -> bool:
-    return await Job.filter(id=job_id, status=JobStatus.CANCELLED).exists()

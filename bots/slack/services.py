@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from arq.connections import ArqRedis
 
 from engine.registry import Registry
+from quotas.admin import Admin
 
 
 @dataclass(frozen=True)
 class SlackServices:
-    redis: ArqRedis  # the arq queue, event dedupe keys and job event streams
+    redis: ArqRedis  # the arq queue, event dedupe keys, cancel signals and job event streams
     registry: Registry  # model presets, to validate requests before anything is enqueued
     queue_name: str
     tiny_models: bool = False  # make every default model its tiny counterpart (tests, offline demo)
+    admin: Admin = field(init=False)  # the quotas admin API: cancelling jobs (and later /atelier commands)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "admin", Admin(self.redis, self.queue_name))

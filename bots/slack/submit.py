@@ -1,8 +1,10 @@
-"""Start a job from Slack: post its status message, then record and enqueue it, exactly once per request.
+"""Start a job from Slack: admit and enqueue it, exactly once per request, then post its status message.
 
-The status message is posted first because its `ts` is the thread the worker answers in (and the message it
-edits), so it must be in the job's reply target before a worker can pick the job up. A request seen before
-(a redelivered event, a double click) posts nothing; one that loses a race with its twin deletes its message.
+Enqueueing comes first, so a refused request (a quota, a paused workspace, a banned user) posts nothing in the
+channel, and the status message shows the job's real queue position and ETA. The message's `ts` (the thread the
+worker answers in, for a new thread) is then written into the job's reply target; the worker's replier waits
+for it if the job starts before it is there. A request seen before (a redelivered event, a double click) posts
+nothing. A channel the bot cannot post in cancels the job (refunded, it never runs) and says why.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ from bots.commands import CommandError
 from bots.slack import blocks
 from bots.slack.services import SlackServices
 from bots.slack.workspace import Workspace
-from jobs.queue import Spec, enqueue, job_id_for
+from jobs.queue import Spec, enqueue
 from jobs.specs import ReplyTarget
-from storage.models import Job, JobStatus
+from quotas.errors import QuotaRefused
+from storage.models import Job
 
 log = logging.getLogger(__name__)
 
-ETA_SAMPLE = 20  # recent jobs of the same model whose GPU time estimates the wait
 CHANNEL_ERRORS = {
     "not_in_channel": "I'm not in this channel: invite me with `/invite @Atelier`, then try again.",
     "channel_not_found": "I can't see this channel: invite me with `/invite @Atelier`, then try again.",
@@ -41,60 +43,43 @@ async def submit(
     thread_ts: str | None,
     workspace: Workspace,
 ) -> str | None:
-    """Post the status message (in `thread_ts`, or as a new thread) and enqueue `spec`; return the job id,
-    or None when this request had already been submitted. A channel the bot cannot post in is a CommandError."""
-    job_id = job_id_for(request_id)
-    if await Job.exists(id=job_id):
-        log.info("slack request %s seen before (job %s): nothing new", request_id, job_id)
+    """Enqueue `spec` and post its status message (in `thread_ts`, or as a new thread); return the job id, or
+    None when this request had already been submitted. Refusals are CommandErrors with the reason."""
+    data = {"channel": channel, "thread_ts": thread_ts, "team": workspace.team_id, "user": workspace.user_id}
+    try:
+        queued = await enqueue(
+            services.redis,
+            spec,
+            request_id=request_id,
+            reply_target=ReplyTarget(platform="slack", data=data),
+            queue_name=services.queue_name,
+            tenant=await workspace.tenant(),
+            user=await workspace.user(),
+        )
+    except QuotaRefused as refusal:
+        raise CommandError(str(refusal)) from None
+    if not queued.created:
+        log.info("slack request %s seen before (job %s): nothing new", request_id, queued.job_id)
         return None
-    spec_data = spec.model_dump(mode="json")
-    ahead = await services.redis.zcard(services.queue_name)
-    eta_s = await estimate_eta(spec.model, ahead)
-    status = blocks.queued_status(job_id, spec_data, workspace.user_id, ahead + 1, eta_s)
+    status = blocks.queued_status(
+        queued.job_id, spec.model_dump(mode="json"), workspace.user_id, queued.position, queued.eta_s
+    )
     try:
         posted = await client.chat_postMessage(channel=channel, thread_ts=thread_ts, **status)
     except SlackApiError as exc:
         error = exc.response.get("error", "")
-        if error in CHANNEL_ERRORS:
-            raise CommandError(CHANNEL_ERRORS[error]) from None
-        raise
-    status_ts, channel_id = posted["ts"], posted.get("channel", channel)
-    target = ReplyTarget(
-        platform="slack",
-        data={
-            "channel": channel_id,
-            "status_ts": status_ts,
-            "thread_ts": thread_ts or status_ts,
-            "team": workspace.team_id,
-            "user": workspace.user_id,
-        },
+        if error not in CHANNEL_ERRORS:
+            raise
+        # Nobody could follow it here: it must not run, nor count against the quota.
+        await services.admin.cancel_job(queued.job_id, as_admin=True)
+        raise CommandError(CHANNEL_ERRORS[error]) from None
+    data |= {
+        "channel": posted.get("channel", channel),
+        "status_ts": posted["ts"],
+        "thread_ts": thread_ts or posted["ts"],
+    }
+    await Job.filter(id=queued.job_id).update(
+        reply_target=ReplyTarget(platform="slack", data=data).model_dump(mode="json")
     )
-    queued = await enqueue(
-        services.redis,
-        spec,
-        request_id=request_id,
-        reply_target=target,
-        queue_name=services.queue_name,
-        tenant=await workspace.tenant(),
-        user=await workspace.user(),
-    )
-    if not queued.created:
-        # A twin of this request got there between the check above and the insert: keep only its message.
-        await client.chat_delete(channel=channel_id, ts=status_ts)
-        return None
-    log.info("slack request %s -> job %s (%d ahead)", request_id, job_id, ahead)
-    return job_id
-
-
-async def estimate_eta(model: str, ahead: int) -> float | None:
-    """Seconds until a new job of `model` is done: the mean GPU time of its recent jobs, times the jobs ahead
-    plus this one. None without history (a new model says nothing rather than guess)."""
-    seconds = (
-        await Job.filter(model=model, status=JobStatus.SUCCEEDED)
-        .order_by("-finished_at")
-        .limit(ETA_SAMPLE)
-        .values_list("gpu_seconds", flat=True)
-    )
-    if not seconds:
-        return None
-    return sum(seconds) / len(seconds) * (ahead + 1)
+    log.info("slack request %s -> job %s (position %s)", request_id, queued.job_id, queued.position)
+    return queued.job_id

@@ -12,7 +12,7 @@ from engine.registry import Preset, Registry, UnknownModelError
 
 
 def test_builtin_presets_load_in_file_order(registry: Registry) -> None:
-    assert registry.names() == [
+    assert registry.names("txt2img") == [
         "sd15",
         "sdxl",
         "sdxl-turbo",
@@ -21,7 +21,9 @@ def test_builtin_presets_load_in_file_order(registry: Registry) -> None:
         "tiny-sdxl",
         "tiny-flux",
     ]
-    assert registry.names("upscale") == []
+    assert {"sd15-inpaint", "sdxl-inpaint", "flux-fill"} <= set(registry.names("inpaint"))
+    assert {"realesrgan-x4", "realesrgan-x2"} <= set(registry.names("upscale"))
+    assert {"gfpgan-1.4", "codeformer"} <= set(registry.names("face"))
     turbo = registry.get("sdxl-turbo")
     assert (turbo.family, turbo.source, turbo.default_steps, turbo.default_guidance) == (
         "sdxl",
@@ -68,8 +70,8 @@ def test_unknown_models_list_the_known_ones(registry: Registry) -> None:
     assert isinstance(info.value, ValueError)
     with pytest.raises(UnknownModelError, match=r"known models: sd15, .*tiny-flux"):
         registry.get("midjourney")
-    with pytest.raises(UnknownModelError, match="no default model for role 'upscale'"):
-        registry.resolve(None, role="upscale")
+    with pytest.raises(UnknownModelError, match="no default model for role 'lora-trainer'"):
+        registry.resolve(None, role="lora-trainer")
     with pytest.raises(UnknownModelError, match="unknown upscale model 'sd15'"):
         registry.resolve("sd15", role="upscale")
 

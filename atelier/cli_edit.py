@@ -1,0 +1,154 @@
+"""`atelier inpaint` and `atelier vary`: edit an image file through the queue, like `atelier imagine`.
+
+The image (and mask) are read and checked from their files before any service opens, so bad input exits with
+status 2 and a one-line message and nothing is stored or enqueued; only then are they stored as blobs and the
+job enqueued with their keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+from pathlib import Path
+
+from atelier.cli import UsageError, _run_and_wait
+from atelier.settings import Settings
+
+INPAINT_HELP = """\
+modes:
+  insertion  paint --prompt into the white area of --mask
+  removal    fill the white area of --mask with the surrounding background (no prompt needed)
+  outpaint   extend the canvas by --extend pixels per side and paint the new area (--prompt optional)
+
+The mask is an image of the same shape as IMAGE: white repaints, black keeps; it is resized to the image and
+thresholded at mid-grey. Pixels beyond a narrow feathering band around the mask are the original's, unchanged.
+"""
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add the `inpaint` and `vary` subcommands to the `atelier` parser."""
+    from engine.edit_requests import DEFAULT_VARIATION_STRENGTH, MODES
+
+    inpaint = sub.add_parser(
+        "inpaint",
+        help="repaint part of an image: insert from a prompt, remove, or extend the canvas",
+        description=INPAINT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    inpaint.add_argument("image", type=Path, help="the image to edit")
+    inpaint.add_argument("--mode", required=True, choices=MODES)
+    inpaint.add_argument("--mask", type=Path, help="white where the image changes (insertion, removal)")
+    inpaint.add_argument("--prompt", default="", help="what to paint (required for insertion)")
+    inpaint.add_argument(
+        "--extend", help="pixels to add per side (outpaint), e.g. left=256,right=0,top=0,bottom=0"
+    )
+    _add_common_options(inpaint, "inpainting model preset (default: the registry's inpainting default)")
+
+    vary = sub.add_parser("vary", help="variations of an image (image-to-image), through the queue")
+    vary.add_argument("image", type=Path, help="the image to vary")
+    vary.add_argument(
+        "--strength",
+        type=float,
+        default=DEFAULT_VARIATION_STRENGTH,
+        help=f"how far from the image to go: above 0, at most 1 (default: {DEFAULT_VARIATION_STRENGTH:g})",
+    )
+    vary.add_argument("--prompt", default="", help="what the variations should show (default: none)")
+    _add_common_options(vary, "text-to-image model preset (default: the registry's default)")
+
+
+def _add_common_options(parser: argparse.ArgumentParser, model_help: str) -> None:
+    parser.add_argument("--negative", default="", help="what the image should not contain")
+    parser.add_argument("--model", help=model_help)
+    parser.add_argument(
+        "--seed", type=int, help="seed of the first image; image i uses seed+i (default: random)"
+    )
+    parser.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
+    parser.add_argument(
+        "--guidance", type=float, help="classifier-free guidance scale (default: the model's)"
+    )
+    parser.add_argument("--count", type=int, help="number of images (default: 1)")
+    parser.add_argument("--out", type=Path, default=Path("out"), help="folder for the images (default: out)")
+
+
+async def _inpaint(settings: Settings, args: argparse.Namespace) -> int:
+    from engine.registry import Registry
+    from jobs.specs import inpaint_spec, parse_extend
+
+    image = _read_image(args.image, "the image")
+    mask = None if args.mask is None else _read_image(args.mask, "the mask")
+    try:
+        spec = inpaint_spec(
+            Registry.load(settings.models_file),
+            mode=args.mode,
+            image=image,
+            mask=mask,
+            prompt=args.prompt,
+            negative=args.negative,
+            extend=None if args.extend is None else parse_extend(args.extend),
+            model=args.model,
+            steps=args.steps,
+            guidance=args.guidance,
+            seed=args.seed,
+            count=args.count,
+            tiny=settings.tiny_models,
+            random_seed=secrets.randbelow(2**32),
+        )
+    except ValueError as exc:
+        raise UsageError(exc) from None
+    from atelier.runtime import Runtime
+    from jobs.inputs import store_input
+
+    async with Runtime.open(settings) as runtime:
+        keys = {"image": await store_input(runtime.blobs, image)}
+        if mask is not None:
+            keys["mask"] = await store_input(runtime.blobs, mask)
+        return await _run_and_wait(runtime, spec.model_copy(update=keys), args.out)
+
+
+async def _vary(settings: Settings, args: argparse.Namespace) -> int:
+    from engine.registry import Registry
+    from jobs.specs import vary_spec
+
+    image = _read_image(args.image, "the image")
+    try:
+        spec = vary_spec(
+            Registry.load(settings.models_file),
+            image=image,
+            prompt=args.prompt,
+            negative=args.negative,
+            strength=args.strength,
+            model=args.model,
+            steps=args.steps,
+            guidance=args.guidance,
+            seed=args.seed,
+            count=args.count,
+            tiny=settings.tiny_models,
+            random_seed=secrets.randbelow(2**32),
+        )
+    except ValueError as exc:
+        raise UsageError(exc) from None
+    from atelier.runtime import Runtime
+    from jobs.inputs import store_input
+
+    async with Runtime.open(settings) as runtime:
+        key = await store_input(runtime.blobs, image)
+        return await _run_and_wait(runtime, spec.model_copy(update={"image": key}), args.out)
+
+
+def _read_image(path: Path, what: str):  # -> PIL.Image.Image (Pillow is imported lazily)
+    """The file decoded and normalised to RGB, or a UsageError saying why it cannot be used."""
+    from jobs.inputs import InputImageError, read_image
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise UsageError(f"{what} {path} cannot be read: {exc.strerror}") from None
+    try:
+        return read_image(data, name=f"{what} {path}")
+    except InputImageError as exc:
+        raise UsageError(exc) from None
+
+
+COMMANDS = {"inpaint": _inpaint, "vary": _vary}

@@ -1,0 +1,94 @@
+"""The Discord bot process: a discord.py client with Atelier's slash commands and persistent buttons.
+
+`configure_endpoints` points discord.py at the configured REST base and gateway (an API proxy, or the test
+emulator) by setting `discord.http.Route.BASE` and `DiscordWebSocket.DEFAULT_GATEWAY`, the two places
+discord.py reads them. Features live in their own modules, each with `setup(bot)`; the bot only wires them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from dataclasses import dataclass
+
+import discord
+import yarl
+from arq.connections import ArqRedis
+from discord import app_commands
+from discord.gateway import DiscordWebSocket
+
+from bots.discord import imagine, views
+from bots.discord.editclock import EditClock
+from bots.discord.guide import invite_url
+from engine.registry import Registry
+from quotas.admin import Admin
+from storage.blobs import BlobStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BotConfig:
+    """What the bot's features need, built by the composition root from settings."""
+
+    redis: ArqRedis
+    registry: Registry
+    blobs: BlobStore  # source images of the U, V and F buttons
+    queue_name: str
+    tiny_models: bool = False
+    guild_ids: tuple[int, ...] = ()
+    admin_role: str | None = None
+
+
+def configure_endpoints(api_base: str, gateway_url: str) -> None:
+    """Send every REST call (interaction webhooks included) and the gateway connection to these URLs."""
+    discord.http.Route.BASE = api_base.rstrip("/")
+    DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+
+
+def intents() -> discord.Intents:
+    """Guilds (channels, threads, roles) and reactions; no privileged intent."""
+    wanted = discord.Intents.none()
+    wanted.guilds = True
+    wanted.guild_reactions = True
+    return wanted
+
+
+class AtelierBot(discord.Client):
+    def __init__(self, config: BotConfig) -> None:
+        super().__init__(intents=intents(), allowed_mentions=discord.AllowedMentions.none())
+        self.config = config
+        self.clock = EditClock(config.redis)
+        self.admin = Admin(config.redis, config.queue_name)
+        self.tree = app_commands.CommandTree(self)
+
+    async def setup_hook(self) -> None:
+        # `jobs.queue_status` (called by `enqueue`) imports `jobs.worker`, and with it torch, on first use: more
+        # than 10 s of blocked event loop, during which interactions would miss their 3 s deadline. Pay it here,
+        # before the gateway connects. (Drop this once `live_workers` lives in a module without job functions.)
+        await asyncio.to_thread(importlib.import_module, "jobs.worker")
+        imagine.setup(self)
+        views.setup(self)
+        await self._sync_commands()
+
+    async def _sync_commands(self) -> None:
+        """Register the commands with Discord: in the configured guilds (instant), else globally."""
+        if not self.config.guild_ids:
+            synced = await self.tree.sync()
+            log.info("discord: %d commands registered globally", len(synced))
+            return
+        for guild_id in self.config.guild_ids:
+            guild = discord.Object(id=guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("discord: %d commands registered in guild %s", len(synced), guild_id)
+
+    async def on_ready(self) -> None:
+        log.info(
+            "discord: ready as %s in %d servers; invite: %s",
+            self.user,
+            len(self.guilds),
+            invite_url(self.application_id),
+        )
+        await self.change_presence(activity=discord.CustomActivity(name="Type /imagine"))

@@ -1,0 +1,78 @@
+"""The U, V and F buttons: a new job made from one image of a finished job.
+
+U upscales it (the default upscaler, 4×), V makes variations of it (the source job's prompt, model, steps and
+count, a new seed), F restores the faces in it. The source image is read back from the blob store by
+(job, index), so the buttons work however old the message is. The click is deferred first (a database and blob
+read follow); a request the models' limits refuse (an image too large to upscale again, say) withdraws the
+public "thinking…" message and answers ephemerally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import secrets
+from typing import TYPE_CHECKING
+
+import discord
+from PIL import Image as PILImage
+
+from bots.discord.launch import defer_status, start_job, withdraw
+from jobs.specs import MAX_SEED, Enhance, Upscale, Vary, enhance_spec, upscale_spec, vary_spec
+from storage.models import Image, Job
+
+if TYPE_CHECKING:
+    from bots.discord.client import AtelierBot
+
+TITLES = {"upscale": "Upscale", "vary": "Variations", "faces": "Enhanced faces"}
+
+
+async def on_derive(
+    interaction: discord.Interaction[AtelierBot], action: str, job_id: str, index: int
+) -> None:
+    message_id = await defer_status(interaction)
+    bot = interaction.client
+    source = await Job.get_or_none(id=job_id)
+    row = await Image.get_or_none(job_id=job_id, index=index)
+    if source is None or row is None:
+        await withdraw(interaction, "That image is gone; it can no longer be used.")
+        return
+    data = await bot.config.blobs.get(row.blob_key)
+    image = await asyncio.to_thread(_decode, data)
+    try:
+        spec = _spec(bot, action, source, image, row.blob_key)
+    except ValueError as exc:
+        await withdraw(interaction, str(exc))
+        return
+    prompt = source.spec.get("prompt") or ""
+    title = f"{TITLES[action]} of image {index + 1}" + (f": {prompt}" if prompt else "")
+    await start_job(interaction, message_id, spec, title=title)
+
+
+def _spec(
+    bot: AtelierBot, action: str, source: Job, image: PILImage.Image, key: str
+) -> Upscale | Enhance | Vary:
+    registry, tiny = bot.config.registry, bot.config.tiny_models
+    if action == "upscale":
+        return upscale_spec(registry, image=image, tiny=tiny, image_key=key)
+    if action == "faces":
+        return enhance_spec(registry, image=image, tiny=tiny, image_key=key)
+    was = source.spec
+    return vary_spec(
+        registry,
+        image=image,
+        prompt=was.get("prompt", ""),
+        negative=was.get("negative", ""),
+        model=was.get("model"),
+        steps=was.get("steps"),
+        guidance=was.get("guidance"),
+        count=was.get("count"),
+        tiny=tiny,
+        random_seed=secrets.randbelow(MAX_SEED + 1),
+        image_key=key,
+    )
+
+
+def _decode(data: bytes) -> PILImage.Image:
+    with PILImage.open(io.BytesIO(data)) as opened:
+        return opened.convert("RGB")

@@ -1,0 +1,118 @@
+"""`/imagine`: text-to-image from a prompt, with typed options or Midjourney-style flags in the prompt.
+
+Everything that can be wrong with the request (an unknown flag or model, a prompt made only of flags, a limit
+of the model, a direct message) is checked first, in memory and in microseconds, and answered with an
+ephemeral message as the interaction's first response: nothing is deferred publicly, nothing is enqueued.
+A valid request is deferred at once, before any database or queue work (see `launch`).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+
+from bots.commands import CommandError, merge_options, parse_prompt
+from bots.discord.launch import launch
+from jobs.specs import MAX_SEED, Imagine, imagine_spec
+
+if TYPE_CHECKING:
+    from bots.discord.client import AtelierBot
+
+ASPECTS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9")
+MAX_CHOICES = 25  # Discord shows at most 25 autocomplete choices
+
+
+def build_spec(bot: AtelierBot, prompt: str, options: dict[str, object]) -> Imagine:
+    """Flags from the prompt merged with the typed options, checked against the model's limits.
+
+    Raises ValueError (CommandError for the flags) with the message the user sees."""
+    parsed = parse_prompt(prompt)
+    merged = merge_options(parsed, options)
+    if merged.get("lora"):
+        raise CommandError("LoRAs are not available on this server yet: remove --lora")
+    return imagine_spec(
+        bot.config.registry,
+        prompt=parsed.prompt,
+        negative=str(merged.get("negative") or ""),
+        model=merged.get("model"),  # type: ignore[arg-type]
+        size=merged.get("size"),  # type: ignore[arg-type]
+        aspect=merged.get("aspect"),  # type: ignore[arg-type]
+        steps=merged.get("steps"),  # type: ignore[arg-type]
+        guidance=merged.get("guidance"),  # type: ignore[arg-type]
+        seed=merged.get("seed"),  # type: ignore[arg-type]
+        count=merged.get("count"),  # type: ignore[arg-type]
+        tiny=bot.config.tiny_models,
+        random_seed=secrets.randbelow(MAX_SEED + 1),
+    )
+
+
+@app_commands.command(name="imagine", description="Generate images from a prompt")
+@app_commands.guild_only()
+@app_commands.describe(
+    prompt="What to draw. Flags work too: --ar 16:9 --seed 7 --steps 30 --no text",
+    negative="What the image should not contain",
+    aspect="Aspect ratio W:H, e.g. 16:9",
+    model="Model to use (default: the server's default)",
+    seed="Seed of the first image (same seed, same picture)",
+    steps="Denoising steps (more: slower, finer)",
+    count="Number of images",
+)
+async def imagine_command(
+    interaction: discord.Interaction[AtelierBot],
+    prompt: str,
+    negative: str | None = None,
+    aspect: str | None = None,
+    model: str | None = None,
+    seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+    steps: app_commands.Range[int, 1, 150] | None = None,
+    count: app_commands.Range[int, 1, 10] | None = None,
+) -> None:
+    if interaction.guild_id is None:
+        await _refuse(interaction, "/imagine works in a server channel, not in direct messages.")
+        return
+    options = {
+        "negative": negative,
+        "aspect": aspect,
+        "model": model,
+        "seed": seed,
+        "steps": steps,
+        "count": count,
+    }
+    try:
+        spec = build_spec(interaction.client, prompt, options)
+    except ValueError as exc:
+        await _refuse(interaction, str(exc))
+        return
+    await launch(interaction, spec)
+
+
+@imagine_command.autocomplete("model")
+async def _model_choices(
+    interaction: discord.Interaction[AtelierBot], current: str
+) -> list[app_commands.Choice[str]]:
+    names = interaction.client.config.registry.names("txt2img")
+    return _choices(names, current)
+
+
+@imagine_command.autocomplete("aspect")
+async def _aspect_choices(
+    interaction: discord.Interaction[AtelierBot], current: str
+) -> list[app_commands.Choice[str]]:
+    return _choices(ASPECTS, current)
+
+
+def _choices(values: list[str] | tuple[str, ...], current: str) -> list[app_commands.Choice[str]]:
+    typed = current.lower().strip()
+    return [app_commands.Choice(name=v, value=v) for v in values if typed in v.lower()][:MAX_CHOICES]
+
+
+async def _refuse(interaction: discord.Interaction, message: str) -> None:
+    first = message[:1].upper() + message[1:]
+    await interaction.response.send_message(f"❌ {first}", ephemeral=True)
+
+
+def setup(bot: AtelierBot) -> None:
+    bot.tree.add_command(imagine_command)

@@ -1,0 +1,143 @@
+"""Start a job from an interaction: defer, record and enqueue, open the thread, show the queue position.
+
+Used by `/imagine` and by the reroll button. The deferred response becomes the job's status message (the
+worker edits it through the interaction token, then through the bot token once that expires). A refusal at
+admission (a quota, a paused server, a ban) withdraws the public "thinking…" message and answers ephemerally:
+nothing was enqueued or charged. The thread is started from the status message so progress and results stay
+together; its id is the message's (Discord gives a thread started from a message that message's id), so the
+job's address is known before the thread exists. Where no thread can be made (inside a thread, no permission)
+results go next to the status message.
+
+The position and Cancel button are written after enqueueing, in the message's next edit slot, and only while the
+job has not ended: the worker's edits share the slots (see `editclock`), so this edit never lands on top of the
+worker's final word.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+
+from bots.discord.cancel import cancel_view
+from bots.discord.status import queued_text, running_text
+from bots.discord.target import DEFAULT_ATTACHMENT_LIMIT, DiscordTarget
+from jobs.queue import Enqueued, enqueue, job_id_for
+from jobs.specs import Enhance, Imagine, Inpaint, ReplyTarget, Upscale, Vary
+from quotas.errors import QuotaRefused
+from storage.models import Job, JobStatus, get_or_create_tenant, get_or_create_user
+
+if TYPE_CHECKING:
+    from bots.discord.client import AtelierBot
+
+log = logging.getLogger(__name__)
+
+THREAD_NAME_CHARS = 90
+
+Spec = Imagine | Vary | Inpaint | Upscale | Enhance
+THREAD_ARCHIVE_MINUTES = 1440
+
+
+async def launch(interaction: discord.Interaction[AtelierBot], spec: Imagine) -> None:
+    """Defer at once, then start the job."""
+    message_id = await defer_status(interaction)
+    await start_job(interaction, message_id, spec, title=spec.prompt)
+
+
+async def defer_status(interaction: discord.Interaction[AtelierBot]) -> int:
+    """Acknowledge within Discord's 3 s with a public "thinking…" message; return that message's id."""
+    callback = await interaction.response.defer(thinking=True)
+    if callback.message_id is not None:
+        return callback.message_id
+    return (await interaction.original_response()).id
+
+
+async def start_job(
+    interaction: discord.Interaction[AtelierBot], message_id: int, spec: Spec, *, title: str
+) -> None:
+    """Record and enqueue `spec`; `title` heads its status message and names its thread."""
+    bot = interaction.client
+    request_id = f"discord:interaction:{interaction.id}"
+    job_id = job_id_for(request_id)
+    try:
+        guild = interaction.guild
+        tenant = await get_or_create_tenant("discord", str(interaction.guild_id), guild.name if guild else "")
+        user = await get_or_create_user(tenant, str(interaction.user.id), interaction.user.name)
+        in_thread = threads_allowed(interaction)
+        target = DiscordTarget(
+            application_id=interaction.application_id,
+            interaction_id=interaction.id,
+            token=interaction.token,
+            channel_id=interaction.channel_id,  # type: ignore[arg-type]  # always set for a guild command
+            message_id=message_id,
+            user_id=interaction.user.id,
+            guild_id=interaction.guild_id,
+            thread_id=message_id if in_thread else None,
+            attachment_size_limit=interaction.filesize_limit or DEFAULT_ATTACHMENT_LIMIT,
+            prompt=title,
+        )
+        try:
+            queued = await enqueue(
+                bot.config.redis,
+                spec,
+                request_id=request_id,
+                reply_target=ReplyTarget(platform="discord", data=target.to_data()),
+                queue_name=bot.config.queue_name,
+                tenant=tenant,
+                user=user,
+            )
+        except QuotaRefused as refusal:
+            await withdraw(interaction, str(refusal))
+            return
+        if in_thread:
+            await _open_thread(interaction, message_id, title)
+        await _show_queued(interaction, message_id, title, queued)
+    except Exception:
+        log.exception("discord: interaction %s (job %s) could not be started", interaction.id, job_id)
+        await interaction.edit_original_response(
+            content=f"❌ Something went wrong on our side. Reference: {job_id}", view=None
+        )
+
+
+async def withdraw(interaction: discord.Interaction, message: str) -> None:
+    """Replace the public "thinking…" message with an ephemeral answer for the asker alone."""
+    with contextlib.suppress(discord.NotFound):
+        await interaction.delete_original_response()
+    await interaction.followup.send(f"❌ {message}", ephemeral=True)
+
+
+def threads_allowed(interaction: discord.Interaction) -> bool:
+    """A text or announcement channel where the bot may start a public thread and post in it."""
+    channel = interaction.channel
+    if channel is None or channel.type not in (discord.ChannelType.text, discord.ChannelType.news):
+        return False
+    permissions = interaction.app_permissions
+    return permissions.create_public_threads and permissions.send_messages_in_threads
+
+
+async def _open_thread(interaction: discord.Interaction, message_id: int, prompt: str) -> None:
+    name = prompt if len(prompt) <= THREAD_NAME_CHARS else prompt[: THREAD_NAME_CHARS - 1] + "…"
+    try:
+        await interaction.channel.get_partial_message(message_id).create_thread(  # type: ignore[union-attr]
+            name=name, auto_archive_duration=THREAD_ARCHIVE_MINUTES
+        )
+    except discord.HTTPException as exc:
+        # The worker finds the thread missing and posts next to the status message instead.
+        log.info("discord: no thread for interaction %s (%s); results go to the channel", interaction.id, exc)
+
+
+async def _show_queued(
+    interaction: discord.Interaction[AtelierBot], message_id: int, prompt: str, queued: Enqueued
+) -> None:
+    async with interaction.client.clock.turn(message_id):
+        statuses = await Job.filter(id=queued.job_id).values_list("status", flat=True)
+        status = statuses[0] if statuses else None
+        if status == JobStatus.QUEUED:
+            content = queued_text(prompt, queued.position, queued.eta_s)
+        elif status == JobStatus.RUNNING:
+            content = running_text(prompt)
+        else:
+            return  # it already ended: the worker's final edit stands
+        await interaction.edit_original_response(content=content, view=cancel_view(queued.job_id))

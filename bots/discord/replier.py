@@ -1,0 +1,272 @@
+"""The worker's Discord replier: progress edits on the status message, results posted in the job's thread.
+
+Progress is coalesced per message: `progress()` only records the latest state and returns at once (the GPU
+path never waits on Discord); one task per job sends whatever is latest when the message's next edit slot
+comes (see `editclock`), so a slow or rate-limited Discord costs frames, never GPU time. A failed frame is
+skipped; a 429 pushes the next one back by its `retry_after`.
+
+Edits and posts use the interaction token while it is usable (younger than 14 minutes) and bot-token channel
+endpoints after that, or as soon as Discord says the token is dead; a dead token is never tried again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from PIL import Image as PILImage
+
+from bots.discord.attachments import UploadFile, fit_image, preview_jpeg
+from bots.discord.components import SEEDED_KINDS, result_components
+from bots.discord.editclock import EditClock
+from bots.discord.rest import DiscordHTTPError, DiscordRest, RateLimited, TokenExpired
+from bots.discord.status import (
+    cancelled_text,
+    done_text,
+    failed_text,
+    progress_text,
+    queued_text,
+    quote_prompt,
+)
+from bots.discord.target import DiscordTarget
+from jobs.replier import StoredImage
+from storage.blobs import BlobStore
+from storage.models import Job, JobStatus
+
+log = logging.getLogger(__name__)
+
+MAX_FILES_PER_MESSAGE = 10
+MAX_REQUEST_BYTES = 25 * 1024 * 1024
+MULTIPART_MARGIN = 64 * 1024  # room for payload_json and the multipart framing
+NO_MENTIONS = {"parse": []}
+THREAD_UNUSABLE = frozenset(
+    {10003, 50001, 50013, 50083}
+)  # unknown channel, no access or permission, archived
+
+
+class DiscordReplier:
+    def __init__(self, rest: DiscordRest, blobs: BlobStore, clock: EditClock) -> None:
+        self._rest, self._blobs, self._clock = rest, blobs, clock
+        self._editors: dict[str, _StatusEditor] = {}
+        self._dead_tokens: set[str] = set()
+
+    async def queued(self, job: Job, position: int | None, eta_s: float | None) -> None:
+        target = _target(job)
+        self._editor(job, target).offer(queued_text(target.prompt, position, eta_s), None)
+
+    async def progress(self, job: Job, step: int, total: int, preview: PILImage.Image | None) -> None:
+        target = _target(job)
+        self._editor(job, target).offer(progress_text(target.prompt, step, total), preview)
+
+    async def result(self, job: Job, images: list[StoredImage]) -> None:
+        target = _target(job)
+        await self._stop_editor(job.id)
+        in_thread = await self._post_result(job, target, images)
+        await self._final_edit(target, done_text(target.prompt, len(images), in_thread=in_thread))
+
+    async def failure(self, job: Job, message: str) -> None:
+        target = _target(job)
+        await self._stop_editor(job.id)
+        cancelled = job.status == JobStatus.CANCELLED
+        text = cancelled_text(target.prompt, message) if cancelled else failed_text(target.prompt, message)
+        await self._final_edit(target, text)
+
+    async def aclose(self) -> None:
+        for job_id in list(self._editors):
+            await self._stop_editor(job_id)
+        await self._rest.close()
+
+    # Status message.
+
+    def _editor(self, job: Job, target: DiscordTarget) -> _StatusEditor:
+        editor = self._editors.get(job.id)
+        if editor is None:
+
+            async def send(content: str, preview: PILImage.Image | None) -> None:
+                payload: dict = {"content": content, "allowed_mentions": NO_MENTIONS}
+                files: list[UploadFile] = []
+                if preview is not None:
+                    files.append(UploadFile("preview.jpg", preview_jpeg(preview), "image/jpeg"))
+                    payload["attachments"] = [{"id": 0, "filename": "preview.jpg"}]
+                await self._edit_status(target, payload, files, retry_rate_limits=False)
+
+            async def cancelled() -> bool:
+                if await Job.filter(id=job.id, status=JobStatus.CANCELLED).exists():
+                    self._editors.pop(job.id, None)  # no result or failure will come to remove it
+                    return True
+                return False
+
+            editor = _StatusEditor(self._clock, target.message_id, send, cancelled)
+            self._editors[job.id] = editor
+        return editor
+
+    async def _stop_editor(self, job_id: str) -> None:
+        editor = self._editors.pop(job_id, None)
+        if editor is not None:
+            await editor.close()
+
+    async def _final_edit(self, target: DiscordTarget, content: str) -> None:
+        """The last word on the status message: no buttons, no preview; retried through rate limits."""
+        payload = {"content": content, "components": [], "attachments": [], "allowed_mentions": NO_MENTIONS}
+        async with self._clock.turn(target.message_id):
+            await self._edit_status(target, payload, (), retry_rate_limits=True)
+
+    async def _edit_status(
+        self, target: DiscordTarget, payload: dict, files: Sequence[UploadFile], *, retry_rate_limits: bool
+    ) -> None:
+        if self._token_usable(target):
+            try:
+                path = f"/webhooks/{target.application_id}/{target.token}/messages/@original"
+                await self._rest.request(
+                    "PATCH",
+                    path,
+                    payload=payload,
+                    files=files,
+                    bot_auth=False,
+                    retry_rate_limits=retry_rate_limits,
+                )
+                return
+            except TokenExpired:
+                self._token_died(target)
+        path = f"/channels/{target.channel_id}/messages/{target.message_id}"
+        await self._rest.request(
+            "PATCH", path, payload=payload, files=files, retry_rate_limits=retry_rate_limits
+        )
+
+    # Results.
+
+    async def _post_result(self, job: Job, target: DiscordTarget, images: list[StoredImage]) -> bool:
+        """Post the images (ten files a message); return whether they went into the job's thread."""
+        chunks = [images[i : i + MAX_FILES_PER_MESSAGE] for i in range(0, len(images), MAX_FILES_PER_MESSAGE)]
+        in_thread = False
+        for number, chunk in enumerate(chunks):
+            per_file = min(target.attachment_size_limit, (MAX_REQUEST_BYTES - MULTIPART_MARGIN) // len(chunk))
+            uploads = [
+                fit_image(await self._blobs.get(image.blob_key), f"{job.id}-{image.index}.png", per_file)
+                for image in chunk
+            ]
+            payload = {
+                "content": _result_caption(job, target, images) if number == 0 else "",
+                "attachments": [{"id": i, "filename": u.filename} for i, u in enumerate(uploads)],
+                "components": result_components(job.id, len(images), job.kind) if number == 0 else [],
+                "allowed_mentions": {"parse": [], "users": [str(target.user_id)]},
+            }
+            in_thread = await self._post(target, payload, uploads)
+        return in_thread
+
+    async def _post(self, target: DiscordTarget, payload: dict, uploads: Sequence[UploadFile]) -> bool:
+        """Into the job's thread; else (no thread, or it could not be made) next to the status message: a
+        followup while the token is usable, a bot-token reply after that. Returns whether it went in the thread."""
+        if target.thread_id is not None:
+            try:
+                path = f"/channels/{target.thread_id}/messages"
+                await self._rest.request("POST", path, payload=payload, files=uploads)
+                return True
+            except DiscordHTTPError as exc:
+                if exc.code not in THREAD_UNUSABLE:
+                    raise
+                log.info(
+                    "discord: thread %s unusable (%s); posting next to the status", target.thread_id, exc
+                )
+        if self._token_usable(target):
+            try:
+                path = f"/webhooks/{target.application_id}/{target.token}"
+                query = {"wait": "true"}
+                await self._rest.request(
+                    "POST", path, payload=payload, files=uploads, bot_auth=False, query=query
+                )
+                return False
+            except TokenExpired:
+                self._token_died(target)
+        reference = {"message_id": str(target.message_id), "fail_if_not_exists": False}
+        path = f"/channels/{target.channel_id}/messages"
+        await self._rest.request(
+            "POST", path, payload={**payload, "message_reference": reference}, files=uploads
+        )
+        return False
+
+    # Tokens.
+
+    def _token_usable(self, target: DiscordTarget) -> bool:
+        return target.token not in self._dead_tokens and target.token_usable()
+
+    def _token_died(self, target: DiscordTarget) -> None:
+        log.info(
+            "discord: interaction %s token is dead; using the bot token from now on", target.interaction_id
+        )
+        if len(self._dead_tokens) > 10_000:  # tokens die within 15 minutes anyway: forget old ones
+            self._dead_tokens.clear()
+        self._dead_tokens.add(target.token)
+
+
+class _StatusEditor:
+    """Sends the latest state of one job to its status message, one edit per slot; older states are dropped."""
+
+    def __init__(
+        self,
+        clock: EditClock,
+        message_id: int,
+        send: Callable[[str, PILImage.Image | None], Awaitable[None]],
+        cancelled: Callable[[], Awaitable[bool]],
+    ) -> None:
+        self._clock, self._message_id, self._send, self._cancelled = clock, message_id, send, cancelled
+        self._pending: tuple[str, PILImage.Image | None] | None = None
+        self._task: asyncio.Task | None = None
+        self._waiting = False  # True while it waits for an edit slot (safe to cancel then)
+
+    def offer(self, content: str, preview: PILImage.Image | None) -> None:
+        """Record the latest state; never waits."""
+        self._pending = (content, preview)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        """Drop what is pending. An edit already under way finishes first, so the final edit comes after it."""
+        self._pending = None
+        task = self._task
+        if task is None or task.done():
+            return
+        if self._waiting:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _run(self) -> None:
+        not_before = 0.0
+        while self._pending is not None:
+            self._waiting = True
+            try:
+                slot = await self._clock.reserve(self._message_id, not_before=not_before)
+                await asyncio.sleep(max(0.0, slot - time.time()))
+            finally:
+                self._waiting = False
+            state, self._pending = self._pending, None
+            if state is None or await self._cancelled():
+                return  # closed meanwhile, or the Cancel button already rewrote the message
+            try:
+                await self._send(*state)
+                not_before = 0.0
+            except RateLimited as exc:
+                if self._pending is None:
+                    self._pending = state  # nothing newer came: try this one again after the wait
+                not_before = time.time() + exc.retry_after
+            except Exception:
+                log.warning("discord: a progress edit of message %s failed", self._message_id, exc_info=True)
+            finally:
+                await self._clock.finished(self._message_id)
+
+
+def _target(job: Job) -> DiscordTarget:
+    return DiscordTarget.from_data((job.reply_target or {})["data"])
+
+
+def _result_caption(job: Job, target: DiscordTarget, images: Sequence[StoredImage]) -> str:
+    details = [job.model]
+    if job.kind in SEEDED_KINDS:
+        first, last = images[0].seed, images[-1].seed
+        details.append(f"seed {first}" if first == last else f"seeds {first}–{last}")
+    details.append(f"{images[0].width}×{images[0].height}")
+    return f"<@{target.user_id}> {quote_prompt(target.prompt)}\n{' · '.join(details)}"

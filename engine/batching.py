@@ -1,0 +1,174 @@
+"""Several text-to-image requests in one pipeline call, each image as it would be alone.
+
+Requests may share a call when their `batch_key`s are equal: same preset, size, steps, guidance and LoRAs, and
+all with or all without a negative prompt (SDXL encodes an absent negative prompt as zeros but an empty one as
+text, so mixing them would change images). Every image keeps its own generator seeded `seed + i`; a batched
+image differs from the lone one only by the rounding of batched matrix products.
+
+A member whose progress callback raises (that is how a job is cancelled) is dropped: what it raised becomes its
+result, no further callback reaches it, and the others finish. A pipeline cannot shrink its batch mid-run, so
+its images are still computed and then discarded; when every member has raised, the call stops at once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import diffusers
+import torch
+from PIL import Image
+
+from engine.generate import ProgressFn, TextToImage
+from engine.preview import first_preview
+from engine.registry import Preset
+
+FLUX_MAX_SEQUENCE_LENGTH = 256
+"""T5 tokens of prompt Flux reads; FLUX.1-schnell was trained with at most 256."""
+
+ACTIVATION_BYTES_PER_PIXEL = 2560
+"""Peak denoising memory per image and image pixel at 16-bit (2.5 GiB for a 1024x1024 SDXL image with
+classifier-free guidance), deliberately on the high side; `bench/gpu_throughput.py` prints measured peaks."""
+
+DECODE_BYTES_PER_PIXEL = 3072
+"""Memory of decoding one image with the VAE at 16-bit; batches are decoded one image at a time (VAE slicing)."""
+
+MemberResult = list[Image.Image] | BaseException
+
+
+def batch_key(preset: Preset, request: TextToImage) -> Hashable:
+    """Requests with equal keys can run in one pipeline call."""
+    return (
+        preset.name,
+        request.width,
+        request.height,
+        request.steps,
+        request.guidance,
+        request.loras,
+        bool(request.negative),
+    )
+
+
+def images_that_fit(width: int, height: int, *, free_bytes: int, dtype: torch.dtype) -> int:
+    """How many images of this size one call may generate in `free_bytes` of device memory (at least one)."""
+    scale = max(dtype.itemsize, 2) / 2
+    pixels = width * height
+    spare = free_bytes - DECODE_BYTES_PER_PIXEL * pixels * scale
+    return max(1, int(spare // (ACTIVATION_BYTES_PER_PIXEL * pixels * scale)))
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes a new allocation can use: free device memory plus what torch's allocator holds unused; on the CPU,
+    the host's available memory."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def generate(
+    pipeline: diffusers.DiffusionPipeline,
+    preset: Preset,
+    requests: Sequence[TextToImage],
+    progress: Sequence[ProgressFn | None],
+    *,
+    preview_every: int = 1,
+) -> list[MemberResult]:
+    """Run `requests` (equal `batch_key`s, already checked) as one call on `pipeline`, LoRAs already applied.
+
+    Returns, per request, its images or what its progress callback raised. A lone request runs exactly as it
+    always has: its prompt encoded once for all of its images.
+    """
+    if len({batch_key(preset, request) for request in requests}) != 1:
+        raise ValueError("a batch needs requests with the same model, size, steps, guidance and LoRAs")
+    first = requests[0]
+    if len(requests) == 1:
+        prompt: str | list[str] = first.prompt
+        per_prompt = first.count
+        negative: str | list[str] | None = first.negative or None
+    else:
+        prompt = [request.prompt for request in requests for _ in range(request.count)]
+        per_prompt = 1
+        negative = [r.negative for r in requests for _ in range(r.count)] if first.negative else None
+    generators = [
+        torch.Generator("cpu").manual_seed(request.seed + index)
+        for request in requests
+        for index in range(request.count)
+    ]
+    reporter = _StepReporter(preset, requests, progress, preview_every)
+    try:
+        result = pipeline(
+            prompt=prompt,
+            width=first.width,
+            height=first.height,
+            num_inference_steps=first.steps,
+            guidance_scale=first.guidance,
+            num_images_per_prompt=per_prompt,
+            generator=generators,
+            callback_on_step_end=reporter if any(p is not None for p in progress) else None,
+            output_type="pil",
+            **_family_arguments(preset, negative),
+        )
+    except _EveryMemberStopped:
+        return list(reporter.errors)  # type: ignore[arg-type]  # every entry is set
+    images = list(result.images)
+    results: list[MemberResult] = []
+    for request, offset, error in zip(requests, reporter.offsets, reporter.errors, strict=True):
+        results.append(error if error is not None else images[offset : offset + request.count])
+    return results
+
+
+def _family_arguments(preset: Preset, negative: str | list[str] | None) -> dict[str, Any]:
+    if preset.family == "flux":
+        return {"max_sequence_length": FLUX_MAX_SEQUENCE_LENGTH}
+    return {"negative_prompt": negative}
+
+
+class _EveryMemberStopped(Exception):
+    """Raised from the step callback to end a call no member wants any more."""
+
+
+class _StepReporter:
+    """The `callback_on_step_end` that gives each member `progress(step, total, preview)` of its first image."""
+
+    def __init__(
+        self,
+        preset: Preset,
+        requests: Sequence[TextToImage],
+        progress: Sequence[ProgressFn | None],
+        preview_every: int,
+    ) -> None:
+        self.preset = preset
+        self.requests = requests
+        self.progress = progress
+        self.preview_every = preview_every
+        self.offsets = [sum(r.count for r in requests[:index]) for index in range(len(requests))]
+        self.errors: list[BaseException | None] = [None] * len(requests)
+
+    def __call__(
+        self, pipeline: diffusers.DiffusionPipeline, index: int, timestep: Any, tensors: dict[str, Any]
+    ) -> dict[str, Any]:
+        first = self.requests[0]
+        step, total = index + 1, first.steps
+        due = bool(self.preview_every) and (step % self.preview_every == 0 or step == total)
+        for member, report in enumerate(self.progress):
+            if report is None or self.errors[member] is not None:
+                continue
+            preview = None
+            if due:
+                offset = self.offsets[member]
+                preview = first_preview(
+                    self.preset.family,
+                    tensors["latents"][offset : offset + 1],
+                    height=first.height,
+                    width=first.width,
+                    vae_scale_factor=pipeline.vae_scale_factor,
+                )
+            try:
+                report(step, total, preview)
+            except BaseException as error:  # a cancel may be any exception, even CancelledError
+                self.errors[member] = error
+        if all(error is not None for error in self.errors):
+            raise _EveryMemberStopped
+        return {}

@@ -1,0 +1,167 @@
+"""Tiers: a name, a fair-share weight and default limits, registered in one place and overridable by a TOML file.
+
+The built-in tiers are `free`, `standard` and `priority`. A tier's weight is its share of the GPU while tenants of
+several tiers wait: each job advances its tenant's virtual time by cost / weight, so weight 4 gets four turns for
+every one of weight 1 (and weight 1 still gets its turn). A tier's limits are what its tenants get unless an admin
+overrides them. ``ATELIER_TIERS_FILE`` names a TOML
+file whose ``[tiers.NAME]`` tables replace or add tiers, and whose ``[new_tenants]`` table picks the tier a tenant
+gets when first seen, per platform::
+
+    [tiers.free]
+    weight = 1
+    images_per_day = 50            # leave a limit out for "no limit"
+    [new_tenants]
+    default = "free"
+    cli = "priority"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LIMIT_NAMES = (
+    "images_per_day",
+    "gpu_seconds_per_month",
+    "images_per_user_per_day",
+    "queued_jobs_per_user",
+    "concurrent_jobs",
+)
+"""Every limit a tier sets and an admin may override, in the order admission checks them."""
+
+LIMIT_LABELS = {
+    "images_per_day": "images per day",
+    "gpu_seconds_per_month": "GPU seconds per month",
+    "images_per_user_per_day": "images per person per day",
+    "queued_jobs_per_user": "unfinished jobs per person",
+    "concurrent_jobs": "unfinished jobs per server",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Limits of one tier or tenant; None means no limit. `queued_jobs_per_user` and `concurrent_jobs` count
+    the jobs admitted and not yet finished (queued or running), per person and per tenant."""
+
+    images_per_day: int | None = None
+    gpu_seconds_per_month: int | None = None
+    images_per_user_per_day: int | None = None
+    queued_jobs_per_user: int | None = None
+    concurrent_jobs: int | None = None
+
+    def merged(self, overrides: Mapping[str, int | None]) -> Limits:
+        """These limits with every non-None override applied."""
+        return Limits(
+            **{n: overrides.get(n) if overrides.get(n) is not None else getattr(self, n) for n in LIMIT_NAMES}
+        )
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    weight: float
+    limits: Limits = field(default_factory=Limits)
+
+
+DEFAULT_TIERS: dict[str, Tier] = {
+    "free": Tier(
+        "free",
+        1.0,
+        Limits(
+            images_per_day=100,
+            gpu_seconds_per_month=7_200,
+            images_per_user_per_day=25,
+            queued_jobs_per_user=3,
+            concurrent_jobs=10,
+        ),
+    ),
+    "standard": Tier(
+        "standard",
+        2.0,
+        Limits(
+            images_per_day=500,
+            gpu_seconds_per_month=36_000,
+            images_per_user_per_day=100,
+            queued_jobs_per_user=5,
+            concurrent_jobs=25,
+        ),
+    ),
+    "priority": Tier(
+        "priority",
+        4.0,
+        Limits(
+            images_per_day=2_000, gpu_seconds_per_month=180_000, queued_jobs_per_user=10, concurrent_jobs=50
+        ),
+    ),
+}
+
+# The local command line is the machine owner's: it starts on the top tier rather than a community's free one.
+DEFAULT_NEW_TENANT_TIERS = {"default": "free", "cli": "priority"}
+
+
+@dataclass(frozen=True)
+class Tiers:
+    """The tiers in force, and which one a tenant gets when first seen."""
+
+    tiers: Mapping[str, Tier] = field(default_factory=lambda: dict(DEFAULT_TIERS))
+    new_tenants: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_NEW_TENANT_TIERS))
+
+    def __post_init__(self) -> None:
+        for platform, name in self.new_tenants.items():
+            if name not in self.tiers:
+                raise ValueError(f"new tenants of {platform!r} get tier {name!r}, which is not defined")
+
+    def get(self, name: str) -> Tier:
+        """The tier called `name`; an unknown name is a ValueError that lists the known ones."""
+        try:
+            return self.tiers[name]
+        except KeyError:
+            raise ValueError(f"unknown tier {name!r}: choose one of {', '.join(self.tiers)}") from None
+
+    def for_new_tenant(self, platform: str) -> str:
+        return self.new_tenants.get(platform, self.new_tenants.get("default", next(iter(self.tiers))))
+
+    @classmethod
+    def load(cls, path: Path | None) -> Tiers:
+        """The built-in tiers, with those of the TOML file at `path` (if any) replacing or adding to them."""
+        if path is None:
+            return cls()
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ValueError(f"cannot read the tiers file {path}: {exc}") from None
+        tiers = dict(DEFAULT_TIERS)
+        for name, table in data.get("tiers", {}).items():
+            tiers[name] = _tier_from_table(name, table, path)
+        new_tenants = {**DEFAULT_NEW_TENANT_TIERS, **data.get("new_tenants", {})}
+        return cls(tiers, new_tenants)
+
+
+def _tier_from_table(name: str, table: Mapping[str, object], path: Path) -> Tier:
+    allowed = {"weight", *LIMIT_NAMES}
+    unknown = set(table) - allowed
+    if unknown:
+        raise ValueError(
+            f"{path}: tier {name!r} has unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}"
+        )
+    weight = table.get("weight", 1)
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
+        raise ValueError(f"{path}: tier {name!r} needs a positive weight (got {weight!r})")
+    limits = {n: parse_limit(n, table[n]) for n in LIMIT_NAMES if n in table}
+    return Tier(name, float(weight), Limits(**limits))
+
+
+def parse_limit(name: str, value: object) -> int:
+    """A limit as a whole number ≥ 0, from an int or its decimal text; anything else is a ValueError naming it."""
+    if name not in LIMIT_NAMES:
+        raise ValueError(f"unknown limit {name!r}: choose one of {', '.join(LIMIT_NAMES)}")
+    label = name.replace("_", "-")
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{label} must be a whole number of 0 or more (got {value!r})")
+    if value < 0:
+        raise ValueError(f"{label} must be 0 or more (got {value})")
+    return value

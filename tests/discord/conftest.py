@@ -1,0 +1,107 @@
+"""One Discord emulator, one `atelier discord` bot and one `atelier worker`, shared by the package's tests.
+
+The bot and the worker are the real entry points, run as subprocesses against the emulator, real Redis (DB 5),
+a real PostgreSQL database (`atelier_test_discord`), a local blob folder and the tiny models. Starting them costs
+seconds on two cores, so they are started once; tests that need a quiet queue wait for it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from redis.asyncio import Redis
+
+from tests.discord.emulator import DiscordEmulator
+from tests.discord.stack import QUEUE, Stack
+
+REDIS_URL = "redis://127.0.0.1:6379/5"  # this area's database on the shared server
+DATABASE = "atelier_test_discord"
+
+
+@pytest_asyncio.fixture(scope="package", loop_scope="session")
+async def emulator() -> AsyncIterator[DiscordEmulator]:
+    server = DiscordEmulator()
+    await server.start()
+    yield server
+    await server.close()
+
+
+@pytest_asyncio.fixture(scope="package", loop_scope="session")
+async def services_env(
+    emulator: DiscordEmulator, postgres_databases, models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """The environment both processes (and reference CLI runs) get: real services, emulated Discord."""
+    redis = Redis.from_url(REDIS_URL)
+    await redis.flushdb()
+    await redis.aclose()
+    workdir = tmp_path_factory.mktemp("discord-stack")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
+    env |= {
+        "ATELIER_REDIS_URL": REDIS_URL,
+        "ATELIER_DATABASE_URL": await postgres_databases(DATABASE),
+        "ATELIER_BLOB_URL": str(workdir / "blobs"),
+        "ATELIER_DATA_DIR": str(workdir / "data"),
+        "ATELIER_TINY_MODELS": "1",
+        "ATELIER_MODEL_CACHE_DIR": str(models_dir),
+        "ATELIER_QUEUE_NAME": QUEUE,
+        # One job at a time, so a job behind another really waits in the queue (the Cancel test needs one);
+        # by default a worker takes several at once to batch them.
+        "ATELIER_MAX_JOBS": "1",
+        "ATELIER_DEVICE": "cpu",  # the same pace on a GPU machine: the timing-based tests assume a CPU
+        "ATELIER_DISCORD_TOKEN": emulator.bot_token,
+        "ATELIER_DISCORD_API_BASE": emulator.api_base,
+        "ATELIER_DISCORD_GATEWAY_URL": emulator.gateway_url,
+        "ATELIER_DISCORD_GUILD_IDS": str(emulator.guild_id),
+        "ATELIER_DISCORD_ADMIN_ROLE": str(emulator.admin_role_id),
+        "ATELIER_LOG_LEVEL": "INFO",
+        "PYTHONUNBUFFERED": "1",
+        "WORKDIR": str(workdir),
+    }
+    return env
+
+
+@pytest_asyncio.fixture(scope="package", loop_scope="session")
+async def stack(emulator: DiscordEmulator, services_env: dict[str, str]) -> AsyncIterator[Stack]:
+    workdir = Path(services_env["WORKDIR"])
+    db = await asyncpg.create_pool(_asyncpg_url(services_env["ATELIER_DATABASE_URL"]), min_size=1, max_size=2)
+    redis = Redis.from_url(REDIS_URL)
+    running = Stack(emulator, services_env, workdir, db, redis)
+    try:
+        # The worker first: it migrates the database, which the bot then finds done.
+        await running.start_worker()
+        await running.start_bot()
+        yield running
+    except BaseException:
+        print(running.logs(), file=sys.stderr)
+        raise
+    finally:
+        for name in list(running.processes):
+            await running.stop(name)
+        await db.close()
+        await redis.aclose()
+
+
+@pytest.fixture
+def show_logs_on_failure(stack: Stack, request: pytest.FixtureRequest):
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(stack.logs(), file=sys.stderr)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]
+    return report
+
+
+def _asyncpg_url(url: str) -> str:
+    return url.replace("postgres://", "postgresql://", 1)

@@ -1,0 +1,55 @@
+"""The buttons the worker builds parse back in the bot: same templates, within Discord's limits."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from bots.discord.components import (
+    CANCEL_TEMPLATE,
+    RESULT_TEMPLATE,
+    cancel_components,
+    result_components,
+    result_id,
+)
+from jobs.queue import job_id_for
+
+JOB = job_id_for("discord:interaction:1234567890123456789")
+
+
+def _buttons(rows: list[dict]) -> list[dict]:
+    return [b for r in rows for b in r["components"]]
+
+
+@pytest.mark.parametrize("count", [1, 4, 7])
+def test_result_buttons_fit_discord_and_carry_the_job(count: int) -> None:
+    rows = result_components(JOB, count)
+    assert len(rows) <= 5 and all(len(r["components"]) <= 5 for r in rows)
+    labels = [b["label"] for b in _buttons(rows)]
+    shown = min(count, 5)
+    assert labels[:shown] == [f"U{i + 1}" for i in range(shown)]
+    assert labels[shown : 2 * shown] == [f"V{i + 1}" for i in range(shown)]
+    assert labels[-2:] == ["Reroll", "Delete"]
+    for button in _buttons(rows):
+        match = re.fullmatch(RESULT_TEMPLATE, button["custom_id"])
+        assert match and match["job_id"] == JOB and len(button["custom_id"]) <= 100
+
+
+def test_cancel_button_parses_back() -> None:
+    (button,) = _buttons(cancel_components(JOB))
+    assert re.fullmatch(CANCEL_TEMPLATE, button["custom_id"])["job_id"] == JOB
+    assert not re.fullmatch(RESULT_TEMPLATE, button["custom_id"])
+
+
+def test_an_unknown_action_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown result action 'explode'"):
+        result_id("explode", JOB, 0)
+
+
+def test_an_upscale_offers_faces_and_delete_and_restored_faces_only_delete() -> None:
+    upscale = [b["custom_id"] for b in _buttons(result_components(JOB, 1, "upscale"))]
+    assert upscale == [result_id("faces", JOB, 0), result_id("delete", JOB, 0)]
+    assert [b["custom_id"] for b in _buttons(result_components(JOB, 1, "enhance"))] == [
+        result_id("delete", JOB, 0)
+    ]

@@ -1,0 +1,118 @@
+"""Delivery when Discord pushes back: 429s on edits, interaction tokens that expire, uploads over the size limit."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+from PIL import Image as PILImage
+
+from tests.discord.helpers import (
+    assert_edits_spaced,
+    job_id_of,
+    wait_bot_status_edit,
+    wait_delivered,
+    wait_result,
+    wait_status,
+)
+from tests.discord.stack import Stack
+
+pytestmark = pytest.mark.usefixtures("show_logs_on_failure")
+
+EDITS = r"/messages/(@original|\d+)$"
+
+
+async def test_with_every_third_edit_refused_the_image_still_arrives_and_edits_stay_a_second_apart(
+    stack: Stack,
+) -> None:
+    emulator = stack.emulator
+    await stack.idle_queue()
+    rule = emulator.rate_limit("PATCH", EDITS, every=3, retry_after=0.3)
+    try:
+        command = await emulator.slash(
+            "imagine", {"prompt": "a lighthouse at dusk --steps 50 --size 256x256 --seed 11", "model": "tiny"}
+        )
+        await emulator.wait_response(command)
+        status_id = command.original_message_id
+        result = await wait_result(emulator, status_id)
+        status = await wait_status(emulator, status_id, "✅ Done")
+    finally:
+        emulator.rate_limits.remove(rule)
+
+    edits = emulator.requests_for(status_id, "PATCH")
+    refused = [r for r in edits if r.status == 429]
+    accepted = [r for r in edits if r.status == 200]
+    assert rule.served >= 2 and len(refused) >= 2, [r.status for r in edits]
+    assert len([r for r in accepted if "step" in r.payload["content"]]) >= 2
+    assert_edits_spaced(emulator)
+    assert result.attachments[0].filename.endswith(".png")
+    assert "✅ Done" in status.content and status.components == []
+
+
+async def test_a_job_outliving_its_interaction_token_is_delivered_with_the_bot_token(stack: Stack) -> None:
+    """The interaction was made 14½ minutes ago (as if the job waited in the queue): the worker must not use
+    its token at all (Discord would answer 401 from minute 15), only bot-token channel endpoints."""
+    emulator = stack.emulator
+    await stack.idle_queue()
+    command = await emulator.slash(
+        "imagine",
+        {"prompt": "an old clock tower --steps 8 --seed 5", "model": "tiny"},
+        minted_at=time.time() - 870,
+    )
+    await emulator.wait_response(command)
+    status_id = command.original_message_id
+    await wait_bot_status_edit(emulator, command)
+    emulator.expire_token(command.token)  # from now on Discord refuses it, as it would at minute 15
+
+    result = await wait_result(emulator, status_id)
+    status = await wait_status(emulator, status_id, "✅ Done")
+
+    with_token = [(r.method, r.path.rsplit("/", 1)[-1], r.status) for r in emulator.with_token(command.token)]
+    assert with_token == [
+        ("POST", "callback", 200),
+        ("PATCH", "@original", 200),
+    ]  # the bot's defer and first edit
+    worker_edits = [r for r in emulator.requests_for(status_id, "PATCH") if r.path.startswith("/channels/")]
+    assert worker_edits and all(r.bot_auth and r.status == 200 for r in worker_edits)
+    assert "✅ Done" in worker_edits[-1].payload["content"] and "✅ Done" in status.content
+    assert result.attachments and result.channel_id == status_id  # in the job's thread
+    row = await wait_delivered(stack, job_id_of(command))
+    assert row["status"] == "succeeded"
+
+
+async def test_a_token_that_dies_early_is_tried_once_then_the_bot_token_takes_over(stack: Stack) -> None:
+    emulator = stack.emulator
+    await stack.idle_queue()
+    command = await emulator.slash("imagine", {"prompt": "a paper boat --steps 20 --seed 9", "model": "tiny"})
+    await emulator.wait_response(command)
+    status_id = command.original_message_id
+    await wait_bot_status_edit(emulator, command)
+    emulator.expire_token(command.token)
+
+    await wait_result(emulator, status_id)
+    status = await wait_status(emulator, status_id, "✅ Done")
+
+    refused = [r for r in emulator.with_token(command.token) if r.status == 401]
+    assert len(refused) == 1, "a dead token must not be retried (invalid requests lead to a ban)"
+    after = [r for r in emulator.requests_for(status_id, "PATCH") if r.at > refused[0].at]
+    assert after and all(r.path.startswith("/channels/") and r.status == 200 for r in after)
+    assert "✅ Done" in status.content
+    assert_edits_spaced(emulator)
+
+
+async def test_an_image_over_the_attachment_limit_is_re_encoded_not_dropped(stack: Stack) -> None:
+    emulator = stack.emulator
+    limit = 3000
+    command = await emulator.slash(
+        "imagine", {"prompt": "static noise --steps 2 --seed 1", "model": "tiny"}, attachment_size_limit=limit
+    )
+    await emulator.wait_response(command)
+    result = await wait_result(emulator, command.original_message_id)
+
+    stored = await stack.db.fetchrow("SELECT size_bytes FROM images WHERE job_id = $1", job_id_of(command))
+    assert stored["size_bytes"] > limit  # the PNG itself would have been refused
+    (attachment,) = result.attachments
+    assert attachment.filename.endswith(".webp") and len(attachment.data) <= limit
+    with PILImage.open(io.BytesIO(attachment.data)) as image:
+        assert image.format == "WEBP" and min(image.size) >= 16
