@@ -305,11 +305,15 @@ async def _slack(settings: Settings, args: argparse.Namespace) -> int:
         raise UsageError(exc) from None
 
     async with Runtime.open(settings) as runtime:
+        from quotas.tiers import Tiers
+
         services = SlackServices(
             redis=runtime.redis,
             registry=runtime.registry,
             queue_name=settings.queue_name,
+            blobs=runtime.blobs,
             tiny_models=settings.tiny_models,
+            tiers=Tiers.load(settings.tiers_file),
         )
         await run(config, services)
     return 0

@@ -17,11 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
+
+from jobs import gpu_time
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -54,6 +57,7 @@ class _Waiting:
     progress: ProgressFn | None
     key: Hashable
     future: asyncio.Future = field(repr=False)
+    meter: gpu_time.GpuMeter | None = field(default=None, repr=False)
 
     def report(self, step: int, total: int, preview: Image.Image | None) -> None:
         """The progress callback the engine gets (on the GPU thread): the job's own, until it is cancelled."""
@@ -97,7 +101,7 @@ class GpuBatcher:
         (a ValueError, or what `progress` raised) is raised here."""
         loop = asyncio.get_running_loop()
         key = self.engine.batch_key(preset, request)
-        waiting = _Waiting(preset, request, progress, key, loop.create_future())
+        waiting = _Waiting(preset, request, progress, key, loop.create_future(), gpu_time.current())
         with self._lock:
             self._waiting.append(waiting)
         if self._drain is None or self._drain.done():
@@ -130,6 +134,7 @@ class GpuBatcher:
                 self.batch_sizes[len(batch)] += 1
         if not batch:
             return [], []
+        started = time.perf_counter()
         try:
             results = self.engine.txt2img_batch(
                 batch[0].preset, [waiting.request for waiting in batch], [waiting.report for waiting in batch]
@@ -139,6 +144,11 @@ class GpuBatcher:
         finally:
             with self._lock:
                 self._running = []
+        # Each member is charged its share of the call, by images.
+        elapsed, images = time.perf_counter() - started, sum(w.request.count for w in batch)
+        for waiting in batch:
+            if waiting.meter is not None:
+                waiting.meter.charge(elapsed * waiting.request.count / images)
         return batch, results
 
     def _take(self) -> list[_Waiting]:

@@ -16,14 +16,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 from PIL import Image as PILImage
 from tortoise.expressions import F
 
 from engine.output import png_bytes
-from jobs import metrics
+from jobs import gpu_time, metrics
 from jobs.progress import ProgressPump
 from jobs.replier import Fanout, Replier, StoredImage, StreamReplier
 from jobs.services import WorkerServices
@@ -50,7 +49,13 @@ Produce = Callable[[WorkerServices, Job, Progress], Awaitable[list[Produced]]]
 
 async def on_gpu(services: WorkerServices, fn: Callable[..., Any], *args: Any) -> Any:
     """Run blocking torch work on the worker's single GPU thread, keeping the event loop free."""
-    return await asyncio.get_running_loop().run_in_executor(services.gpu, partial(fn, *args))
+    def timed() -> tuple[Any, float]:
+        started = time.perf_counter()
+        return fn(*args), time.perf_counter() - started
+
+    result, seconds = await asyncio.get_running_loop().run_in_executor(services.gpu, timed)
+    gpu_time.charge(seconds)
+    return result
 
 
 class JobCancelled(Exception):
@@ -81,7 +86,7 @@ async def run_job(ctx: dict, job_id: str, produce: Produce) -> dict:
         await job.refresh_from_db()
         return await _already_ended(services, job, replier)
     job.status, job.started_at, job.attempts = JobStatus.RUNNING, now, job.attempts + 1
-    started = time.perf_counter()
+    meter = gpu_time.start()
     try:
         async with CancelWatch(services.redis, job_id) as watch:
             try:
@@ -105,7 +110,7 @@ async def run_job(ctx: dict, job_id: str, produce: Produce) -> dict:
         log.exception("job %s failed", job_id)
         await ledger.refund(job_id)
         return await _fail(job, replier, f"Something went wrong on our side. Reference: {job_id}")
-    gpu_seconds = time.perf_counter() - started
+    gpu_seconds = meter.seconds
 
     stored = [await _store(services, job, i, p) for i, p in enumerate(produced)]
     job.status, job.finished_at, job.gpu_seconds = JobStatus.SUCCEEDED, datetime.now(UTC), gpu_seconds

@@ -26,13 +26,46 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+VERBS = {
+    "imagine": "Imagining",
+    "vary": "Making variations",
+    "inpaint": "Inpainting",
+    "upscale": "Upscaling",
+    "enhance": "Restoring faces",
+}
+SEEDED = frozenset({"imagine", "vary", "inpaint"})  # kinds a reroll can repeat with a new seed
+
+
+def title(spec: dict) -> str:
+    """What the job is, as plain text: its prompt, or for the kinds without one what they do."""
+    if spec.get("prompt"):
+        return str(spec["prompt"])
+    kind = spec.get("kind", "")
+    if kind == "upscale":
+        return f"Upscale ×{spec.get('scale')}"
+    return {"enhance": "Enhanced faces", "vary": "Variations", "inpaint": "Inpainting"}.get(kind, "Image")
+
+
 def describe(spec: dict) -> str:
-    """One line saying what was asked: the model, size, steps, count and seed of an imagine spec."""
-    parts = [
-        spec.get("model", "?"),
-        f"{spec.get('width')}×{spec.get('height')}",
-        f"{spec.get('steps')} steps",
-    ]
+    """One line saying what was asked: for an imagine spec the model, size, steps, count and seed; for the
+    other kinds what they change (the upscale factor, the face restorer, the variation strength)."""
+    kind = spec.get("kind", "imagine")
+    if kind == "upscale":
+        w, h, scale = spec.get("width", 0), spec.get("height", 0), spec.get("scale", 1)
+        return f"{spec.get('model', '?')} · ×{scale} · {w}×{h} → {w * scale}×{h * scale}"
+    if kind == "enhance":
+        line = f"{spec.get('model', '?')} · {spec.get('width')}×{spec.get('height')}"
+        if spec.get("upscaler"):
+            line += f" · upscaled ×{spec.get('scale')} by {spec['upscaler']}"
+        return line
+    parts = [spec.get("model", "?")]
+    if kind == "imagine":
+        parts.append(f"{spec.get('width')}×{spec.get('height')}")
+    elif kind == "vary":
+        parts.append(f"strength {spec.get('strength')}")
+    elif kind == "inpaint":
+        parts.append(str(spec.get("mode")))
+    parts.append(f"{spec.get('steps')} steps")
     if spec.get("count", 1) > 1:
         parts.append(f"{spec['count']} images")
     parts.append(f"seed {spec.get('seed')}")
@@ -60,7 +93,8 @@ def progress_status(job_id: str, spec: dict, requester: str | None, step: int, t
     total = max(total, 1)
     filled = min(PROGRESS_CELLS, round(PROGRESS_CELLS * step / total))
     bar = "▰" * filled + "▱" * (PROGRESS_CELLS - filled)
-    line = f":art: Imagining {bar} {round(100 * step / total)}% · step {step}/{total}"
+    verb = VERBS.get(spec.get("kind", "imagine"), "Working")
+    line = f":art: {verb} {bar} {round(100 * step / total)}% · step {step}/{total}"
     return _status(job_id, spec, requester, line, cancellable=True)
 
 
@@ -86,10 +120,12 @@ def stopping_status(job_id: str, spec: dict, requester: str | None, by: str) -> 
 
 
 def result_message(job_id: str, spec: dict, requester: str | None, images: Sequence[ImageLike]) -> dict:
-    """The message under the uploaded images: seeds, and U/V/reroll/faces buttons that carry the job id."""
+    """The message under the uploaded images: seeds, and U/V/reroll/faces buttons that carry the job id. An
+    upscaled image gets no U (once is enough), restored faces no Faces, and only seeded kinds a Reroll."""
+    kind = spec.get("kind", "imagine")
     seeds = ", ".join(str(i.seed) for i in images)
     who = f"<@{requester}>: " if requester else ""
-    text = f"{who}{escape(spec.get('prompt', ''))}"
+    text = f"{who}{escape(title(spec))}"
     numbered = len(images) > 1
     upscale = [_button(f"U{i.index + 1}", ActionRef("upscale", job_id, i.index)) for i in images]
     variations = [_button(f"V{i.index + 1}", ActionRef("variations", job_id, i.index)) for i in images]
@@ -97,12 +133,18 @@ def result_message(job_id: str, spec: dict, requester: str | None, images: Seque
         _button(f"Faces {i.index + 1}" if numbered else "Enhance faces", ActionRef("faces", job_id, i.index))
         for i in images
     ]
-    reroll = [_button(":repeat: Reroll", ActionRef("reroll", job_id, 0))]
+    reroll = [_button(":repeat: Reroll", ActionRef("reroll", job_id, 0))] if kind in SEEDED else []
+    if kind == "upscale":
+        upscale = []
+    if kind == "enhance":
+        faces = []
     blocks: list[dict] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": text}},
         {"type": "context", "elements": [{"type": "mrkdwn", "text": f"{describe(spec)} · seeds {seeds}"}]},
     ]
     for name, row in (("upscale", upscale), ("variations", variations), ("more", reroll + faces)):
+        if not row:
+            continue
         for start in range(0, len(row), MAX_BUTTONS_PER_BLOCK):
             blocks.append(
                 {
@@ -116,7 +158,7 @@ def result_message(job_id: str, spec: dict, requester: str | None, images: Seque
 
 def _status(job_id: str, spec: dict, requester: str | None, line: str, *, cancellable: bool = False) -> dict:
     who = f"<@{requester}> " if requester else ""
-    prompt = escape(spec.get("prompt", ""))
+    prompt = escape(title(spec))
     blocks: list[dict] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": f"{who}*{prompt}*"}},
         {"type": "context", "elements": [{"type": "mrkdwn", "text": describe(spec)}]},

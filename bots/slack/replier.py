@@ -144,7 +144,7 @@ class SlackReplier:
         return data  # the app never posted one (it died, or the channel refused): results go to the thread
 
     async def _post_results(self, job: Job, data: dict, images: list[StoredImage]) -> None:
-        prompt = str(job.spec.get("prompt", ""))
+        prompt = blocks.title(job.spec)
         uploads = []
         for image in images:
             content, ext = encode_for_slack(await self._blobs.get(image.blob_key), self._png_limit)

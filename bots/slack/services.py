@@ -8,6 +8,8 @@ from arq.connections import ArqRedis
 
 from engine.registry import Registry
 from quotas.admin import Admin
+from quotas.tiers import Tiers
+from storage.blobs import BlobStore
 
 
 @dataclass(frozen=True)
@@ -15,8 +17,10 @@ class SlackServices:
     redis: ArqRedis  # the arq queue, event dedupe keys, cancel signals and job event streams
     registry: Registry  # model presets, to validate requests before anything is enqueued
     queue_name: str
+    blobs: BlobStore  # result images (what U/V/Faces act on) and the input images people send
     tiny_models: bool = False  # make every default model its tiny counterpart (tests, offline demo)
-    admin: Admin = field(init=False)  # the quotas admin API: cancelling jobs (and later /atelier commands)
+    tiers: Tiers = field(default_factory=Tiers)  # the configured tiers (admission and `/atelier tier`)
+    admin: Admin = field(init=False)  # the quotas admin API: cancelling jobs and the `/atelier` commands
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "admin", Admin(self.redis, self.queue_name))
+        object.__setattr__(self, "admin", Admin(self.redis, self.queue_name, self.tiers))

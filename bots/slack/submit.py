@@ -18,8 +18,8 @@ from bots.commands import CommandError
 from bots.slack import blocks
 from bots.slack.services import SlackServices
 from bots.slack.workspace import Workspace
-from jobs.queue import Spec, enqueue
-from jobs.specs import ReplyTarget
+from jobs.queue import enqueue
+from jobs.specs import Enhance, Imagine, Inpaint, ReplyTarget, Upscale, Vary
 from quotas.errors import QuotaRefused
 from storage.models import Job
 
@@ -36,7 +36,7 @@ CHANNEL_ERRORS = {
 async def submit(
     client: AsyncWebClient,
     services: SlackServices,
-    spec: Spec,
+    spec: Imagine | Upscale | Enhance | Vary | Inpaint,
     *,
     request_id: str,
     channel: str,
@@ -55,6 +55,7 @@ async def submit(
             queue_name=services.queue_name,
             tenant=await workspace.tenant(),
             user=await workspace.user(),
+            tiers=services.tiers,
         )
     except QuotaRefused as refusal:
         raise CommandError(str(refusal)) from None

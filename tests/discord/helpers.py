@@ -37,6 +37,14 @@ async def image_sha256s(stack: Stack, job_id: str) -> list[str]:
     return [r["sha256"] for r in rows]
 
 
+def followups(emulator: DiscordEmulator, interaction: Interaction) -> list[Message]:
+    """Messages an interaction's token posted after its response (e.g. an ephemeral refusal)."""
+    ids = [
+        r.message_id for r in emulator.with_token(interaction.token) if r.method == "POST" and r.message_id
+    ]
+    return [emulator.messages[i] for i in ids]
+
+
 def results_in(emulator: DiscordEmulator, channel_id: int) -> list[Message]:
     """Result messages (images under a Reroll button) in `channel_id`, oldest first."""
     return [

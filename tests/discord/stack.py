@@ -130,3 +130,20 @@ async def run_cli_imagine(env: dict[str, str], out: Path, *args: str) -> bytes:
         raise RuntimeError(f"atelier imagine failed ({proc.returncode}):\n{stderr.decode()[-3000:]}")
     path = Path(stdout.decode().split()[-1])
     return await asyncio.to_thread(path.read_bytes)
+
+
+async def run_cli(env: dict[str, str], *args: str) -> str:
+    """Run `atelier ARGS…` against the same services; its stdout. Fails the test if it fails."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "atelier",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"atelier {' '.join(args)} failed ({proc.returncode}):\n{stderr.decode()[-3000:]}")
+    return stdout.decode()

@@ -12,6 +12,7 @@ from PIL import Image as PILImage
 from bots.discord.components import cancel_id, result_id
 from tests.discord.emulator import DiscordEmulator, Interaction, Message
 from tests.discord.helpers import (
+    followups,
     job_id_of,
     job_row,
     results_in,
@@ -22,14 +23,6 @@ from tests.discord.helpers import (
 from tests.discord.stack import Stack
 
 pytestmark = pytest.mark.usefixtures("show_logs_on_failure")
-
-
-def followups(emulator: DiscordEmulator, interaction: Interaction) -> list[Message]:
-    """Messages an interaction's token posted after its response (e.g. an ephemeral refusal)."""
-    ids = [
-        r.message_id for r in emulator.with_token(interaction.token) if r.method == "POST" and r.message_id
-    ]
-    return [emulator.messages[i] for i in ids]
 
 
 async def click_and_wait(

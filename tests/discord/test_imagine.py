@@ -10,6 +10,7 @@ import pytest
 from bots.discord.components import result_id
 from tests.discord.helpers import (
     assert_edits_spaced,
+    followups,
     image_sha256s,
     job_id_of,
     job_row,
@@ -18,7 +19,7 @@ from tests.discord.helpers import (
     wait_result,
     wait_status,
 )
-from tests.discord.stack import Stack, run_cli_imagine
+from tests.discord.stack import Stack, run_cli, run_cli_imagine
 
 pytestmark = pytest.mark.usefixtures("show_logs_on_failure")
 
@@ -110,3 +111,26 @@ async def test_bad_input_gets_an_ephemeral_answer_and_enqueues_nothing(
     assert emulator.with_token(command.token) == [
         r for r in emulator.requests if "callback" in r.path and command.token in r.path
     ]
+
+
+async def test_a_request_refused_at_admission_leaves_only_an_ephemeral_answer(stack: Stack) -> None:
+    """A banned member's /imagine: deferred (admission needs the database), then the public "thinking…" message
+    is withdrawn and the refusal is shown to the member alone; no job, no quota reservation."""
+    emulator = stack.emulator
+    tenant, bob = f"discord:{emulator.guild_id}", emulator.users["bob"]["id"]
+    await run_cli(stack.env, "admin", "ban", tenant, bob)
+    try:
+        command = await emulator.slash("imagine", {"prompt": "a forbidden fruit --steps 2"}, user="bob")
+        await emulator.wait_response(command)
+        assert command.callback_type == 5
+        found = await emulator.wait_until(
+            lambda: [m for m in followups(emulator, command) if "blocked" in m.content], 10, "the refusal"
+        )
+        assert found[0].flags & 64
+        assert emulator.messages[command.original_message_id].deleted
+        assert emulator.messages[command.original_message_id].id not in emulator.channels  # no thread either
+    finally:
+        await run_cli(stack.env, "admin", "unban", tenant, bob)
+    job_id = job_id_of(command)
+    assert await job_row(stack, job_id) is None
+    assert await stack.db.fetchval("SELECT count(*) FROM quota_reservations WHERE job_id = $1", job_id) == 0

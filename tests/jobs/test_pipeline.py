@@ -126,3 +126,15 @@ async def test_an_engine_refusal_fails_the_job_with_the_reason(runtime: Runtime,
     job = await Job.get(id=job_id)
     assert job.status == JobStatus.FAILED and "no-such-model" in job.error
     assert await Image.filter(job_id=job_id).count() == 0
+
+
+async def test_jobs_batched_together_are_charged_their_share_of_gpu_time(runtime: Runtime, run_worker) -> None:
+    # Four compatible jobs on a worker that batches: they run as one call, and their GPU seconds (what quotas
+    # charge) add up to no more than the time the worker spent, instead of each paying for the whole batch.
+    job_ids = [await _imagine(runtime, f"test:share:{i}", seed=i, steps=8) for i in range(4)]
+    await run_worker()
+    jobs = [await Job.get(id=j) for j in job_ids]
+    assert all(j.status == JobStatus.SUCCEEDED for j in jobs)
+    wall = (max(j.finished_at for j in jobs) - min(j.started_at for j in jobs)).total_seconds()
+    assert all(j.gpu_seconds > 0 for j in jobs)
+    assert sum(j.gpu_seconds for j in jobs) <= wall

@@ -1,0 +1,73 @@
+"""New jobs made from one image: the U (upscale ×4), V (variations) and Enhance faces buttons and reactions act
+on an image Atelier made; the message shortcuts on an image someone posted.
+
+A result image is read back from the blob store by (job, index), so buttons and reactions work however old the
+message is. Specs are built with the same builders as the CLI (`upscale_spec`, `vary_spec`, `enhance_spec`):
+an image the models' limits refuse is a CommandError with the reason, and nothing is enqueued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import secrets
+
+from PIL import Image as PILImage
+
+from bots.commands import CommandError
+from bots.slack.services import SlackServices
+from jobs.specs import MAX_SEED, Enhance, Upscale, Vary, enhance_spec, upscale_spec, vary_spec
+from storage.models import Image, Job
+
+ACTIONS = ("upscale", "variations", "faces")
+TITLES = {"upscale": "Upscale", "variations": "Variations", "faces": "Enhanced faces"}
+
+
+async def result_image(services: SlackServices, job_id: str, index: int) -> tuple[Job, PILImage.Image, str]:
+    """The source job, image `index` of its results decoded, and that image's blob key."""
+    source = await Job.get_or_none(id=job_id)
+    row = await Image.get_or_none(job_id=job_id, index=index)
+    if source is None or row is None:
+        raise CommandError("That image is gone; it can no longer be used.")
+    data = await services.blobs.get(row.blob_key)
+    return source, await asyncio.to_thread(_decode, data), row.blob_key
+
+
+def derived_spec(
+    services: SlackServices,
+    action: str,
+    image: PILImage.Image,
+    key: str,
+    source_spec: dict | None = None,
+) -> Upscale | Enhance | Vary:
+    """The spec of `action` on `image` (stored under `key`). Variations reuse the source job's prompt, model,
+    steps and count with a new seed; without a source (an image someone posted) they are refused."""
+    registry, tiny = services.registry, services.tiny_models
+    try:
+        if action == "upscale":
+            return upscale_spec(registry, image=image, scale=4, tiny=tiny, image_key=key)
+        if action == "faces":
+            return enhance_spec(registry, image=image, tiny=tiny, image_key=key)
+        if action != "variations":
+            raise ValueError(f"unknown action {action!r}")
+        was = source_spec or {}
+        return vary_spec(
+            registry,
+            image=image,
+            prompt=was.get("prompt", ""),
+            negative=was.get("negative", ""),
+            model=was.get("model"),
+            steps=was.get("steps"),
+            guidance=was.get("guidance"),
+            count=was.get("count"),
+            tiny=tiny,
+            random_seed=secrets.randbelow(MAX_SEED + 1),
+            image_key=key,
+        )
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _decode(data: bytes) -> PILImage.Image:
+    with PILImage.open(io.BytesIO(data)) as opened:
+        return opened.convert("RGB")
