@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run a GPU worker that serves the queue until stopped")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    worker.add_argument(
+        "--queues",
+        default="images",
+        metavar="images,train",
+        help="which queues to serve: images (generation), train (LoRA training), or both; training holds the "
+        "GPU for its whole run, so a worker serving both makes image jobs wait meanwhile (default: images)",
+    )
 
     sub.add_parser("migrate", help="apply pending database migrations and exit")
 
@@ -76,7 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Subcommand groups kept in their own modules (one per feature area). Each module has
 # `add_parsers(sub)` and `COMMANDS: dict[str, async (settings, args) -> int]`.
-GROUP_MODULES: tuple[str, ...] = ("atelier.cli_edit", "atelier.cli_admin", "atelier.cli_enhance")
+GROUP_MODULES: tuple[str, ...] = (
+    "atelier.cli_edit",
+    "atelier.cli_admin",
+    "atelier.cli_enhance",
+    "atelier.cli_lora",
+)
 
 
 def _groups() -> list:
@@ -134,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _imagine(settings: Settings, args: argparse.Namespace) -> int:
     # Validate before any service starts, so bad input costs nothing and leaves nothing behind.
     from bots.commands import parse_lora
-    from engine.lora import LoraLibrary
+    from engine.lora import LoraLibrary, check_loras
     from engine.registry import Registry
     from jobs.specs import imagine_spec
     from quotas.policy import parse_tenant_ref
@@ -157,16 +169,32 @@ async def _imagine(settings: Settings, args: argparse.Namespace) -> int:
             count=args.count,
             tiny=settings.tiny_models,
             random_seed=secrets.randbelow(2**32),
-            loras=loras,
-            lora_library=LoraLibrary(settings.loras_dir),
             enhance_faces=getattr(args, "enhance_faces", False),
         )
+        check_loras(loras)  # count, repeats, weights; the names need the tenant's LoRAs, read below
     except ValueError as exc:
         raise UsageError(exc) from None
     from atelier.runtime import Runtime
 
     async with Runtime.open(settings) as runtime:
+        if loras:
+            spec = await _with_tenant_loras(spec, loras, tenant, LoraLibrary(settings.loras_dir))
         return await _run_and_wait(runtime, spec, args.out, tenant, args.user)
+
+
+async def _with_tenant_loras(spec, loras, tenant_ref: tuple[str, str], library):
+    """`spec` with its LoRAs as the tenant sees them: its own trained ones (scoped names) or the shared folder's;
+    UsageError naming a LoRA the tenant does not have."""
+    from engine.lora import check_loras
+    from jobs.training import tenant_loras
+    from storage.models import get_or_create_tenant
+
+    view = await tenant_loras(await get_or_create_tenant(*tenant_ref), library)
+    try:
+        check_loras(loras, view)
+    except ValueError as exc:
+        raise UsageError(exc) from None
+    return spec.model_copy(update={"loras": [(view.spec_name(name), float(w)) for name, w in loras]})
 
 
 async def _demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -231,26 +259,44 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from atelier.runtime import Runtime
     from jobs.worker import create_worker
 
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    if not queues or set(queues) - {"images", "train"}:
+        raise UsageError(f"--queues takes images, train or images,train (got {args.queues!r})")
     async with Runtime.open(settings) as runtime:
         repliers = _platform_repliers(settings, runtime)
-        worker = create_worker(
-            runtime.worker_services(repliers=repliers),
-            queue_name=settings.queue_name,
-            poll_delay=settings.poll_delay,
-            max_jobs=settings.max_jobs,
-            job_timeout=settings.job_timeout,
-            max_tries=settings.max_tries,
-            burst=args.burst,
-        )
+        services = runtime.worker_services(repliers=repliers)
+        workers = []
+        if "images" in queues:
+            workers.append(
+                create_worker(
+                    services,
+                    queue_name=settings.queue_name,
+                    poll_delay=settings.poll_delay,
+                    max_jobs=settings.max_jobs,
+                    job_timeout=settings.job_timeout,
+                    max_tries=settings.max_tries,
+                    burst=args.burst,
+                )
+            )
+        if "train" in queues:
+            workers.append(create_train_worker(settings, services, burst=args.burst))
+        if len(workers) > 1:
+            # Each arq worker installs its own SIGINT/SIGTERM handler, and the last one wins: pass signals to all.
+            import signal
+
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, lambda s=signum: [w.handle_sig(s) for w in workers])
         http = None
         if settings.metrics_port:
             http = await start_http(
                 settings.metrics_host, settings.metrics_port, lambda: runtime.redis.ping()
             )
         try:
-            await worker.async_run()
+            await asyncio.gather(*(worker.async_run() for worker in workers))
         finally:
-            await worker.close()
+            for worker in workers:
+                await worker.close()
             if http is not None:
                 await http.cleanup()
             for replier in repliers.values():
@@ -258,6 +304,24 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
                 if close is not None:
                     await close()
     return 0
+
+
+def create_train_worker(settings: Settings, services, *, burst: bool, handle_signals: bool = True):
+    """A worker of the training queue (ATELIER_TRAIN_QUEUE_NAME), its checkpoints under `<data dir>/training`."""
+    from jobs.worker import TrainWorkerSettings, create_worker
+
+    return create_worker(
+        services,
+        queue_name=settings.train_queue_name,
+        poll_delay=settings.poll_delay,
+        max_jobs=TrainWorkerSettings.max_jobs,
+        job_timeout=settings.train_job_timeout,
+        max_tries=settings.max_tries,
+        burst=burst,
+        handle_signals=handle_signals,
+        functions=TrainWorkerSettings.functions,
+        training_dir=settings.data_dir / "training",
+    )
 
 
 def _platform_repliers(settings: Settings, runtime) -> dict:  # runtime: Runtime (imported lazily)
@@ -358,7 +422,14 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"imagine": _imagine, "demo": _demo, "worker": _worker, "migrate": _migrate, "slack": _slack, "discord": _discord}
+_COMMANDS = {
+    "imagine": _imagine,
+    "demo": _demo,
+    "worker": _worker,
+    "migrate": _migrate,
+    "slack": _slack,
+    "discord": _discord,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,14 +21,7 @@ import argparse
 
 from atelier.cli import UsageError
 from atelier.settings import Settings
-
-_LIMIT_FLAGS = {
-    "images_per_day": "images a day for the whole tenant",
-    "gpu_seconds_per_month": "GPU seconds a month for the whole tenant",
-    "images_per_user_per_day": "images a day for each person",
-    "queued_jobs_per_user": "unfinished (queued or running) jobs for each person",
-    "concurrent_jobs": "unfinished jobs for the whole tenant",
-}
+from quotas.admin_args import add_tenant_actions
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -40,40 +33,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = admin.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
+    add_tenant_actions(commands, tenant=True)  # tier, quota, usage, pause, resume, ban, unban
     tenant_help = "PLATFORM:ID, e.g. discord:1234 or slack:T0123"
-
-    tier = commands.add_parser("tier", help="show or set a tenant's tier")
-    tier.add_argument("tenant", help=tenant_help)
-    tier.add_argument("tier", nargs="?", help="the tier to set (free, standard, priority, or one configured)")
-
-    quota = commands.add_parser("quota", help="show, set or clear a tenant's limits and timezone")
-    quota.add_argument("tenant", help=tenant_help)
-    for name, what in _LIMIT_FLAGS.items():
-        quota.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar="N", help=f"limit on {what}")
-    quota.add_argument("--timezone", help="IANA timezone whose midnight resets daily and monthly limits")
-    quota.add_argument(
-        "--clear",
-        action="append",
-        default=[],
-        metavar="LIMIT",
-        help="return a limit to the tier's default (e.g. images-per-day; 'all' for every one); repeatable",
-    )
-
-    usage = commands.add_parser("usage", help="usage per user and model in a period")
-    usage.add_argument("tenant", help=tenant_help)
-    usage.add_argument(
-        "--period", default="today", help="today, month, YYYY-MM-DD or YYYY-MM (default: today)"
-    )
-
-    for name, text in (("pause", "hold a tenant's queue and refuse its requests"), ("resume", "undo pause")):
-        commands.add_parser(name, help=text).add_argument("tenant", help=tenant_help)
-
-    for name, text in (("ban", "refuse a user's requests"), ("unban", "lift a ban")):
-        p = commands.add_parser(name, help=text)
-        p.add_argument("tenant", help=tenant_help)
-        p.add_argument("user", help="the platform's user id")
-        if name == "ban":
-            p.add_argument("--reason", default="", help="kept with the ban, for other admins")
 
     jobs = commands.add_parser("jobs", help="a tenant's recent jobs, newest first")
     jobs.add_argument("tenant", help=tenant_help)
@@ -90,26 +51,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 async def _admin(settings: Settings, args: argparse.Namespace) -> int:
+    from quotas.admin_args import check
     from quotas.policy import parse_tenant_ref
-    from quotas.tiers import LIMIT_NAMES, Tiers, parse_limit
+    from quotas.tiers import Tiers
 
     # Check everything checkable before any service opens.
     try:
         tiers = Tiers.load(settings.tiers_file)
         if getattr(args, "tenant", None) is not None:
             parse_tenant_ref(args.tenant)
-        if args.admin_command == "tier" and args.tier is not None:
-            tiers.get(args.tier)
-        limits, clear = {}, []
-        if args.admin_command == "quota":
-            limits = {
-                n: parse_limit(n, getattr(args, n)) for n in LIMIT_NAMES if getattr(args, n) is not None
-            }
-            clear = _clear_names(args.clear)
-            if args.timezone is not None:
-                from quotas.periods import zone
-
-                zone(args.timezone)
+        limits, clear = check(args, tiers)
     except ValueError as exc:
         raise UsageError(exc) from None
 
@@ -126,30 +77,11 @@ async def _admin(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _run(admin, args: argparse.Namespace, limits: dict[str, int], clear: list[str]) -> str:  # -> Admin
+    from quotas.admin_args import TENANT_ACTIONS, run_tenant_action
+
     action = args.admin_command
-    if action == "tier":
-        policy = await (admin.set_tier(args.tenant, args.tier) if args.tier else admin.policy(args.tenant))
-        return policy.describe()
-    if action == "quota":
-        if clear:
-            await admin.clear_limits(args.tenant, *clear)
-        if args.timezone is not None:
-            await admin.set_timezone(args.tenant, args.timezone)
-        if limits:
-            await admin.set_limits(args.tenant, **limits)
-        return (await admin.policy(args.tenant)).describe()
-    if action == "usage":
-        return (await admin.usage(args.tenant, args.period)).describe()
-    if action == "pause":
-        return f"{args.tenant}: paused; {await admin.pause(args.tenant)} queued jobs held"
-    if action == "resume":
-        return f"{args.tenant}: resumed; {await admin.resume(args.tenant)} held jobs back in the queue"
-    if action == "ban":
-        await admin.ban(args.tenant, args.user, reason=args.reason)
-        return f"{args.tenant}: user {args.user} banned"
-    if action == "unban":
-        lifted = await admin.unban(args.tenant, args.user)
-        return f"{args.tenant}: user {args.user} {'unbanned' if lifted else 'was not banned'}"
+    if action in TENANT_ACTIONS:
+        return await run_tenant_action(admin, args, args.tenant, limits, clear)
     if action == "jobs":
         rows = await admin.jobs(args.tenant, status=args.status, user=args.user, limit=args.limit)
         return "\n".join(row.describe() for row in rows) or "no jobs"
@@ -164,20 +96,6 @@ async def _run(admin, args: argparse.Namespace, limits: dict[str, int], clear: l
         for x in lines
     ]
     return "\n".join(rows) or "the queue is empty"
-
-
-def _clear_names(values: list[str]) -> list[str]:
-    from quotas.tiers import LIMIT_NAMES
-
-    names = [v.replace("-", "_") for v in values]
-    if "all" in names:
-        return list(LIMIT_NAMES)
-    for name in names:
-        if name not in LIMIT_NAMES:
-            raise ValueError(
-                f"unknown limit {name.replace('_', '-')!r}: choose one of {', '.join(n.replace('_', '-') for n in LIMIT_NAMES)} or all"
-            )
-    return names
 
 
 COMMANDS = {"admin": _admin}

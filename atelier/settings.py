@@ -59,6 +59,15 @@ class Settings(BaseSettings):
     )
     job_timeout: int = Field(1800, ge=1, description="Seconds before a running job is abandoned.")
     max_tries: int = Field(3, ge=1, description="Times a job is attempted when its worker dies mid-job.")
+    train_queue_name: str = Field(
+        "atelier:train",
+        description="arq queue for LoRA training jobs (served by `atelier worker --queues train`).",
+    )
+    train_job_timeout: int = Field(
+        6 * 3600,
+        ge=1,
+        description="Seconds before a training job is abandoned (a crashed one resumes after it).",
+    )
 
     # Models.
     tiny_models: bool = Field(False, description="Make every default model its tiny, offline counterpart.")

@@ -402,3 +402,26 @@ def _check_input_size(preset: Preset, image: PILImage.Image) -> None:
         preset.check(width=width, height=height, steps=preset.default_steps, count=1)
     except ValueError as exc:
         raise ValueError(f"the image is {width}x{height}: {exc}") from None
+
+
+class TrainLora(BaseModel):
+    """LoRA training: the dataset zip `dataset` (blob key) trained on the txt2img preset `model` into the
+    tenant's LoRA record `lora_id` (named `name`, triggered by `trigger`). Sample images are the job's images."""
+
+    kind: Literal["train_lora"] = "train_lora"
+    lora_id: int
+    name: str
+    trigger: str = Field(min_length=1, max_length=100)
+    dataset: str
+    model: str
+    family: str
+    steps: int = Field(ge=1, le=100_000)
+    rank: int = Field(ge=1, le=256)
+    alpha: float = Field(gt=0)
+    learning_rate: float = Field(gt=0, le=1)
+    batch_size: int = Field(ge=1, le=64)
+    resolution: int = Field(ge=64)
+    checkpoint_every: int = Field(ge=1)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    count: int = Field(2, ge=0, le=8)  # sample images, made with the LoRA at the end
+    sample_steps: int = Field(ge=1)

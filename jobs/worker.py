@@ -12,12 +12,14 @@ import contextlib
 import os
 import socket
 import uuid
+from pathlib import Path
 
 from arq.connections import ArqRedis
 from arq.worker import Worker, func
 
-from jobs import edit, enhance, functions, metrics
+from jobs import edit, enhance, functions, metrics, training
 from jobs.services import WorkerServices
+from jobs.tenant_loras import fetching_tenant_loras
 
 HEARTBEAT_TTL_S = 6
 HEARTBEAT_EVERY_S = 2
@@ -28,7 +30,7 @@ class WorkerSettings:
     few milliseconds costs Redis a cheap ZRANGEBYSCORE per poll and makes pickup feel instant."""
 
     functions = (
-        func(functions.imagine, name="imagine"),
+        func(fetching_tenant_loras(functions.imagine), name="imagine"),
         func(edit.inpaint, name="inpaint"),
         func(edit.vary, name="vary"),
         func(enhance.upscale, name="upscale"),
@@ -40,6 +42,16 @@ class WorkerSettings:
     max_tries = 3
     keep_result = 3600
     allow_abort_jobs = True
+
+
+class TrainWorkerSettings:
+    """The training queue's worker (ATELIER_TRAIN_QUEUE_NAME): one job at a time, and a timeout of hours. arq
+    retries a crashed worker's job only once its in-progress key expires (job timeout + 10 s), so a crashed
+    training run resumes after at most that long."""
+
+    functions = (func(training.train_lora, name="train_lora"),)
+    max_jobs = 1
+    job_timeout = 6 * 3600
 
 
 def default_max_jobs(max_batch: int) -> int:
@@ -75,10 +87,13 @@ def create_worker(
     max_tries: int = WorkerSettings.max_tries,
     burst: bool = False,
     handle_signals: bool = True,
+    functions: tuple = WorkerSettings.functions,
+    training_dir: Path | None = None,
 ) -> Worker:
     """An arq worker on `services.redis` serving `queue_name`, with a heartbeat while it runs.
 
-    `max_jobs` None: `default_max_jobs(services.max_batch)`."""
+    `max_jobs` None: `default_max_jobs(services.max_batch)`. `functions`: the image jobs by default;
+    `TrainWorkerSettings.functions` for the training queue, whose checkpoints go under `training_dir`."""
     worker_id = uuid.uuid4().hex[:12]
     beat: dict[str, asyncio.Task] = {}
 
@@ -95,10 +110,10 @@ def create_worker(
         await services.batcher.aclose()
 
     return Worker(
-        functions=WorkerSettings.functions,
+        functions=functions,
         queue_name=queue_name,
         redis_pool=services.redis,
-        ctx={"services": services},
+        ctx={"services": services, "training_dir": training_dir},
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         poll_delay=poll_delay,

@@ -3,8 +3,8 @@
 Every button's id is `<action>:<job_id>:<index>` (see `ids`), so a click after a restart finds its job in the
 database. Cancel goes through the quotas admin API (`quotas.admin.Admin.cancel_job`), as the CLI and Discord do:
 a queued job is refunded and never runs, a running one stops after its current step; the worker then writes the
-status message's last word. Upscale, variations and face restoration are not wired to their jobs yet: until
-they are, those buttons say so to the person who clicked, and nothing is enqueued.
+status message's last word. U, V and Enhance faces start a new job from that one image (`derive`) in the same
+thread; Reroll repeats a seeded job (imagine, variations, inpainting) with a new seed.
 """
 
 from __future__ import annotations
@@ -19,22 +19,18 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.commands import CommandError
-from bots.slack import blocks, ids
+from bots.slack import blocks, derive, ids
 from bots.slack.admins import is_admin
 from bots.slack.config import SlackConfig
 from bots.slack.services import SlackServices
 from bots.slack.submit import submit
-from jobs.specs import MAX_SEED, Imagine
+from jobs.specs import MAX_SEED, Imagine, Inpaint, Vary
 from storage.models import Job
 
 log = logging.getLogger(__name__)
 
+SEEDED = {"imagine": Imagine, "vary": Vary, "inpaint": Inpaint}  # kinds a reroll repeats with a new seed
 FINISHED = {"succeeded": "finished", "failed": "failed", "cancelled": "been cancelled"}
-NOT_YET = {
-    "upscale": "Upscaling",
-    "variations": "Variations",
-    "faces": "Face restoration",
-}
 
 
 def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> None:
@@ -97,11 +93,15 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
         await ack()
         ref = ids.decode(action["action_id"])
         job = await Job.get_or_none(id=ref.job_id)
-        if job is None or job.kind != "imagine":
+        if job is None or job.kind not in SEEDED:
             await _tell(respond, "I can't find the job these images came from any more.")
             return
         data = (job.reply_target or {}).get("data", {})
-        spec = Imagine.model_validate(job.spec).model_copy(update={"seed": secrets.randbelow(MAX_SEED + 1)})
+        spec = (
+            SEEDED[job.kind]
+            .model_validate(job.spec)
+            .model_copy(update={"seed": secrets.randbelow(MAX_SEED + 1)})
+        )
         try:
             await submit(
                 client,
@@ -115,11 +115,32 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
         except CommandError as exc:
             await _tell(respond, str(exc))
 
-    @app.action(ids.matcher(*NOT_YET))
-    async def not_available_yet(ack: AsyncAck, action: dict, respond: AsyncRespond) -> None:
+    @app.action(ids.matcher(*derive.ACTIONS))
+    async def derived(
+        ack: AsyncAck,
+        body: dict,
+        action: dict,
+        client: AsyncWebClient,
+        respond: AsyncRespond,
+        context: AsyncBoltContext,
+    ) -> None:
         await ack()
         ref = ids.decode(action["action_id"])
-        await _tell(respond, f"{NOT_YET[ref.action]} is not available on this server yet.")
+        try:
+            source, image, key = await derive.result_image(services, ref.job_id, ref.index)
+            spec = derive.derived_spec(services, ref.action, image, key, source.spec)
+            data = (source.reply_target or {}).get("data", {})
+            await submit(
+                client,
+                services,
+                spec,
+                request_id=f"slack:action:{body['trigger_id']}",
+                channel=data.get("channel") or body["channel"]["id"],
+                thread_ts=data.get("thread_ts"),
+                workspace=context["workspace"],
+            )
+        except CommandError as exc:
+            await _tell(respond, str(exc))
 
 
 async def _tell(respond: AsyncRespond, text: str) -> None:

@@ -18,7 +18,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 
-from bots.slack import actions, imagine, reactions
+from bots.slack import actions, admin_command, imagine, reactions, shortcuts, upscale_command
 from bots.slack.client import web_client
 from bots.slack.config import EVENTS_PATH, SlackConfig
 from bots.slack.dedupe import event_deduplicator
@@ -41,6 +41,9 @@ def create_app(config: SlackConfig, services: SlackServices) -> AsyncApp:
     imagine.register(app, services)
     actions.register(app, config, services)
     reactions.register(app, config, services)
+    shortcuts.register(app, services)
+    admin_command.register(app, config, services)
+    upscale_command.register(app, services)
     return app
 
 

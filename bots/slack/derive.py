@@ -50,7 +50,8 @@ def derived_spec(
             return enhance_spec(registry, image=image, tiny=tiny, image_key=key)
         if action != "variations":
             raise ValueError(f"unknown action {action!r}")
-        was = source_spec or {}
+        # The source's prompt and settings when it has a text-to-image model; an upscaled image varies alone.
+        was = source_spec if source_spec and source_spec.get("kind", "imagine") in ("imagine", "vary") else {}
         return vary_spec(
             registry,
             image=image,

@@ -1,4 +1,3 @@
-# ruff: noqa: RUF012  (written by `tortoise makemigrations`; Migration.operations is a class attribute by design)
 import functools
 from json import dumps, loads
 

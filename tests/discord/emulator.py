@@ -211,8 +211,10 @@ class DiscordEmulator:
         attachment_size_limit: int = 10 * 1024 * 1024,
         permissions: int = p.MEMBER_PERMISSIONS,
         roles: list[int] = (),  # type: ignore[assignment]
+        app_permissions: int = p.BOT_PERMISSIONS,
     ) -> Interaction:
-        """Invoke `/name` with string/integer options; `minted_at` backdates the interaction (and its token)."""
+        """Invoke `/name` with string/integer options; `minted_at` backdates the interaction (and its token);
+        `app_permissions` are the bot's own in the channel."""
         typed = [
             {"name": key, "type": 4 if isinstance(value, int) else 3, "value": value}
             for key, value in options.items()
@@ -229,6 +231,7 @@ class DiscordEmulator:
             size_limit=attachment_size_limit,
             permissions=permissions,
             roles=roles,
+            app_permissions=app_permissions,
         )
 
     async def autocomplete(self, name: str, option: str, typed: str, *, user: str = "alice") -> Interaction:
@@ -268,6 +271,7 @@ class DiscordEmulator:
         permissions: int = p.MEMBER_PERMISSIONS,
         roles: list[int] = (),  # type: ignore[assignment]
         message: Message | None = None,
+        app_permissions: int = p.BOT_PERMISSIONS,
     ) -> Interaction:
         actor = self.users[user]
         interaction_id, token = p.mint(minted_at), "itok-" + secrets.token_urlsafe(24)
@@ -287,6 +291,7 @@ class DiscordEmulator:
             permissions=permissions,
             roles=roles,
             attachment_size_limit=size_limit,
+            app_permissions=app_permissions,
             message=self._message_json(message) if message else None,
         )
         record = Interaction(interaction_id, token, kind, int(channel["id"]), int(actor["id"]), payload)

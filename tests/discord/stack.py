@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from redis.asyncio import Redis
 
 from tests.discord.emulator import DiscordEmulator
 
-QUEUE = "atelier:queue"
+QUEUE = f"atelier:queue:discord-test-{uuid.uuid4().hex[:8]}"  # per run: a concurrent run's worker never takes our jobs
 START_TIMEOUT_S = 180  # two processes importing torch/discord.py and migrating, on a busy 2-core machine
 
 
@@ -109,7 +110,7 @@ class Stack:
 async def run_cli_imagine(env: dict[str, str], out: Path, *args: str) -> bytes:
     """`atelier imagine … --out out` on its own queue (so it runs its own in-process worker); the PNG bytes."""
     cli_env = env | {
-        "ATELIER_QUEUE_NAME": "atelier:discord-reference",
+        "ATELIER_QUEUE_NAME": f"{QUEUE}:reference",
         "ATELIER_DATABASE_URL": f"sqlite://{out}/reference.db",
     }
     proc = await asyncio.create_subprocess_exec(

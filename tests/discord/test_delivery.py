@@ -8,9 +8,11 @@ import time
 import pytest
 from PIL import Image as PILImage
 
+from tests.discord import payloads as p
 from tests.discord.helpers import (
     assert_edits_spaced,
     job_id_of,
+    results_in,
     wait_bot_status_edit,
     wait_delivered,
     wait_result,
@@ -23,12 +25,13 @@ pytestmark = pytest.mark.usefixtures("show_logs_on_failure")
 EDITS = r"/messages/(@original|\d+)$"
 
 
-async def test_with_every_third_edit_refused_the_image_still_arrives_and_edits_stay_a_second_apart(
+async def test_with_every_third_edit_refused_and_a_slow_discord_the_image_arrives_and_edits_stay_spaced(
     stack: Stack,
 ) -> None:
     emulator = stack.emulator
     await stack.idle_queue()
     rule = emulator.rate_limit("PATCH", EDITS, every=3, retry_after=0.3)
+    emulator.latency = 0.2  # and a slow Discord: every request takes 200 ms more
     try:
         command = await emulator.slash(
             "imagine", {"prompt": "a lighthouse at dusk --steps 50 --size 256x256 --seed 11", "model": "tiny"}
@@ -39,6 +42,7 @@ async def test_with_every_third_edit_refused_the_image_still_arrives_and_edits_s
         status = await wait_status(emulator, status_id, "✅ Done")
     finally:
         emulator.rate_limits.remove(rule)
+        emulator.latency = 0.0
 
     edits = emulator.requests_for(status_id, "PATCH")
     refused = [r for r in edits if r.status == 429]
@@ -116,3 +120,20 @@ async def test_an_image_over_the_attachment_limit_is_re_encoded_not_dropped(stac
     assert attachment.filename.endswith(".webp") and len(attachment.data) <= limit
     with PILImage.open(io.BytesIO(attachment.data)) as image:
         assert image.format == "WEBP" and min(image.size) >= 16
+
+
+async def test_where_no_thread_may_be_started_results_come_next_to_the_status_message(stack: Stack) -> None:
+    emulator = stack.emulator
+    without_threads = p.BOT_PERMISSIONS & ~p.CREATE_PUBLIC_THREADS
+    command = await emulator.slash(
+        "imagine", {"prompt": "a quiet harbour --steps 2", "model": "tiny"}, app_permissions=without_threads
+    )
+    await emulator.wait_response(command)
+    status_id = command.original_message_id
+    status = await wait_status(emulator, status_id, "✅ Done")
+
+    assert status_id not in emulator.channels  # no thread was started
+    assert "below" in status.content
+    (result,) = results_in(emulator, emulator.channel_id)[-1:]
+    assert result.webhook_id is not None  # a followup through the (young) interaction token
+    assert any(f":{job_id_of(command)}:" in c for c in result.custom_ids())

@@ -95,7 +95,7 @@ def free_port() -> int:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def slack_emulator() -> AsyncIterator[SlackEmulator]:
-    emulator = SlackEmulator(admins={"UADMIN"})
+    emulator = SlackEmulator(admins={"UADMIN"}, bot_token=BOT_TOKEN)
     await emulator.start()
     yield emulator
     await emulator.close()

@@ -61,6 +61,7 @@ class SlackEmulator:
     bot_user_id: str = "UBOT"
     bot_id: str = "BBOT"
     admins: set[str] = field(default_factory=set)
+    bot_token: str | None = None  # when set, files are served only to requests carrying it
     calls: list[Call] = field(default_factory=list)
     messages: dict[tuple[str, str], dict] = field(default_factory=dict)
     uploads: dict[str, Upload] = field(default_factory=dict)
@@ -74,6 +75,8 @@ class SlackEmulator:
         self._sockets: list[web.WebSocketResponse] = []
         self._socket_connected = asyncio.Event()
         self._changed = asyncio.Event()
+        self._files: dict[str, tuple[bytes, str]] = {}  # file id -> (bytes, content type)
+        self.file_objects: dict[str, dict] = {}  # file id -> what files.info answers
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -83,6 +86,7 @@ class SlackEmulator:
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_post("/response/{id}", self._response_url)
         app.router.add_get("/socket", self._socket)
+        app.router.add_get("/files/{file_id}/{name}", self._file)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -150,6 +154,29 @@ class SlackEmulator:
     ) -> None:
         """Answer the next call of `method` (with arguments including `when`) with a failure."""
         self._failures.setdefault(method, []).append(Failure(status, error, retry_after, when or {}))
+
+    def add_file(self, data: bytes, name: str, mimetype: str, *, size: int | None = None) -> dict:
+        """Host a file someone posted; return its file object as Slack puts it in a message's `files`
+        (`size` may lie, as a test of the app's own limit while it downloads)."""
+        file_id = f"F{uuid.uuid4().hex[:10].upper()}"
+        self._files[file_id] = (data, mimetype)
+        url = f"{self.base_url}/files/{file_id}/{name}"
+        self.file_objects[file_id] = {
+            "id": file_id,
+            "name": name,
+            "title": name,
+            "mimetype": mimetype,
+            "filetype": name.rsplit(".", 1)[-1],
+            "size": len(data) if size is None else size,
+            "mode": "hosted",
+            "url_private": url,
+            "url_private_download": url + "?download=1",
+            "permalink": f"https://atelier-test.slack.com/files/U1/{file_id}/{name}",
+        }
+        return self.file_objects[file_id]
+
+    def downloads(self, file_id: str) -> list[Call]:
+        return [c for c in self.calls if c.kind == "file" and c.method == file_id]
 
     # -- Socket Mode -------------------------------------------------------------------------------------------
 
@@ -248,6 +275,19 @@ class SlackEmulator:
         self._changed.set()
         return web.Response(text=f"OK - {len(data)}", content_type="text/plain")
 
+    async def _file(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["file_id"]
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ") or None
+        self.calls.append(Call("file", file_id, dict(request.query), time.monotonic(), token))
+        self._changed.set()
+        if file_id not in self._files:
+            return web.Response(status=404, text="file_not_found")
+        if token is None or (self.bot_token is not None and token != self.bot_token):
+            # Slack answers an unauthenticated download with its sign-in page, not an error status.
+            return web.Response(text="<html>sign in</html>", content_type="text/html")
+        data, mimetype = self._files[file_id]
+        return web.Response(body=data, content_type=mimetype)
+
     async def _response_url(self, request: web.Request) -> web.Response:
         payload = await request.json()
         self.calls.append(Call("response_url", request.match_info["id"], payload, time.monotonic()))
@@ -305,6 +345,10 @@ class SlackEmulator:
         return {
             "user": {"id": user, "name": user.lower(), "is_admin": user in self.admins, "is_owner": False}
         }
+
+    def _m_files_info(self, args: dict) -> dict:
+        file = self.file_objects.get(args.get("file", ""))
+        return {"file": file} if file else {"ok": False, "error": "file_not_found"}
 
     def _m_files_getUploadURLExternal(self, args: dict) -> dict:
         file_id = f"F{uuid.uuid4().hex[:10].upper()}"

@@ -108,6 +108,27 @@ def block_action(
     }
 
 
+def message_shortcut(
+    callback_id: str, message: dict, *, channel: str, response_url: str, user: str = "U1"
+) -> dict:
+    """What Slack sends when someone picks one of the app's shortcuts in a message's menu."""
+    return {
+        "type": "message_action",
+        "token": "legacy-verification-token",
+        "action_ts": str(time.time()),
+        "team": {"id": TEAM, "domain": "atelier-test"},
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": TEAM},
+        "channel": {"id": channel, "name": "gen"},
+        "is_enterprise_install": False,
+        "enterprise": None,
+        "callback_id": callback_id,
+        "trigger_id": f"{time.time_ns()}.{uuid.uuid4().hex[:8]}",
+        "response_url": response_url,
+        "message_ts": message["ts"],
+        "message": {"type": "message", "user": user, "text": "", **message},
+    }
+
+
 def event_callback(event: dict, *, event_id: str) -> dict:
     return {
         "token": "legacy-verification-token",
@@ -160,14 +181,19 @@ class Imagined:
         assert len(progress) >= due, (generating_s, texts)
 
 
-async def status_message(emulator: SlackEmulator, channel: str, *, thread_ts: str | None = None) -> Call:
-    """The (first) status message the app posted in `channel` (in `thread_ts`, or as a thread of its own)."""
+async def status_message(
+    emulator: SlackEmulator, channel: str, *, thread_ts: str | None = None, after: float = 0.0
+) -> Call:
+    """The (first) status message the app posted in `channel` (in `thread_ts`, or as a thread of its own), at
+    or after the monotonic time `after`."""
 
     def probe() -> Call | None:
         for call in emulator.api_calls("chat.postMessage", channel=channel):
             blocks = call.args.get("blocks") or []
-            if call.args.get("thread_ts") == thread_ts and any(
-                a.startswith("cancel:") for a in action_ids(blocks)
+            if (
+                call.at >= after
+                and call.args.get("thread_ts") == thread_ts
+                and any(a.startswith("cancel:") for a in action_ids(blocks))
             ):
                 return call
         return None
@@ -176,17 +202,24 @@ async def status_message(emulator: SlackEmulator, channel: str, *, thread_ts: st
 
 
 async def imagined(
-    emulator: SlackEmulator, channel: str, *, thread_ts: str | None = None, within_s: float = 180
+    emulator: SlackEmulator,
+    channel: str,
+    *,
+    thread_ts: str | None = None,
+    within_s: float = 180,
+    after: float = 0.0,
 ) -> Imagined:
-    """Wait for one whole /imagine story in `channel`: status message, upload into its thread, buttons, done."""
-    status = await status_message(emulator, channel, thread_ts=thread_ts)
+    """Wait for one whole job's story in `channel` (an /imagine, or a job made from an image): status message
+    (posted at or after `after`), upload into its thread, buttons, done."""
+    status = await status_message(emulator, channel, thread_ts=thread_ts, after=after)
     status_ts = status.result["ts"]
     thread = thread_ts or status_ts
     job_id = next(a for a in action_ids(status.args["blocks"]) if a.startswith("cancel:")).split(":")[1]
 
     def result_message() -> Call | None:
         for call in emulator.api_calls("chat.postMessage", channel=channel, thread_ts=thread):
-            if any(a.startswith(f"reroll:{job_id}:") for a in action_ids(call.args.get("blocks") or [])):
+            codes = action_ids(call.args.get("blocks") or [])
+            if any(f":{job_id}:" in a and not a.startswith("cancel:") for a in codes):
                 return call
         return None
 

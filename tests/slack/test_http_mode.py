@@ -307,20 +307,63 @@ async def test_reroll_makes_a_new_job_with_another_seed_in_the_same_thread(
     assert second.files[0] != first.files[0]
 
 
-async def test_upscale_button_says_it_is_not_available_yet_and_enqueues_nothing(
+async def test_u1_upscales_and_v1_varies_the_image_in_the_same_thread(
     http_bot: str, slack_emulator: SlackEmulator, db: asyncpg.Connection
 ) -> None:
-    # Upscale, variations and faces need the job kinds of issue 3; until then the click gets an honest answer.
+    channel = "CHTTPUPSCALE"
+    command = slash_command(
+        "a copper kettle --steps 3 --seed 8", channel=channel, response_url=slack_emulator.response_url()
+    )
+    assert (await post_signed_form(http_bot, command)).status == 200
+    first = await imagined(slack_emulator, channel)
+    assert [png_size(f) for f in first.files] == [(64, 64)]
+
+    async def click(action: str, name: str) -> float:
+        payload = block_action(
+            f"{action}:{first.job_id}:0",
+            channel=channel,
+            message_ts=first.result.result["ts"],
+            response_url=slack_emulator.response_url(name),
+            user="U5",
+        )
+        clicked_at = time.monotonic()
+        answer = await post_signed_form(http_bot, {"payload": json.dumps(payload)})
+        assert answer.status == 200 and answer.seconds < 3
+        return clicked_at
+
+    upscaled = await imagined(
+        slack_emulator, channel, thread_ts=first.status_ts, after=await click("upscale", "u1")
+    )
+    assert [png_size(f) for f in upscaled.files] == [(256, 256)]  # the 64x64 image, four times
+    row = await job_row(db, upscaled.job_id)
+    assert (row["kind"], row["status"]) == ("upscale", "succeeded")
+    source_key = await db.fetchval("SELECT blob_key FROM images WHERE job_id = $1", first.job_id)
+    assert json.loads(row["spec"])["image"] == source_key  # the stored result, not a copy of it
+    assert "×4" in upscaled.status.args["text"]
+
+    varied = await imagined(
+        slack_emulator, channel, thread_ts=first.status_ts, after=await click("variations", "v1")
+    )
+    assert [png_size(f) for f in varied.files] == [(64, 64)]
+    spec = json.loads((await job_row(db, varied.job_id))["spec"])
+    assert (spec["kind"], spec["prompt"], spec["image"]) == ("vary", "a copper kettle", source_key)
+    assert f"reroll:{varied.job_id}:0" in action_ids(varied.result.args["blocks"])
+    assert not slack_emulator.responses("u1") and not slack_emulator.responses("v1")  # no complaint
+
+
+async def test_a_button_on_an_image_that_is_gone_says_so_and_enqueues_nothing(
+    http_bot: str, slack_emulator: SlackEmulator, db: asyncpg.Connection
+) -> None:
     job_id = "j" + "0" * 20
     jobs_before = await db.fetchval("SELECT count(*) FROM jobs")
     click = block_action(
         f"upscale:{job_id}:0",
-        channel="CHTTPUPSCALE",
+        channel="CHTTPGONE",
         message_ts="1.000002",
-        response_url=slack_emulator.response_url("up"),
+        response_url=slack_emulator.response_url("gone"),
     )
     answer = await post_signed_form(http_bot, {"payload": json.dumps(click)})
     assert answer.status == 200
-    reply = (await slack_emulator.wait_for(lambda: slack_emulator.responses("up")))[0]
-    assert reply.args["response_type"] == "ephemeral" and "Upscaling is not available" in reply.args["text"]
+    reply = (await slack_emulator.wait_for(lambda: slack_emulator.responses("gone")))[0]
+    assert reply.args["response_type"] == "ephemeral" and "That image is gone" in reply.args["text"]
     assert await db.fetchval("SELECT count(*) FROM jobs") == jobs_before

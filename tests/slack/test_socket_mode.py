@@ -5,12 +5,22 @@ socket within 3 s."""
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 
 import asyncpg
 
 from tests.slack.conftest import APP_TOKEN, Process
 from tests.slack.emulator import SlackEmulator
-from tests.slack.slack_requests import event_callback, imagined, job_row, png_size, slash_command
+from tests.slack.slack_requests import (
+    action_ids,
+    event_callback,
+    imagined,
+    job_row,
+    png_size,
+    slash_command,
+    status_message,
+)
 
 
 async def test_imagine_over_socket_mode_acks_threads_progress_and_uploads(
@@ -25,8 +35,17 @@ async def test_imagine_over_socket_mode_acks_threads_progress_and_uploads(
     slack_emulator.fail_next(
         "chat.update", status=200, error="internal_error", retry_after=None, when={"channel": channel}
     )
+    # Progress is edited only once the status message exists, and the app (starved of CPU by the worker) may
+    # take seconds to post it: a job already running keeps this one queued until its status message is there.
+    ahead = slash_command(
+        "a job ahead --size 128x128 --steps 30",
+        channel="CSOCKAHEAD",
+        response_url=slack_emulator.response_url(),
+    )
+    await slack_emulator.send_envelope("slash_commands", ahead)
+    await status_message(slack_emulator, "CSOCKAHEAD")
     fields = slash_command(
-        "a harbour at night --size 128x128 --steps 40 --n 2 --seed 3",
+        "a harbour at night --size 512x512 --steps 50 --n 2 --seed 3",
         channel=channel,
         response_url=slack_emulator.response_url("socket-imagine"),
     )
@@ -40,7 +59,7 @@ async def test_imagine_over_socket_mode_acks_threads_progress_and_uploads(
     assert (limited.result["status"], retried.result["error"]) == (429, "internal_error")
     assert retried.args["blocks"] == limited.args["blocks"] and retried.at - limited.at >= 0.9
     assert story.updates[0].at - retried.at >= 1.9
-    assert [png_size(f) for f in story.files] == [(128, 128), (128, 128)]
+    assert [png_size(f) for f in story.files] == [(512, 512)] * 2
     assert story.files[0] != story.files[1]  # seeds 3 and 4
     labels = [
         e["text"]["text"]
@@ -52,11 +71,11 @@ async def test_imagine_over_socket_mode_acks_threads_progress_and_uploads(
     assert (await job_row(db, story.job_id))["status"] == "succeeded"
 
 
-async def test_a_reaction_redelivered_three_times_is_handled_once(
+async def test_a_reaction_redelivered_three_times_upscales_once(
     socket_bot: Process, slack_emulator: SlackEmulator, db: asyncpg.Connection
 ) -> None:
-    # :mag: on a results message: upscaling needs issue 3's job, so for now the reacting user is told so,
-    # once, however many times Slack delivers the event.
+    # :mag: on a results message upscales its image 4x into the same thread: one job and one upload, however
+    # many times Slack delivers the event.
     channel = "CSOCKREACT"
     fields = slash_command("a lantern --steps 3", channel=channel, response_url=slack_emulator.response_url())
     await slack_emulator.send_envelope("slash_commands", fields)
@@ -72,6 +91,7 @@ async def test_a_reaction_redelivered_three_times_is_handled_once(
         "event_ts": "1700000001.000200",
     }
     payload = event_callback(reaction, event_id="Ev0REACTION1")
+    reacted_at = time.monotonic()
     for attempt in range(3):
         envelope_id, sent_at = await slack_emulator.send_envelope(
             "events_api", payload, retry_attempt=attempt
@@ -80,17 +100,20 @@ async def test_a_reaction_redelivered_three_times_is_handled_once(
             lambda e=envelope_id: slack_emulator.socket_acks.get(e), what="the ack"
         )
         assert ack.at - sent_at < 3
-    told = await slack_emulator.wait_for(
-        lambda: slack_emulator.api_calls("chat.postEphemeral", channel=channel, user="U4"),
-        what="the ephemeral",
-    )
-    await asyncio.sleep(1.0)
-    told = slack_emulator.api_calls("chat.postEphemeral", channel=channel, user="U4")
-    assert len(told) == 1 and "Upscaling by reaction is not available" in told[0].args["text"]
-    assert told[0].args["thread_ts"] == story.status_ts
+    upscaled = await imagined(slack_emulator, channel, thread_ts=story.status_ts, after=reacted_at)
+    assert [png_size(f) for f in upscaled.files] == [(256, 256)]  # 64x64, four times
+    row = await job_row(db, upscaled.job_id)
+    assert (row["kind"], row["status"]) == ("upscale", "succeeded")
+    assert "<@U4>" in json.dumps(upscaled.status.args["blocks"])  # the person who reacted asked for it
+    await asyncio.sleep(1.5)  # time for a second job to begin, if there were one
+    assert await db.fetchval("SELECT count(*) FROM jobs") == jobs_before + 1
+    assert len(slack_emulator.api_calls("files.completeUploadExternal", channel_id=channel)) == 2
+    # An upscaled image offers variations and faces, not another U.
+    codes = action_ids(upscaled.result.args["blocks"])
+    assert not any(c.startswith("upscale:") for c in codes) and f"faces:{upscaled.job_id}:0" in codes
     # A reaction that means nothing to Atelier is ignored.
     other = event_callback({**reaction, "reaction": "tada"}, event_id="Ev0REACTION2")
     await slack_emulator.send_envelope("events_api", other)
     await asyncio.sleep(0.5)
-    assert len(slack_emulator.api_calls("chat.postEphemeral", channel=channel)) == 1
-    assert await db.fetchval("SELECT count(*) FROM jobs") == jobs_before
+    assert await db.fetchval("SELECT count(*) FROM jobs") == jobs_before + 1
+    assert not slack_emulator.api_calls("chat.postEphemeral", channel=channel)

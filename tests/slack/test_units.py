@@ -22,6 +22,7 @@ from bots.slack.coalesce import CoalescedEdits
 from bots.slack.config import SlackConfig
 from bots.slack.imagine import imagine_from_text
 from bots.slack.replier import encode_for_slack
+from bots.slack.shortcuts import SHORTCUTS
 from engine.registry import Registry
 
 
@@ -214,7 +215,9 @@ class _Image:
 def test_the_manifest_asks_for_what_the_app_uses_and_nothing_it_does_not_handle() -> None:
     manifest = yaml.safe_load((Path(__file__).parents[2] / "slack-manifest.yml").read_text())
     commands = {c["command"] for c in manifest["features"]["slash_commands"]}
-    assert commands == {"/imagine"}  # every command Slack will send has a listener
+    assert commands == {"/imagine", "/upscale", "/atelier"}  # every command Slack will send has a listener
+    shortcuts = {(s["type"], s["callback_id"]) for s in manifest["features"]["shortcuts"]}
+    assert shortcuts == {("message", callback_id) for callback_id in SHORTCUTS}
     settings = manifest["settings"]
     assert set(settings["event_subscriptions"]["bot_events"]) == {"app_mention", "reaction_added"}
     assert settings["interactivity"]["is_enabled"] and settings["socket_mode_enabled"]
@@ -223,6 +226,7 @@ def test_the_manifest_asks_for_what_the_app_uses_and_nothing_it_does_not_handle(
         "commands",
         "chat:write",
         "files:write",
+        "files:read",
         "app_mentions:read",
         "reactions:read",
         "users:read",
@@ -246,3 +250,30 @@ async def test_the_emulator_takes_web_api_arguments_every_way_slack_sdk_sends_th
     await client.chat_update(channel="CUNITS", ts=posted["ts"], text="after a 429")
     assert time.monotonic() - started >= 1  # Retry-After respected by the client the app and worker use
     assert len(slack_emulator.api_calls("chat.update", failed=True, channel="CUNITS")) == 1
+
+
+def test_blocks_describe_each_kind_and_offer_the_buttons_that_make_sense() -> None:
+    upscale = {"kind": "upscale", "image": "k", "width": 64, "height": 80, "model": "tiny-x4", "scale": 4}
+    assert blocks.describe(upscale) == "tiny-x4 · ×4 · 64×80 → 256×320"
+    assert blocks.title(upscale) == "Upscale ×4"
+    codes = [
+        e["action_id"]
+        for b in blocks.result_message("j0a", upscale, "U1", [_Image(0, 0)])["blocks"]
+        if b["type"] == "actions"
+        for e in b["elements"]
+    ]
+    assert codes == ["variations:j0a:0", "faces:j0a:0"]  # no second U, no reroll of an unseeded job
+    vary = {"kind": "vary", "prompt": "a fox", "strength": 0.6, "model": "tiny", "steps": 3, "seed": 2}
+    assert "strength 0.6" in blocks.describe(vary) and blocks.title(vary) == "a fox"
+    assert "Making variations" in blocks.progress_status("j0a", vary, "U1", 1, 3)["text"]
+
+
+def test_admin_chat_arguments_parse_like_the_cli_and_explain_mistakes() -> None:
+    from quotas.admin_args import ChatArgumentError, parse_chat
+
+    args = parse_chat("/atelier", "quota \u2014images-per-day 3 --clear concurrent-jobs")
+    assert (args.admin_command, args.images_per_day, args.clear) == ("quota", "3", ["concurrent-jobs"])
+    assert parse_chat("/atelier", "ban <@U12|ana> --reason 'spam bot'").user == "U12"
+    for text, expected in (("", "usage: /atelier"), ("tier a b", "unrecognized arguments: b")):
+        with pytest.raises(ChatArgumentError, match=expected):
+            parse_chat("/atelier", text)

@@ -1,0 +1,62 @@
+"""`/atelier tier|quota|usage|pause|resume|ban|unban …`: the workspace's quotas, tier, pause and bans.
+
+Only the workspace's admins and owners (`users.info`) or the configured admin list may use it, and only on
+the workspace the command comes from. Arguments are the CLI's (`quotas.admin_args`, shared with `atelier admin`):
+`/atelier quota --images-per-day 20 --clear concurrent-jobs`, `/atelier ban @someone --reason spam`. Every answer,
+refusals and mistakes included, is ephemeral: only the admin who typed it sees it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots.slack.admins import is_admin
+from bots.slack.config import SlackConfig
+from bots.slack.services import SlackServices
+from quotas.admin_args import ChatArgumentError, check, parse_chat, run_tenant_action
+
+log = logging.getLogger(__name__)
+
+COMMAND = "/atelier"
+REFUSED = "Only this workspace's admins and owners (or the admins configured for Atelier) can use `/atelier`."
+
+
+def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> None:
+    """Add the `/atelier` command to `app`."""
+
+    @app.command(COMMAND)
+    async def atelier_command(
+        ack: AsyncAck, command: dict, client: AsyncWebClient, respond: AsyncRespond, context: AsyncBoltContext
+    ) -> None:
+        await ack()
+        user = command.get("user_id", "")
+        if not await is_admin(client, config.admins, user):
+            await _answer(respond, f":no_entry_sign: {REFUSED}")
+            return
+        try:
+            args = parse_chat(COMMAND, command.get("text", ""))
+            limits, clear = check(args, services.tiers)
+        except ChatArgumentError as exc:
+            await _answer(respond, f"```{exc}```")
+            return
+        except ValueError as exc:
+            await _answer(respond, f":warning: {exc}")
+            return
+        tenant = await context["workspace"].tenant()
+        try:
+            text = await run_tenant_action(services.admin, args, tenant, limits, clear)
+        except (ValueError, LookupError, PermissionError) as exc:
+            await _answer(respond, f":warning: {exc}")
+            return
+        log.info("slack admin %s on %s: %s", user, tenant, command.get("text", ""))
+        await _answer(respond, f"```{text}```")
+
+
+async def _answer(respond: AsyncRespond, text: str) -> None:
+    await respond(text=text, response_type="ephemeral", replace_original=False)

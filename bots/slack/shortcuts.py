@@ -1,0 +1,62 @@
+"""Message shortcuts on a message with an image: "Upscale" (×4) and "Enhance faces".
+
+The shortcut is acknowledged first; the image is then downloaded with the bot token (bounded, see `files`),
+checked, stored, and the job is submitted into the message's thread. A message without an image, a file that
+is not one, or one over the limit gets an ephemeral answer saying so, and nothing is enqueued.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots.commands import CommandError
+from bots.slack import derive, files
+from bots.slack.services import SlackServices
+from bots.slack.submit import submit
+
+log = logging.getLogger(__name__)
+
+SHORTCUTS = {"upscale": "upscale", "enhance_faces": "faces"}  # callback_id -> derive action
+
+
+def register(app: AsyncApp, services: SlackServices) -> None:
+    """Add the message shortcuts (callback ids `upscale`, `enhance_faces`) to `app`."""
+    for callback_id, action in SHORTCUTS.items():
+        app.shortcut({"type": "message_action", "callback_id": callback_id})(_listener(services, action))
+
+
+def _listener(services: SlackServices, action: str):  # -> a bolt listener
+    async def on_shortcut(
+        ack: AsyncAck,
+        shortcut: dict,
+        client: AsyncWebClient,
+        respond: AsyncRespond,
+        context: AsyncBoltContext,
+    ) -> None:
+        await ack()
+        message = shortcut.get("message") or {}
+        channel = (shortcut.get("channel") or {}).get("id")
+        try:
+            file = files.image_file(message)
+            image, key = await files.input_image(services, file, client.token or "")
+            spec = derive.derived_spec(services, action, image, key)
+            await submit(
+                client,
+                services,
+                spec,
+                request_id=f"slack:shortcut:{shortcut['trigger_id']}",
+                channel=channel,
+                thread_ts=message.get("thread_ts") or message.get("ts"),
+                workspace=context["workspace"],
+            )
+        except CommandError as exc:
+            await respond(text=f":warning: {exc}", response_type="ephemeral", replace_original=False)
+
+    on_shortcut.__name__ = f"shortcut_{action}"
+    return on_shortcut
