@@ -172,14 +172,23 @@ async def _imagine(settings: Settings, args: argparse.Namespace) -> int:
             enhance_faces=getattr(args, "enhance_faces", False),
         )
         check_loras(loras)  # count, repeats, weights; the names need the tenant's LoRAs, read below
+        library = LoraLibrary(settings.loras_dir)
+        if not _database_exists(settings.database_url):
+            check_loras(loras, library)  # no database yet, so no tenant has LoRAs of its own
     except ValueError as exc:
         raise UsageError(exc) from None
     from atelier.runtime import Runtime
 
     async with Runtime.open(settings) as runtime:
         if loras:
-            spec = await _with_tenant_loras(spec, loras, tenant, LoraLibrary(settings.loras_dir))
+            spec = await _with_tenant_loras(spec, loras, tenant, library)
         return await _run_and_wait(runtime, spec, args.out, tenant, args.user)
+
+
+def _database_exists(url: str) -> bool:
+    """False only for a SQLite file not created yet (nothing has run here): what can be refused without it is."""
+    path = url.removeprefix("sqlite://") if url.startswith("sqlite://") else None
+    return path is None or path == ":memory:" or Path(path).exists()
 
 
 async def _with_tenant_loras(spec, loras, tenant_ref: tuple[str, str], library):

@@ -187,11 +187,16 @@ def train_lora(
     unet = pipeline.unet
     for module in _frozen_modules(pipeline):
         module.requires_grad_(False)
-    unet.add_adapter(
-        LoraConfig(
-            r=config.rank, lora_alpha=config.alpha, init_lora_weights="gaussian", target_modules=LORA_TARGETS
+    with torch.random.fork_rng(devices=[]):  # the same seed starts from the same LoRA weights
+        torch.manual_seed(config.seed)
+        unet.add_adapter(
+            LoraConfig(
+                r=config.rank,
+                lora_alpha=config.alpha,
+                init_lora_weights="gaussian",
+                target_modules=LORA_TARGETS,
+            )
         )
-    )
     params = [p for p in unet.parameters() if p.requires_grad]
     for p in params:
         p.data = p.data.float()  # LoRA weights train in float32 even when the frozen model is half

@@ -85,7 +85,7 @@ async def request_training(
     if not trigger or len(trigger) > MAX_TRIGGER_CHARS:
         raise ValueError(f"the trigger word must be 1 to {MAX_TRIGGER_CHARS} characters")
     preset = registry.resolve(model, role="txt2img", tiny=tiny)
-    check_trainable(preset.name, preset.family)
+    check_trainable(model or preset.name, preset.family)
     config = defaults_for(
         preset.family,
         resolution=max(preset.default_width, preset.default_height),

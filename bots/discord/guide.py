@@ -5,6 +5,8 @@ Kept free of discord.py imports so the CLI can build its help without loading th
 
 from __future__ import annotations
 
+import textwrap
+
 SCOPES = ("bot", "applications.commands")
 
 PERMISSIONS = {
@@ -28,6 +30,10 @@ def invite_url(application_id: int | str) -> str:
     )
 
 
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=108, initial_indent="     ", subsequent_indent="     ")
+
+
 HELP = f"""\
 Run Atelier's Discord bot: /imagine in your server, progress in a thread, results with buttons.
 Image work happens in `atelier worker` processes; run at least one with the same settings (it needs the
@@ -46,7 +52,7 @@ Set it up once:
      own invite URL when it starts):
        {invite_url("APPLICATION_ID")}
      Scopes: {", ".join(SCOPES)}.
-     Permissions ({PERMISSIONS_VALUE}): {", ".join(PERMISSIONS)}.
+{_wrap(f"Permissions ({PERMISSIONS_VALUE}): {', '.join(PERMISSIONS)}.")}
   5. Start it: `atelier discord`. Commands are registered globally at start-up, which can take up to an
      hour to reach every server; set ATELIER_DISCORD_GUILD_IDS=ID1,ID2 to register them in those servers
      only, instantly (right-click a server with Developer Mode on to copy its id).

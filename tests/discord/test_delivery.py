@@ -34,7 +34,8 @@ async def test_with_every_third_edit_refused_and_a_slow_discord_the_image_arrive
     emulator.latency = 0.2  # and a slow Discord: every request takes 200 ms more
     try:
         command = await emulator.slash(
-            "imagine", {"prompt": "a lighthouse at dusk --steps 50 --size 256x256 --seed 11", "model": "tiny"}
+            "imagine",
+            {"prompt": "a lighthouse at dusk --steps 50 --size 256x256 --count 2 --seed 11", "model": "tiny"},
         )
         await emulator.wait_response(command)
         status_id = command.original_message_id
@@ -47,8 +48,8 @@ async def test_with_every_third_edit_refused_and_a_slow_discord_the_image_arrive
     edits = emulator.requests_for(status_id, "PATCH")
     refused = [r for r in edits if r.status == 429]
     accepted = [r for r in edits if r.status == 200]
-    assert rule.served >= 2 and len(refused) >= 2, [r.status for r in edits]
-    assert len([r for r in accepted if "step" in r.payload["content"]]) >= 2
+    assert rule.served >= 1 and len(refused) == rule.served, [r.status for r in edits]
+    assert [r for r in accepted if "step" in r.payload["content"]]
     assert_edits_spaced(emulator)
     assert result.attachments[0].filename.endswith(".png")
     assert "✅ Done" in status.content and status.components == []

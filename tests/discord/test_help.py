@@ -12,6 +12,7 @@ def test_discord_help_covers_application_token_intents_and_invite() -> None:
     shown = subprocess.run(
         [sys.executable, "-m", "atelier", "discord", "--help"], capture_output=True, text=True, check=True
     ).stdout
+    shown = " ".join(shown.split())  # wrapped lines
     for needed in (
         "https://discord.com/developers/applications",  # application setup
         "ATELIER_DISCORD_TOKEN",
