@@ -18,7 +18,7 @@ from arq.connections import ArqRedis
 from discord import app_commands
 from discord.gateway import DiscordWebSocket
 
-from bots.discord import imagine, views
+from bots.discord import admin, imagine, reactions, upscale, views
 from bots.discord.editclock import EditClock
 from bots.discord.guide import invite_url
 from engine.registry import Registry
@@ -39,6 +39,8 @@ class BotConfig:
     tiny_models: bool = False
     guild_ids: tuple[int, ...] = ()
     admin_role: str | None = None
+    upscale_emoji: str = reactions.UPSCALE_EMOJI  # a reaction that upscales the message's image
+    faces_emoji: str = reactions.FACES_EMOJI  # a reaction that restores its faces
 
 
 def configure_endpoints(api_base: str, gateway_url: str) -> None:
@@ -69,6 +71,8 @@ class AtelierBot(discord.Client):
         # before the gateway connects. (Drop this once `live_workers` lives in a module without job functions.)
         await asyncio.to_thread(importlib.import_module, "jobs.worker")
         imagine.setup(self)
+        upscale.setup(self)
+        admin.setup(self)
         views.setup(self)
         await self._sync_commands()
 
@@ -83,6 +87,12 @@ class AtelierBot(discord.Client):
             self.tree.copy_global_to(guild=guild)
             synced = await self.tree.sync(guild=guild)
             log.info("discord: %d commands registered in guild %s", len(synced), guild_id)
+
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        try:
+            await reactions.on_reaction(self, payload)
+        except Exception:
+            log.exception("discord: reaction %s on message %s failed", payload.emoji, payload.message_id)
 
     async def on_ready(self) -> None:
         log.info(

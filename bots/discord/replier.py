@@ -181,7 +181,7 @@ class DiscordReplier:
                 return False
             except TokenExpired:
                 self._token_died(target)
-        reference = {"message_id": str(target.message_id), "fail_if_not_exists": False}
+        reference = {"message_id": str(target.reply_to or target.message_id), "fail_if_not_exists": False}
         path = f"/channels/{target.channel_id}/messages"
         await self._rest.request(
             "POST", path, payload={**payload, "message_reference": reference}, files=uploads

@@ -35,13 +35,17 @@ class DiscordTarget:
     thread_id: int | None = None  # the job's thread, where results go; None: next to the status message
     attachment_size_limit: int = DEFAULT_ATTACHMENT_LIMIT
     prompt: str = ""  # shown on every status edit
+    reply_to: int | None = None  # the message results reply to when there is no thread (a reacted-to message)
 
     @property
     def token_created_at(self) -> float:
         return snowflake_time(self.interaction_id)
 
     def token_usable(self, now: float | None = None) -> bool:
-        """Whether the interaction token may still be used (younger than 14 of its 15 minutes)."""
+        """Whether the interaction token may still be used (younger than 14 of its 15 minutes); a job started
+        without an interaction (a reaction) has none."""
+        if not self.token:
+            return False
         return (time.time() if now is None else now) - self.token_created_at < TOKEN_USABLE_S
 
     def to_data(self) -> dict:
@@ -55,6 +59,7 @@ class DiscordTarget:
             "user_id",
             "guild_id",
             "thread_id",
+            "reply_to",
         ):
             if data[name] is not None:
                 data[name] = str(data[name])
@@ -77,4 +82,5 @@ class DiscordTarget:
             thread_id=snowflake("thread_id"),
             attachment_size_limit=int(data.get("attachment_size_limit") or DEFAULT_ATTACHMENT_LIMIT),
             prompt=data.get("prompt", ""),
+            reply_to=snowflake("reply_to"),
         )

@@ -1,0 +1,184 @@
+"""`/atelier tier|quota|usage|pause|resume|ban|unban|queue`: the server's tier, limits, pause and bans.
+
+The admin actions are for members with Manage Server (or Administrator) or the configured admin role; everyone
+else gets an ephemeral refusal and nothing changes. Typed options are turned into the words of the shared admin
+parser (`quotas.admin_args`, the CLI's `atelier admin` and Slack's `/atelier`), so all three check and run them
+the same way, on the server the command comes from. `/atelier queue` is for everyone: the caller's own jobs
+here and where each stands in the queue. Every answer is ephemeral.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+
+from bots.discord.permissions import is_admin
+from jobs.queue_status import queue_position
+from quotas.admin_args import ChatArgumentError, chat_parser, check, run_tenant_action
+
+if TYPE_CHECKING:
+    from bots.discord.client import AtelierBot
+
+log = logging.getLogger(__name__)
+
+PROG = "/atelier"
+REFUSED = (
+    "Only members with the Manage Server permission (or the server's Atelier admin role) can use "
+    "`/atelier {action}`."
+)
+MAX_CONTENT = 2000
+MAX_LIMIT = 10**9
+LIMIT = app_commands.Range[int, 0, MAX_LIMIT]
+
+group = app_commands.Group(
+    name="atelier", description="Atelier on this server: queue, tier, limits, pause, bans", guild_only=True
+)
+
+
+def tenant_of(interaction: discord.Interaction) -> str:
+    """The tenant a command acts on: the server it was typed in."""
+    return f"discord:{interaction.guild_id}"
+
+
+def quota_words(values: dict[str, int | None], timezone: str | None, clear: str | None) -> list[str]:
+    """`/atelier quota` options as the shared parser's words (`--images-per-day 3 --clear concurrent-jobs`)."""
+    words = ["quota"]
+    for name, value in values.items():
+        if value is not None:
+            words += [f"--{name.replace('_', '-')}", str(value)]
+    if timezone:
+        words += ["--timezone", timezone]
+    for name in (clear or "").replace(",", " ").split():
+        words += ["--clear", name]
+    return words
+
+
+async def run_action(interaction: discord.Interaction[AtelierBot], words: list[str]) -> None:
+    """Refuse a non-admin; else parse `words` with the shared parser, run the action, show its answer."""
+    action = words[0]
+    if not is_admin(interaction, interaction.client.config.admin_role):
+        await _answer(interaction, "🚫 " + REFUSED.format(action=action))
+        return
+    admin = interaction.client.admin
+    try:
+        args = chat_parser(PROG).parse_args(words)
+        limits, clear = check(args, admin.tiers)
+    except ChatArgumentError as exc:
+        await _answer(interaction, _block(str(exc)))
+        return
+    except ValueError as exc:
+        await _answer(interaction, f"⚠️ {exc}")
+        return
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    try:
+        text = await run_tenant_action(admin, args, tenant_of(interaction), limits, clear)
+    except (ValueError, LookupError, PermissionError) as exc:
+        await interaction.edit_original_response(content=f"⚠️ {exc}")
+        return
+    log.info("discord admin %s on %s: %s", interaction.user.id, tenant_of(interaction), " ".join(words))
+    await interaction.edit_original_response(content=_block(text))
+
+
+@group.command(name="tier", description="Show this server's tier, or set it (admins)")
+@app_commands.describe(tier="The tier to set: free, standard, priority or one configured")
+async def tier_command(interaction: discord.Interaction[AtelierBot], tier: str | None = None) -> None:
+    await run_action(interaction, ["tier", *([tier] if tier else [])])
+
+
+@group.command(name="quota", description="Show, set or clear this server's limits (admins)")
+@app_commands.describe(
+    images_per_day="Images a day for the whole server",
+    gpu_seconds_per_month="GPU seconds a month for the whole server",
+    images_per_user_per_day="Images a day for each member",
+    queued_jobs_per_user="Unfinished jobs for each member",
+    concurrent_jobs="Unfinished jobs for the whole server",
+    timezone="IANA timezone whose midnight resets the limits, e.g. Europe/Paris",
+    clear="Limits to return to the tier's default, e.g. images-per-day (or all)",
+)
+async def quota_command(
+    interaction: discord.Interaction[AtelierBot],
+    images_per_day: LIMIT | None = None,
+    gpu_seconds_per_month: LIMIT | None = None,
+    images_per_user_per_day: LIMIT | None = None,
+    queued_jobs_per_user: LIMIT | None = None,
+    concurrent_jobs: LIMIT | None = None,
+    timezone: str | None = None,
+    clear: str | None = None,
+) -> None:
+    values = {
+        "images_per_day": images_per_day,
+        "gpu_seconds_per_month": gpu_seconds_per_month,
+        "images_per_user_per_day": images_per_user_per_day,
+        "queued_jobs_per_user": queued_jobs_per_user,
+        "concurrent_jobs": concurrent_jobs,
+    }
+    await run_action(interaction, quota_words(values, timezone, clear))
+
+
+@group.command(name="usage", description="This server's usage per member and model (admins)")
+@app_commands.describe(period="today, month, YYYY-MM-DD or YYYY-MM")
+async def usage_command(interaction: discord.Interaction[AtelierBot], period: str = "today") -> None:
+    await run_action(interaction, ["usage", "--period", period])
+
+
+@group.command(name="pause", description="Hold this server's queue and refuse new requests (admins)")
+async def pause_command(interaction: discord.Interaction[AtelierBot]) -> None:
+    await run_action(interaction, ["pause"])
+
+
+@group.command(name="resume", description="Undo /atelier pause (admins)")
+async def resume_command(interaction: discord.Interaction[AtelierBot]) -> None:
+    await run_action(interaction, ["resume"])
+
+
+@group.command(name="ban", description="Refuse a member's requests (admins)")
+@app_commands.describe(user="The member: a mention or a user id", reason="Kept with the ban, for other admins")
+async def ban_command(interaction: discord.Interaction[AtelierBot], user: str, reason: str | None = None) -> None:
+    await run_action(interaction, ["ban", user, *(["--reason", reason] if reason else [])])
+
+
+@group.command(name="unban", description="Lift a ban (admins)")
+@app_commands.describe(user="The member: a mention or a user id")
+async def unban_command(interaction: discord.Interaction[AtelierBot], user: str) -> None:
+    await run_action(interaction, ["unban", user])
+
+
+@group.command(name="queue", description="Your unfinished jobs on this server and where they stand")
+async def queue_command(interaction: discord.Interaction[AtelierBot]) -> None:
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    bot = interaction.client
+    lines = []
+    for status in ("running", "queued"):
+        jobs = await bot.admin.jobs(tenant_of(interaction), status=status, user=str(interaction.user.id))
+        for job in reversed(jobs):  # oldest first
+            position, eta = await queue_position(bot.config.redis, bot.config.queue_name, job.id)
+            lines.append(f"`{job.id}` {job.kind} ({job.model}): {_where(status, position, eta)}")
+    text = "\n".join(lines) if lines else "You have no queued or running jobs on this server."
+    await interaction.edit_original_response(content=_fit(text))
+
+
+def _where(status: str, position: int | None, eta: float | None) -> str:
+    if status == "running" or position == 0:
+        return "running" + (f", done in about {eta:.0f} s" if eta is not None else "")
+    if position is None:
+        return "held (the server is paused)"
+    return f"position {position}" + (f", done in about {eta:.0f} s" if eta is not None else "")
+
+
+def _block(text: str) -> str:
+    return f"```\n{_fit(text, MAX_CONTENT - 8)}\n```"
+
+
+def _fit(text: str, limit: int = MAX_CONTENT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+async def _answer(interaction: discord.Interaction, text: str) -> None:
+    await interaction.response.send_message(_fit(text), ephemeral=True)
+
+
+def setup(bot: AtelierBot) -> None:
+    bot.tree.add_command(group)

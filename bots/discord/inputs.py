@@ -1,0 +1,111 @@
+"""Input images from Discord attachments: checked, downloaded at once (CDN URLs expire) and stored as blobs.
+
+An attachment is refused before any byte is read when Discord says it is not an image or is over the byte
+limit, and while streaming when it turns out larger than it said; the bytes are then decoded by
+`jobs.inputs.read_image` (pixel limit, truncation, decompression bombs) and stored content-addressed, so a job
+carries a blob key. Every refusal is an `InputImageError` whose message can be shown as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import PurePath
+
+import aiohttp
+import discord
+from PIL import Image as PILImage
+
+from jobs.inputs import MAX_INPUT_BYTES, MAX_INPUT_PIXELS, InputImageError, read_image, store_input
+from storage.blobs import BlobStore
+
+DOWNLOAD_TIMEOUT_S = 60
+CHUNK_BYTES = 64 * 1024
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+
+
+@dataclass(frozen=True)
+class AttachmentRef:
+    """What Discord says about an attachment, from an interaction option or a fetched message."""
+
+    filename: str
+    url: str
+    size: int | None
+    content_type: str | None
+
+    @classmethod
+    def of(cls, attachment: discord.Attachment) -> AttachmentRef:
+        return cls(attachment.filename, attachment.url, attachment.size, attachment.content_type)
+
+    @classmethod
+    def from_data(cls, data: dict) -> AttachmentRef:
+        size = data.get("size")
+        return cls(
+            str(data.get("filename") or "the file"),
+            str(data.get("url") or data.get("proxy_url") or ""),
+            size if isinstance(size, int) else None,
+            data.get("content_type"),
+        )
+
+    @property
+    def looks_like_image(self) -> bool:
+        if self.content_type:
+            return self.content_type.startswith("image/")
+        return PurePath(self.filename).suffix.lower() in IMAGE_SUFFIXES
+
+
+def first_image(message: dict) -> AttachmentRef | None:
+    """The first image among a fetched message's attachments, or None when it has none."""
+    for data in message.get("attachments") or []:
+        ref = AttachmentRef.from_data(data)
+        if ref.looks_like_image:
+            return ref
+    return None
+
+
+def precheck(ref: AttachmentRef, *, max_bytes: int = MAX_INPUT_BYTES) -> None:
+    """Refuse, without downloading, what Discord itself says is not an image or is too large."""
+    if not ref.looks_like_image:
+        raise InputImageError(
+            f"{ref.filename} is not an image ({ref.content_type or 'unknown type'}): attach a PNG, JPEG or WebP"
+        )
+    if ref.size is not None and ref.size > max_bytes:
+        raise InputImageError(
+            f"{ref.filename} is {ref.size / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.0f} MiB"
+        )
+
+
+async def download(ref: AttachmentRef, *, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
+    """The attachment's bytes; a file that grows past `max_bytes` while streaming is cut off and refused."""
+    timeout = aiohttp.ClientTimeout(total=DOWNLOAD_TIMEOUT_S)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(ref.url) as response:
+            if response.status != 200:
+                raise InputImageError(
+                    f"I could not download {ref.filename} (Discord answered {response.status}): attach it again"
+                )
+            chunks, size = [], 0
+            async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise InputImageError(f"{ref.filename} is larger than the limit of {max_bytes / 2**20:.0f} MiB")
+                chunks.append(chunk)
+            return b"".join(chunks)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise InputImageError(f"I could not download {ref.filename}: {exc or type(exc).__name__}") from None
+
+
+async def input_image(
+    blobs: BlobStore,
+    ref: AttachmentRef,
+    *,
+    max_bytes: int = MAX_INPUT_BYTES,
+    max_pixels: int = MAX_INPUT_PIXELS,
+) -> tuple[PILImage.Image, str]:
+    """Check, download, decode and store one attachment; return the RGB image and its blob key."""
+    precheck(ref, max_bytes=max_bytes)
+    data = await download(ref, max_bytes=max_bytes)
+    image = await asyncio.to_thread(
+        read_image, data, name=ref.filename, max_bytes=max_bytes, max_pixels=max_pixels
+    )
+    return image, await store_input(blobs, image)

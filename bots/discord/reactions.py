@@ -1,0 +1,133 @@
+"""Reactions: 🔍 on any message with an image (the bot's or a member's) upscales it, ✨ restores its faces.
+
+The gateway's MESSAGE_REACTION_ADD carries ids only, so the message is fetched over REST and its first image
+downloaded at once (CDN URLs expire), checked and stored. There is no interaction, hence no token: the bot
+posts a status message as a reply to the reacted-to message, the worker edits it with the bot token, and the
+result replies to the reacted-to message. The request id names channel, message, member and emoji, so the same
+reaction added twice (or the gateway replaying it) makes one job. A message without an image is ignored; an image
+that cannot be used gets a short reply saying why.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from PIL import Image as PILImage
+
+from bots.discord.cancel import cancel_view
+from bots.discord.inputs import first_image, input_image
+from bots.discord.status import queued_text, running_text
+from bots.discord.target import DiscordTarget
+from jobs.queue import enqueue, job_id_for
+from jobs.specs import Enhance, ReplyTarget, Upscale, enhance_spec, upscale_spec
+from quotas.errors import QuotaRefused
+from storage.models import Job, JobStatus, get_or_create_tenant, get_or_create_user
+
+if TYPE_CHECKING:
+    from bots.discord.client import AtelierBot
+
+log = logging.getLogger(__name__)
+
+UPSCALE_EMOJI = "🔍"
+FACES_EMOJI = "✨"
+TITLES = {"upscale": "Upscale", "faces": "Enhanced faces"}
+
+
+def action_for(bot: AtelierBot, emoji: str) -> str | None:
+    """`upscale`, `faces` or None for an emoji (the server's configured ones; 🔍 and ✨ by default)."""
+    return {bot.config.upscale_emoji: "upscale", bot.config.faces_emoji: "faces"}.get(emoji)
+
+
+def request_id_for(payload: discord.RawReactionActionEvent) -> str:
+    return (
+        f"discord:reaction:{payload.channel_id}:{payload.message_id}:{payload.user_id}:{payload.emoji}"
+    )
+
+
+async def on_reaction(bot: AtelierBot, payload: discord.RawReactionActionEvent) -> None:
+    """Start an upscale or face restoration of the reacted-to message's image (see the module's docstring)."""
+    action = action_for(bot, str(payload.emoji))
+    if action is None or payload.guild_id is None or (bot.user and payload.user_id == bot.user.id):
+        return
+    request_id = request_id_for(payload)
+    if await Job.exists(id=job_id_for(request_id)):
+        return  # the same reaction again: one job
+    try:
+        message = await bot.http.get_message(payload.channel_id, payload.message_id)
+    except discord.HTTPException as exc:
+        log.info("discord: reaction on message %s: cannot read it (%s)", payload.message_id, exc)
+        return
+    ref = first_image(message)  # type: ignore[arg-type]
+    if ref is None:
+        return
+    channel = bot.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
+    reply_to = discord.MessageReference(
+        message_id=payload.message_id, channel_id=payload.channel_id, fail_if_not_exists=False
+    )
+    mention = f"<@{payload.user_id}>"
+    try:
+        image, key = await input_image(bot.config.blobs, ref)
+        spec = _spec(bot, action, image, key)
+    except ValueError as exc:
+        await channel.send(f"❌ {mention} {exc}", reference=reply_to, mention_author=False)
+        return
+    title = f"{TITLES[action]} of {ref.filename}"
+    status = await channel.send(f"⏳ {mention} {title}: queued…", reference=reply_to, mention_author=False)
+    await _start(bot, payload, request_id, spec, status, title)
+
+
+async def _start(
+    bot: AtelierBot,
+    payload: discord.RawReactionActionEvent,
+    request_id: str,
+    spec: Upscale | Enhance,
+    status: discord.Message,
+    title: str,
+) -> None:
+    guild = bot.get_guild(payload.guild_id)  # type: ignore[arg-type]
+    tenant = await get_or_create_tenant("discord", str(payload.guild_id), guild.name if guild else "")
+    member = payload.member
+    user = await get_or_create_user(tenant, str(payload.user_id), member.name if member else "")
+    target = DiscordTarget(
+        application_id=bot.application_id,  # type: ignore[arg-type]
+        interaction_id=status.id,  # no interaction: the status message's id dates the (absent) token
+        token="",
+        channel_id=payload.channel_id,
+        message_id=status.id,
+        user_id=payload.user_id,
+        guild_id=payload.guild_id,
+        prompt=title,
+        reply_to=payload.message_id,
+    )
+    try:
+        queued = await enqueue(
+            bot.config.redis,
+            spec,
+            request_id=request_id,
+            reply_target=ReplyTarget(platform="discord", data=target.to_data()),
+            queue_name=bot.config.queue_name,
+            tenant=tenant,
+            user=user,
+        )
+    except QuotaRefused as refusal:
+        await status.edit(content=f"❌ <@{payload.user_id}> {refusal}")
+        return
+    async with bot.clock.turn(status.id):
+        statuses = await Job.filter(id=queued.job_id).values_list("status", flat=True)
+        state = statuses[0] if statuses else None
+        if state == JobStatus.QUEUED:
+            content = queued_text(title, queued.position, queued.eta_s)
+        elif state == JobStatus.RUNNING:
+            content = running_text(title)
+        else:
+            return  # it already ended: the worker's final edit stands
+        await status.edit(content=content, view=cancel_view(queued.job_id))
+
+
+def _spec(bot: AtelierBot, action: str, image: PILImage.Image, key: str) -> Upscale | Enhance:
+    registry, tiny = bot.config.registry, bot.config.tiny_models
+    if action == "upscale":
+        return upscale_spec(registry, image=image, tiny=tiny, image_key=key)
+    return enhance_spec(registry, image=image, tiny=tiny, image_key=key)
