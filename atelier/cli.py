@@ -16,7 +16,7 @@ import contextlib
 import secrets
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 
 from atelier.settings import Settings
@@ -219,7 +219,7 @@ async def _run_and_wait(
     from jobs.replier import relay
     from jobs.specs import ReplyTarget
     from jobs.terminal import TerminalReplier
-    from jobs.worker import create_worker, live_workers
+    from jobs.worker import create_worker
     from quotas.tiers import Tiers
     from storage.models import Job, get_or_create_tenant, get_or_create_user
 
@@ -235,10 +235,9 @@ async def _run_and_wait(
         user=await get_or_create_user(tenant, user_id),
         tiers=Tiers.load(settings.tiers_file),
     )
-    worker_task = None
-    if await live_workers(runtime.redis, settings.queue_name) == 0:
-        # No worker serves this queue: drain it here (burst mode), then exit with the result.
-        worker = create_worker(
+
+    def local_worker():
+        return create_worker(
             runtime.worker_services(),
             queue_name=settings.queue_name,
             poll_delay=settings.poll_delay,
@@ -247,20 +246,37 @@ async def _run_and_wait(
             burst=True,
             handle_signals=False,
         )
-        worker_task = asyncio.create_task(worker.async_run())
+
     terminal = TerminalReplier(runtime.blobs, out_dir)
-    try:
-        await relay(runtime.redis, await Job.get(id=queued.job_id), terminal)
-    finally:
-        if worker_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker_task
+    job = await Job.get(id=queued.job_id)
+    await while_serving(runtime, settings.queue_name, local_worker, relay(runtime.redis, job, terminal))
     if terminal.error is not None:
         print(f"atelier: job {queued.job_id} failed: {terminal.error}", file=sys.stderr)
         return 1
     for path in terminal.paths:
         print(path)
     return 0
+
+
+async def while_serving(runtime, queue_name: str, local_worker, waiting: Coroutine) -> None:
+    """Await `waiting` (following a job) while making sure some worker serves `queue_name`: whenever no worker's
+    heartbeat is seen, `local_worker()` runs here in burst mode (until the queue is empty). Checking again every
+    heartbeat period covers a worker that dies, or a stale heartbeat, while we wait."""
+    from jobs.heartbeat import HEARTBEAT_TTL_S, live_workers
+
+    follower = asyncio.ensure_future(waiting)
+    serving: asyncio.Task | None = None
+    try:
+        while not follower.done():
+            if (serving is None or serving.done()) and await live_workers(runtime.redis, queue_name) == 0:
+                serving = asyncio.create_task(local_worker().async_run())
+            await asyncio.wait({follower}, timeout=HEARTBEAT_TTL_S)
+        await follower
+    finally:
+        follower.cancel()
+        if serving is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving  # a burst worker ends when the queue is empty
 
 
 async def _worker(settings: Settings, args: argparse.Namespace) -> int:

@@ -14,13 +14,11 @@ Bad input exits with status 2 before anything is stored or charged; a quota refu
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import sys
 import uuid
 from pathlib import Path
 
-from atelier.cli import CLI_TENANT, CLI_USER, UsageError, create_train_worker
+from atelier.cli import CLI_TENANT, CLI_USER, UsageError, create_train_worker, while_serving
 from atelier.settings import Settings
 
 
@@ -119,10 +117,10 @@ async def _delete(runtime, tenant, name: str) -> int:
 
 
 async def _train(runtime, tenant, args: argparse.Namespace, dataset: bytes) -> int:
+    from jobs import events
     from jobs.replier import StoredImage
     from jobs.specs import ReplyTarget
     from jobs.training import request_training
-    from jobs.worker import live_workers
     from quotas.tiers import Tiers
     from storage.models import get_or_create_user
 
@@ -152,15 +150,11 @@ async def _train(runtime, tenant, args: argparse.Namespace, dataset: bytes) -> i
     except ValueError as exc:
         raise UsageError(exc) from None
     print(f"{queued.job_id} queued for training", file=sys.stderr)
-    worker_task = None
-    if await live_workers(runtime.redis, settings.train_queue_name) == 0:
-        worker = create_train_worker(settings, runtime.worker_services(), burst=True, handle_signals=False)
-        worker_task = asyncio.create_task(worker.async_run())
     images: list[StoredImage] = []
     error = None
-    try:
-        from jobs import events
 
+    async def follow() -> None:
+        nonlocal images, error
         async for event, data in events.follow(runtime.redis, queued.job_id):
             if event == "training":
                 print(f"step {data['step']}/{data['total']} loss {data['loss']:.4f}", file=sys.stderr)
@@ -170,10 +164,13 @@ async def _train(runtime, tenant, args: argparse.Namespace, dataset: bytes) -> i
                 images = [StoredImage(**image) for image in data["images"]]
             elif event in ("failed", "cancelled"):
                 error = data.get("message", event)
-    finally:
-        if worker_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker_task
+
+    await while_serving(
+        runtime,
+        settings.train_queue_name,
+        lambda: create_train_worker(settings, runtime.worker_services(), burst=True, handle_signals=False),
+        follow(),
+    )
     if error is not None:
         print(f"atelier: training job {queued.job_id} failed: {error}", file=sys.stderr)
         return 1

@@ -16,7 +16,7 @@ import stat
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from engine.training import IMAGE_SUFFIXES, MAX_IMAGES, MIN_IMAGES
+from engine.training_config import IMAGE_SUFFIXES, MAX_IMAGES, MIN_IMAGES
 from jobs.inputs import read_image
 
 MAX_MEMBER_BYTES = 20 * 2**20

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 
+from jobs.heartbeat import live_workers
 from quotas.estimates import estimate_seconds, spec_shape
 from storage.models import Job, JobStatus
 from storage.quota_models import QuotaReservation
@@ -54,7 +55,6 @@ async def queue_position(redis: Redis, queue_name: str, job_id: str) -> tuple[in
     if me.running:
         return 0, me.seconds_left
     ahead = [entries[i] for i in ids[:-1] if i in entries]
-    from jobs.worker import live_workers  # the worker module pulls in the job functions: import it late
 
     workers = max(1, await live_workers(redis, queue_name))
     position = 1 + sum(1 for e in ahead if not e.running)

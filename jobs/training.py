@@ -29,7 +29,7 @@ from tortoise.exceptions import IntegrityError
 
 from engine.lora import LORA_NAME, LoraLibrary, TenantLoras
 from engine.registry import Registry
-from engine.training import check_trainable, defaults_for
+from engine.training_config import check_trainable, defaults_for
 from jobs import events
 from jobs.datasets import unpack_dataset
 from jobs.lifecycle import JobCancelled, Produced, Progress, on_gpu, run_job

@@ -9,20 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 import uuid
 from pathlib import Path
 
-from arq.connections import ArqRedis
 from arq.worker import Worker, func
 
-from jobs import edit, enhance, functions, metrics, training
+from jobs import edit, enhance, functions, heartbeat, training
 from jobs.services import WorkerServices
 from jobs.tenant_loras import fetching_tenant_loras
-
-HEARTBEAT_TTL_S = 6
-HEARTBEAT_EVERY_S = 2
 
 
 class WorkerSettings:
@@ -60,23 +54,6 @@ def default_max_jobs(max_batch: int) -> int:
     return 1 if max_batch <= 1 else 2 * max_batch
 
 
-def heartbeat_key(queue_name: str, worker_id: str) -> str:
-    return f"atelier:worker:{queue_name}:{worker_id}"
-
-
-async def live_workers(redis: ArqRedis, queue_name: str) -> int:
-    """How many workers have beaten their heart for `queue_name` in the last few seconds."""
-    return len([k async for k in redis.scan_iter(match=heartbeat_key(queue_name, "*"))])
-
-
-async def _heartbeat(redis: ArqRedis, queue_name: str, worker_id: str) -> None:
-    key = heartbeat_key(queue_name, worker_id)
-    while True:
-        await redis.set(key, f"{socket.gethostname()}:{os.getpid()}", ex=HEARTBEAT_TTL_S)
-        metrics.QUEUE_LENGTH.labels(queue_name).set(await redis.zcard(queue_name))
-        await asyncio.sleep(HEARTBEAT_EVERY_S)
-
-
 def create_worker(
     services: WorkerServices,
     *,
@@ -98,7 +75,7 @@ def create_worker(
     beat: dict[str, asyncio.Task] = {}
 
     async def on_startup(ctx: dict) -> None:
-        beat["task"] = asyncio.create_task(_heartbeat(services.redis, queue_name, worker_id))
+        beat["task"] = asyncio.create_task(heartbeat.beat(services.redis, queue_name, worker_id))
 
     async def on_shutdown(ctx: dict) -> None:
         task = beat.pop("task", None)
@@ -106,7 +83,7 @@ def create_worker(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await services.redis.delete(heartbeat_key(queue_name, worker_id))
+        await services.redis.delete(heartbeat.heartbeat_key(queue_name, worker_id))
         await services.batcher.aclose()
 
     return Worker(

@@ -85,3 +85,20 @@ def test_cli_uses_a_running_worker_which_reports_health_and_metrics(env: dict[st
         worker.wait(timeout=30)
     # Stopped cleanly: its heartbeat is gone, so the next CLI will start its own worker.
     assert Redis.from_url(REDIS_URL).keys("atelier:worker:*") == []
+
+
+def test_a_stale_heartbeat_from_a_dead_worker_does_not_leave_the_cli_waiting(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # A worker killed with SIGKILL leaves its heartbeat for a few seconds; the CLI must not wait on it forever.
+    Redis.from_url(REDIS_URL).set("atelier:worker:atelier:queue:dead", "gone:1", ex=4)
+    result = subprocess.run(
+        [sys.executable, "-m", "atelier", "imagine", "a red fox", "--seed", "3", "--steps", "2"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / result.stdout.split()[-1]).exists()

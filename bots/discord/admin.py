@@ -135,8 +135,12 @@ async def resume_command(interaction: discord.Interaction[AtelierBot]) -> None:
 
 
 @group.command(name="ban", description="Refuse a member's requests (admins)")
-@app_commands.describe(user="The member: a mention or a user id", reason="Kept with the ban, for other admins")
-async def ban_command(interaction: discord.Interaction[AtelierBot], user: str, reason: str | None = None) -> None:
+@app_commands.describe(
+    user="The member: a mention or a user id", reason="Kept with the ban, for other admins"
+)
+async def ban_command(
+    interaction: discord.Interaction[AtelierBot], user: str, reason: str | None = None
+) -> None:
     await run_action(interaction, ["ban", user, *(["--reason", reason] if reason else [])])
 
 

@@ -15,10 +15,13 @@ import discord
 from discord import app_commands
 
 from bots.commands import CommandError, merge_options, parse_prompt
-from bots.discord.launch import launch
-from jobs.specs import MAX_SEED, Imagine, imagine_spec
+from bots.discord.inputs import AttachmentRef, input_image, precheck
+from bots.discord.launch import defer_status, launch, start_job, withdraw
+from jobs.specs import MAX_SEED, Imagine, Vary, imagine_spec, vary_spec
 
 if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
     from bots.discord.client import AtelierBot
 
 ASPECTS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9")
@@ -59,6 +62,7 @@ def build_spec(bot: AtelierBot, prompt: str, options: dict[str, object]) -> Imag
     seed="Seed of the first image (same seed, same picture)",
     steps="Denoising steps (more: slower, finer)",
     count="Number of images",
+    image="A starting image: the result follows its layout and colours (image-to-image)",
 )
 async def imagine_command(
     interaction: discord.Interaction[AtelierBot],
@@ -69,6 +73,7 @@ async def imagine_command(
     seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
     steps: app_commands.Range[int, 1, 150] | None = None,
     count: app_commands.Range[int, 1, 10] | None = None,
+    image: discord.Attachment | None = None,
 ) -> None:
     if interaction.guild_id is None:
         await _refuse(interaction, "/imagine works in a server channel, not in direct messages.")
@@ -81,12 +86,59 @@ async def imagine_command(
         "steps": steps,
         "count": count,
     }
+    if image is not None:
+        await _image_to_image(interaction, prompt, options, AttachmentRef.of(image))
+        return
     try:
         spec = build_spec(interaction.client, prompt, options)
     except ValueError as exc:
         await _refuse(interaction, str(exc))
         return
     await launch(interaction, spec)
+
+
+async def _image_to_image(
+    interaction: discord.Interaction[AtelierBot], prompt: str, options: dict[str, object], ref: AttachmentRef
+) -> None:
+    """Check the flags and what Discord says of the attachment, defer, then download it and start the job."""
+    try:
+        parsed = parse_prompt(prompt)
+        merged = merge_options(parsed, options)
+        if merged.get("lora"):
+            raise CommandError("LoRAs are not available on this server yet: remove --lora")
+        precheck(ref)
+    except ValueError as exc:
+        await _refuse(interaction, str(exc))
+        return
+    message_id = await defer_status(interaction)
+    bot = interaction.client
+    try:
+        picture, key = await input_image(bot.config.blobs, ref)
+        spec = build_vary_spec(bot, parsed.prompt, merged, picture, key)
+    except ValueError as exc:
+        await withdraw(interaction, str(exc))
+        return
+    await start_job(interaction, message_id, spec, title=parsed.prompt)
+
+
+def build_vary_spec(
+    bot: AtelierBot, prompt: str, merged: dict[str, object], image: PILImage.Image, key: str
+) -> Vary:
+    """Image-to-image of a stored image with the prompt and the merged options (the image sets the size)."""
+    return vary_spec(
+        bot.config.registry,
+        image=image,
+        prompt=prompt,
+        negative=str(merged.get("negative") or ""),
+        model=merged.get("model"),  # type: ignore[arg-type]
+        steps=merged.get("steps"),  # type: ignore[arg-type]
+        guidance=merged.get("guidance"),  # type: ignore[arg-type]
+        seed=merged.get("seed"),  # type: ignore[arg-type]
+        count=merged.get("count"),  # type: ignore[arg-type]
+        tiny=bot.config.tiny_models,
+        random_seed=secrets.randbelow(MAX_SEED + 1),
+        image_key=key,
+    )
 
 
 @imagine_command.autocomplete("model")

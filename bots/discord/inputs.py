@@ -88,7 +88,9 @@ async def download(ref: AttachmentRef, *, max_bytes: int = MAX_INPUT_BYTES) -> b
             async for chunk in response.content.iter_chunked(CHUNK_BYTES):
                 size += len(chunk)
                 if size > max_bytes:
-                    raise InputImageError(f"{ref.filename} is larger than the limit of {max_bytes / 2**20:.0f} MiB")
+                    raise InputImageError(
+                        f"{ref.filename} is larger than the limit of {max_bytes / 2**20:.0f} MiB"
+                    )
                 chunks.append(chunk)
             return b"".join(chunks)
     except (aiohttp.ClientError, TimeoutError) as exc:

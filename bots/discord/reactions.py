@@ -41,14 +41,13 @@ def action_for(bot: AtelierBot, emoji: str) -> str | None:
 
 
 def request_id_for(payload: discord.RawReactionActionEvent) -> str:
-    return (
-        f"discord:reaction:{payload.channel_id}:{payload.message_id}:{payload.user_id}:{payload.emoji}"
-    )
+    return f"discord:reaction:{payload.channel_id}:{payload.message_id}:{payload.user_id}:{payload.emoji}"
 
 
 async def on_reaction(bot: AtelierBot, payload: discord.RawReactionActionEvent) -> None:
     """Start an upscale or face restoration of the reacted-to message's image (see the module's docstring)."""
     action = action_for(bot, str(payload.emoji))
+    log.info("discord: reaction %s by %s on message %s (%s)", payload.emoji, payload.user_id, payload.message_id, action)
     if action is None or payload.guild_id is None or (bot.user and payload.user_id == bot.user.id):
         return
     request_id = request_id_for(payload)

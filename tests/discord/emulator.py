@@ -55,6 +55,16 @@ class Recorded:
 
 
 @dataclass
+class Upload:
+    """A file a member attaches to a slash command or a message; `size` overrides what Discord declares."""
+
+    filename: str
+    data: bytes
+    content_type: str = "image/png"
+    size: int | None = None
+
+
+@dataclass
 class Attachment:
     id: int
     filename: str
@@ -212,14 +222,25 @@ class DiscordEmulator:
         permissions: int = p.MEMBER_PERMISSIONS,
         roles: list[int] = (),  # type: ignore[assignment]
         app_permissions: int = p.BOT_PERMISSIONS,
+        subcommand: str | None = None,
     ) -> Interaction:
-        """Invoke `/name` with string/integer options; `minted_at` backdates the interaction (and its token);
-        `app_permissions` are the bot's own in the channel."""
-        typed = [
-            {"name": key, "type": 4 if isinstance(value, int) else 3, "value": value}
-            for key, value in options.items()
-        ]
+        """Invoke `/name` (or `/name subcommand`) with string, integer, boolean or file (`Upload`) options;
+        `minted_at` backdates the interaction (and its token); `app_permissions` are the bot's own in the
+        channel."""
+        typed, resolved = [], {}
+        for key, value in options.items():
+            if isinstance(value, Upload):
+                attachment = self._upload(value)
+                resolved[attachment["id"]] = attachment
+                typed.append({"name": key, "type": 11, "value": attachment["id"]})
+            else:
+                kind = 5 if isinstance(value, bool) else 4 if isinstance(value, int) else 3
+                typed.append({"name": key, "type": kind, "value": value})
+        if subcommand is not None:
+            typed = [{"name": subcommand, "type": 1, "options": typed}]
         data = {"id": str(self._command_id(name)), "name": name, "type": 1, "options": typed}
+        if resolved:
+            data["resolved"] = {"attachments": resolved}
         if not dm:
             data["guild_id"] = str(self.guild_id)
         return await self._interact(
@@ -233,6 +254,45 @@ class DiscordEmulator:
             roles=roles,
             app_permissions=app_permissions,
         )
+
+    def post(self, user: str, content: str = "", files: list[Upload] = ()) -> Message:  # type: ignore[assignment]
+        """A member posts a message (with files) in the test channel; nothing is dispatched (no message intent)."""
+        message = Message(p.mint(), self.channel_id, int(self.users[user]["id"]), time.time(), content)
+        message.attachments = [Attachment(p.mint(), f.filename, f.data, f.content_type) for f in files]
+        self.messages[message.id] = message
+        self._publish(message)
+        return message
+
+    async def react(self, message_id: int, emoji: str, *, user: str = "alice") -> None:
+        """A member adds a reaction: MESSAGE_REACTION_ADD, as Discord sends it to a bot with reaction intents."""
+        message, actor = self.messages[message_id], self.users[user]
+        data = {
+            "user_id": actor["id"],
+            "channel_id": str(message.channel_id),
+            "message_id": str(message.id),
+            "guild_id": str(self.guild_id),
+            "member": p.member(actor, permissions=p.MEMBER_PERMISSIONS),
+            "emoji": {"id": None, "name": emoji},
+            "message_author_id": str(message.author_id),
+            "burst": False,
+            "burst_colors": [],
+            "type": 0,
+        }
+        await self.dispatch("MESSAGE_REACTION_ADD", data)
+
+    def _upload(self, upload: Upload) -> dict:
+        attachment_id = p.mint()
+        name = f"attachments/uploads/{attachment_id}/{upload.filename}"
+        self.cdn[name] = (upload.data, upload.content_type)
+        url = f"http://127.0.0.1:{self.port}/cdn/{name}"
+        return {
+            "id": str(attachment_id),
+            "filename": upload.filename,
+            "size": len(upload.data) if upload.size is None else upload.size,
+            "content_type": upload.content_type,
+            "url": url,
+            "proxy_url": url,
+        }
 
     async def autocomplete(self, name: str, option: str, typed: str, *, user: str = "alice") -> Interaction:
         data = {
@@ -620,6 +680,9 @@ class DiscordEmulator:
             message.attachments = attachments
         else:
             message.attachments += [Attachment(p.mint(), f.filename, f.data, f.content_type) for f in files]
+        self._publish(message)
+
+    def _publish(self, message: Message) -> None:
         for attachment in message.attachments:
             self.cdn[f"attachments/{message.channel_id}/{attachment.id}/{attachment.filename}"] = (
                 attachment.data,
@@ -630,7 +693,7 @@ class DiscordEmulator:
         data = {
             "id": str(message.id),
             "channel_id": str(message.channel_id),
-            "author": self.bot,
+            "author": self._author(message.author_id),
             "content": message.content,
             "timestamp": p.iso(message.created_at),
             "edited_timestamp": p.iso(message.edits[-1]) if message.edits else None,
@@ -650,6 +713,10 @@ class DiscordEmulator:
         if message.channel_id in self.channels and "guild_id" in self.channels[message.channel_id]:
             data["guild_id"] = str(self.guild_id)
         return data
+
+    def _author(self, user_id: int) -> dict:
+        members = [u for u in self.users.values() if int(u["id"]) == user_id]
+        return members[0] if members else self.bot
 
     def _attachment_json(self, message: Message, attachment: Attachment) -> dict:
         url = f"http://127.0.0.1:{self.port}/cdn/attachments/{message.channel_id}/{attachment.id}/{attachment.filename}"

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import itertools
 
+import numpy as np
+from PIL import Image as PILImage
+
+from engine.output import png_bytes
 from jobs.queue import job_id_for
 from tests.discord.emulator import DiscordEmulator, Interaction, Message
 from tests.discord.stack import Stack
@@ -111,3 +116,14 @@ def assert_edits_spaced(emulator: DiscordEmulator) -> None:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def noise_png(width: int, height: int) -> bytes:
+    """A PNG of random pixels (an upload that no model output could be mistaken for)."""
+    pixels = np.random.default_rng(width).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return png_bytes(PILImage.fromarray(pixels))
+
+
+def size_of(data: bytes) -> tuple[int, int]:
+    with PILImage.open(io.BytesIO(data)) as image:
+        return image.size

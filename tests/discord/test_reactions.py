@@ -1,0 +1,60 @@
+"""Reactions: 🔍 on a member's uploaded image posts its 4× upscale as a reply to that message."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from jobs.queue import job_id_for
+from tests.discord.emulator import Message, Upload
+from tests.discord.helpers import job_row, noise_png, size_of, wait_delivered
+from tests.discord.stack import Stack
+
+pytestmark = pytest.mark.usefixtures("show_logs_on_failure")
+
+
+def replies_to(stack: Stack, message: Message) -> list[Message]:
+    return [
+        m
+        for m in stack.emulator.messages_in(message.channel_id)
+        if (m.reference or {}).get("message_id") == str(message.id)
+    ]
+
+
+async def test_magnifier_on_a_members_image_replies_with_its_upscale(stack: Stack) -> None:
+    emulator = stack.emulator
+    posted = emulator.post("bob", "my cat", [Upload("cat.png", noise_png(48, 32))])
+    await emulator.react(posted.id, "🔍", user="alice")
+
+    job_id = job_id_for(
+        f"discord:reaction:{posted.channel_id}:{posted.id}:{emulator.users['alice']['id']}:🔍"
+    )
+    row = await wait_delivered(stack, job_id, within=180)
+    assert row["kind"] == "upscale" and row["status"] == "succeeded"
+    replies = replies_to(stack, posted)
+    results = [m for m in replies if m.attachments]
+    assert len(results) == 1
+    assert size_of(results[0].attachments[0].data) == (192, 128)  # 48×32 made 4× larger
+    assert f"<@{emulator.users['alice']['id']}>" in results[0].content
+    (status,) = [m for m in replies if not m.attachments]
+    assert "Done" in status.content and status.components == []
+
+    # The same reaction again makes no second job; a reaction on a message without an image does nothing.
+    await emulator.react(posted.id, "🔍", user="alice")
+    text_only = emulator.post("bob", "no picture here")
+    await emulator.react(text_only.id, "🔍", user="alice")
+    await asyncio.sleep(1.5)
+    assert len(replies_to(stack, posted)) == 2 and not replies_to(stack, text_only)
+    other = job_id_for(
+        f"discord:reaction:{text_only.channel_id}:{text_only.id}:{emulator.users['alice']['id']}:🔍"
+    )
+    assert await job_row(stack, other) is None
+
+
+async def test_a_reaction_on_a_file_that_is_not_an_image_is_ignored(stack: Stack) -> None:
+    emulator = stack.emulator
+    posted = emulator.post("bob", "notes", [Upload("notes.txt", b"hello", "text/plain")])
+    await emulator.react(posted.id, "🔍", user="alice")
+    await asyncio.sleep(1.0)
+    assert not replies_to(stack, posted)

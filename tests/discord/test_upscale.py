@@ -1,0 +1,98 @@
+"""`/upscale image` and `/imagine … image:`: attachments downloaded at once; bad ones refused ephemerally."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from PIL import Image as PILImage
+
+from engine.output import png_bytes
+from tests.discord.emulator import Upload
+from tests.discord.helpers import (
+    followups,
+    job_id_of,
+    job_row,
+    noise_png,
+    results_of,
+    size_of,
+    wait_status,
+)
+from tests.discord.stack import Stack
+
+pytestmark = pytest.mark.usefixtures("show_logs_on_failure")
+
+
+async def test_upscale_posts_the_4x_image_in_the_jobs_thread(stack: Stack) -> None:
+    emulator = stack.emulator
+    command = await emulator.slash("upscale", {"image": Upload("photo.png", noise_png(40, 24))})
+    await emulator.wait_response(command)
+    assert command.callback_type == 5 and command.callback_at - command.dispatched_at < 3.0
+    thread_id = command.original_message_id
+    await wait_status(emulator, thread_id, "✅ Done", within=180)
+    (posted,) = results_of(emulator, thread_id, job_id_of(command))
+    assert size_of(posted.attachments[0].data) == (160, 96)
+    assert (await job_row(stack, job_id_of(command)))["kind"] == "upscale"
+
+
+async def test_imagine_with_an_image_is_image_to_image(stack: Stack) -> None:
+    emulator = stack.emulator
+    options = {
+        "prompt": "a red fox --steps 2 --seed 9 --count 2",
+        "model": "tiny",
+        "image": Upload("in.png", noise_png(64, 64)),
+    }
+    command = await emulator.slash("imagine", options)
+    await emulator.wait_response(command)
+    assert command.callback_type == 5
+    await wait_status(emulator, command.original_message_id, "✅ Done", within=180)
+    (posted,) = results_of(emulator, command.original_message_id, job_id_of(command))
+    assert len(posted.attachments) == 2 and size_of(posted.attachments[0].data) == (64, 64)
+    row = await job_row(stack, job_id_of(command))
+    spec = json.loads(row["spec"])
+    assert row["kind"] == "vary" and spec["prompt"] == "a red fox" and spec["seed"] == 9
+    assert spec["image"].startswith("inputs/")
+
+
+def _huge_png() -> bytes:
+    return png_bytes(PILImage.new("RGB", (5000, 4000)))  # 20 megapixels, a few kilobytes of PNG
+
+
+@pytest.mark.parametrize(
+    ("command", "upload", "expected", "deferred"),
+    [
+        ("upscale", Upload("notes.txt", b"hello", "text/plain"), "is not an image", False),
+        ("upscale", Upload("big.png", b"x" * 100, size=30 * 2**20), "the limit is 20 MiB", False),
+        ("upscale", Upload("huge.png", _huge_png()), "megapixels", True),
+        ("upscale", Upload("fake.png", b"not a png at all"), "not an image Atelier can read", True),
+        ("imagine", Upload("notes.txt", b"hello", "text/plain"), "is not an image", False),
+        ("imagine", Upload("huge.png", _huge_png()), "megapixels", True),
+    ],
+    ids=[
+        "upscale-not-image",
+        "upscale-bytes",
+        "upscale-pixels",
+        "upscale-garbage",
+        "imagine-not-image",
+        "imagine-pixels",
+    ],
+)
+async def test_a_bad_attachment_is_refused_ephemerally_and_nothing_is_enqueued(
+    stack: Stack, command: str, upload: Upload, expected: str, deferred: bool
+) -> None:
+    emulator = stack.emulator
+    options = {"image": upload} | ({"prompt": "a fox --steps 2"} if command == "imagine" else {})
+    interaction = await emulator.slash(command, options)
+    await emulator.wait_response(interaction)
+    if not deferred:
+        assert interaction.callback_type == 4 and interaction.callback_data["flags"] & 64
+        assert expected in interaction.callback_data["content"]
+    else:
+        found = await emulator.wait_until(
+            lambda: [m for m in followups(emulator, interaction) if expected in m.content], 15, "the refusal"
+        )
+        assert found[0].flags & 64
+        assert emulator.messages[interaction.original_message_id].deleted
+    await asyncio.sleep(0.3)
+    assert await job_row(stack, job_id_of(interaction)) is None
