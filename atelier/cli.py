@@ -264,13 +264,20 @@ async def while_serving(runtime, queue_name: str, local_worker, waiting: Corouti
     heartbeat period covers a worker that dies, or a stale heartbeat, while we wait."""
     from jobs.heartbeat import HEARTBEAT_TTL_S, live_workers
 
+    async def serve_if_unserved(serving: asyncio.Task | None) -> asyncio.Task | None:
+        if (serving is None or serving.done()) and await live_workers(runtime.redis, queue_name) == 0:
+            return asyncio.create_task(local_worker().async_run())
+        return serving
+
+    # The first check comes before following starts: building a worker imports torch, which blocks the loop
+    # for seconds, and a follower connecting to Redis meanwhile would time out.
+    serving = await serve_if_unserved(None)
     follower = asyncio.ensure_future(waiting)
-    serving: asyncio.Task | None = None
     try:
         while not follower.done():
-            if (serving is None or serving.done()) and await live_workers(runtime.redis, queue_name) == 0:
-                serving = asyncio.create_task(local_worker().async_run())
             await asyncio.wait({follower}, timeout=HEARTBEAT_TTL_S)
+            if not follower.done():
+                serving = await serve_if_unserved(serving)
         await follower
     finally:
         follower.cancel()

@@ -47,7 +47,6 @@ def request_id_for(payload: discord.RawReactionActionEvent) -> str:
 async def on_reaction(bot: AtelierBot, payload: discord.RawReactionActionEvent) -> None:
     """Start an upscale or face restoration of the reacted-to message's image (see the module's docstring)."""
     action = action_for(bot, str(payload.emoji))
-    log.info("discord: reaction %s by %s on message %s (%s)", payload.emoji, payload.user_id, payload.message_id, action)
     if action is None or payload.guild_id is None or (bot.user and payload.user_id == bot.user.id):
         return
     request_id = request_id_for(payload)

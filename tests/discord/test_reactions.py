@@ -24,7 +24,7 @@ def replies_to(stack: Stack, message: Message) -> list[Message]:
 
 async def test_magnifier_on_a_members_image_replies_with_its_upscale(stack: Stack) -> None:
     emulator = stack.emulator
-    posted = emulator.post("bob", "my cat", [Upload("cat.png", noise_png(48, 32))])
+    posted = emulator.post("bob", "my cat", [Upload("cat.png", noise_png(64, 48))])
     await emulator.react(posted.id, "🔍", user="alice")
 
     job_id = job_id_for(
@@ -35,10 +35,16 @@ async def test_magnifier_on_a_members_image_replies_with_its_upscale(stack: Stac
     replies = replies_to(stack, posted)
     results = [m for m in replies if m.attachments]
     assert len(results) == 1
-    assert size_of(results[0].attachments[0].data) == (192, 128)  # 48×32 made 4× larger
+    assert size_of(results[0].attachments[0].data) == (256, 192)  # 64×48 made 4× larger
     assert f"<@{emulator.users['alice']['id']}>" in results[0].content
     (status,) = [m for m in replies if not m.attachments]
     assert "Done" in status.content and status.components == []
+
+    # Too small to upscale: a reply says why, and nothing is enqueued.
+    tiny = emulator.post("bob", "a thumbnail", [Upload("thumb.png", noise_png(48, 32))])
+    await emulator.react(tiny.id, "🔍", user="alice")
+    said = await emulator.wait_until(lambda: replies_to(stack, tiny), 15, "the reply to the thumbnail")
+    assert "below the minimum of 64" in said[0].content
 
     # The same reaction again makes no second job; a reaction on a message without an image does nothing.
     await emulator.react(posted.id, "🔍", user="alice")

@@ -26,13 +26,13 @@ pytestmark = pytest.mark.usefixtures("show_logs_on_failure")
 
 async def test_upscale_posts_the_4x_image_in_the_jobs_thread(stack: Stack) -> None:
     emulator = stack.emulator
-    command = await emulator.slash("upscale", {"image": Upload("photo.png", noise_png(40, 24))})
+    command = await emulator.slash("upscale", {"image": Upload("photo.png", noise_png(80, 64))})
     await emulator.wait_response(command)
     assert command.callback_type == 5 and command.callback_at - command.dispatched_at < 3.0
     thread_id = command.original_message_id
     await wait_status(emulator, thread_id, "✅ Done", within=180)
     (posted,) = results_of(emulator, thread_id, job_id_of(command))
-    assert size_of(posted.attachments[0].data) == (160, 96)
+    assert size_of(posted.attachments[0].data) == (320, 256)
     assert (await job_row(stack, job_id_of(command)))["kind"] == "upscale"
 
 
