@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image as PILImage
 
-
-def atelier(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
-    return subprocess.run(
-        [sys.executable, "-m", "atelier", *args],
-        cwd=cwd,
-        env={**base, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+from tests.support import run_atelier
 
 
 def test_demo_prints_the_path_of_a_png_on_embedded_defaults(tmp_path: Path, models_dir: Path) -> None:
     # Only the model cache is pointed at the session's (to skip rebuilding tiny models); everything else is the
     # embedded default: SQLite, local blobs and a Redis the demo starts and stops itself.
-    result = atelier("demo", cwd=tmp_path, env={"ATELIER_MODEL_CACHE_DIR": str(models_dir)})
+    result = run_atelier("demo", cwd=tmp_path, env={"ATELIER_MODEL_CACHE_DIR": str(models_dir)})
     assert result.returncode == 0, result.stderr
     last = Path(result.stdout.strip().splitlines()[-1])
     path = last if last.is_absolute() else tmp_path / last
@@ -39,8 +26,8 @@ def test_demo_prints_the_path_of_a_png_on_embedded_defaults(tmp_path: Path, mode
 def test_imagine_twice_with_one_seed_gives_identical_files(tmp_path: Path, models_dir: Path) -> None:
     env = {"ATELIER_MODEL_CACHE_DIR": str(models_dir), "ATELIER_TINY_MODELS": "1"}
     args = ("imagine", "a quiet harbour", "--seed", "42", "--steps", "3", "--count", "2", "--ar", "3:2")
-    first = atelier(*args, "--out", "a", cwd=tmp_path, env=env)
-    second = atelier(*args, "--out", "b", cwd=tmp_path, env=env)
+    first = run_atelier(*args, "--out", "a", cwd=tmp_path, env=env)
+    second = run_atelier(*args, "--out", "b", cwd=tmp_path, env=env)
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     a = [tmp_path / p for p in first.stdout.split()]
     b = [tmp_path / p for p in second.stdout.split()]
@@ -65,7 +52,7 @@ def test_imagine_twice_with_one_seed_gives_identical_files(tmp_path: Path, model
 def test_bad_input_is_one_line_a_nonzero_exit_and_nothing_enqueued(
     tmp_path: Path, args: list[str], message: str
 ) -> None:
-    result = atelier(*args, cwd=tmp_path, env={"ATELIER_TINY_MODELS": "1"})
+    result = run_atelier(*args, cwd=tmp_path, env={"ATELIER_TINY_MODELS": "1"})
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("atelier: error:") and message in lines[0], result.stderr

@@ -18,13 +18,13 @@ def replies_to(stack: Stack, message: Message) -> list[Message]:
     return [
         m
         for m in stack.emulator.messages_in(message.channel_id)
-        if (m.reference or {}).get("message_id") == str(message.id)
+        if str((m.reference or {}).get("message_id")) == str(message.id)
     ]
 
 
 async def test_magnifier_on_a_members_image_replies_with_its_upscale(stack: Stack) -> None:
     emulator = stack.emulator
-    posted = emulator.post("bob", "my cat", [Upload("cat.png", noise_png(64, 48))])
+    posted = emulator.post("bob", "my cat", [Upload("cat.png", noise_png(80, 64))])
     await emulator.react(posted.id, "🔍", user="alice")
 
     job_id = job_id_for(
@@ -35,7 +35,7 @@ async def test_magnifier_on_a_members_image_replies_with_its_upscale(stack: Stac
     replies = replies_to(stack, posted)
     results = [m for m in replies if m.attachments]
     assert len(results) == 1
-    assert size_of(results[0].attachments[0].data) == (256, 192)  # 64×48 made 4× larger
+    assert size_of(results[0].attachments[0].data) == (320, 256)  # 80×64 made 4× larger
     assert f"<@{emulator.users['alice']['id']}>" in results[0].content
     (status,) = [m for m in replies if not m.attachments]
     assert "Done" in status.content and status.components == []

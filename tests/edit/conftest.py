@@ -4,11 +4,7 @@ that the `atelier` CLI tests enqueue to, the way a deployment runs."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,17 +12,16 @@ import pytest
 import pytest_asyncio
 import redis
 import torch
-from edit_support import run_atelier
 from PIL import Image
 
 from engine.cache import PipelineCache
 from engine.registry import Registry
 from engine.tiny import ensure_built
+from tests.support import run_atelier, service_env, worker_process
 
 REDIS_URL = "redis://127.0.0.1:6379/10"  # this area's database on the shared server
 QUEUE = "atelier:test-edit"
 TINY = ["tiny-inpaint", "tiny-sdxl-inpaint", "tiny-flux-fill", "tiny", "tiny-sdxl", "tiny-flux"]
-WORKER_START_S = 180  # importing torch and diffusers on a busy 2-core machine
 
 
 @pytest.fixture(scope="session")
@@ -75,38 +70,12 @@ def worker_env(
     client = redis.Redis.from_url(REDIS_URL)
     client.flushdb()
     root = tmp_path_factory.mktemp("edit-services")
-    env = {
-        "ATELIER_TINY_MODELS": "1",
-        "ATELIER_MODEL_CACHE_DIR": str(edit_models),
-        "ATELIER_REDIS_URL": REDIS_URL,
-        "ATELIER_DATABASE_URL": edit_database_url,
-        "ATELIER_BLOB_URL": str(root / "blobs"),
-        "ATELIER_QUEUE_NAME": QUEUE,
-        "ATELIER_DATA_DIR": str(root / "data"),
-    }
-    base = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
-    log = (root / "worker.log").open("w")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "atelier", "worker"],
-        cwd=root,
-        env={**base, **env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    env = service_env(
+        root, models_dir=edit_models, redis_url=REDIS_URL, database_url=edit_database_url, queue_name=QUEUE
     )
     try:
-        deadline = time.monotonic() + WORKER_START_S
-        while not list(client.scan_iter(match=f"atelier:worker:{QUEUE}:*")):
-            if worker.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the worker did not start:\n{(root / 'worker.log').read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield env
+        with worker_process(env, root, QUEUE):
+            yield env
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
-        log.close()
         client.flushdb()
         client.close()

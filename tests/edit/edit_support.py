@@ -1,11 +1,6 @@
-"""Helpers for the edit tests: input images, masks, the feathering band, and the `atelier` command."""
+"""Helpers for the edit tests: input images, masks and the feathering band."""
 
 from __future__ import annotations
-
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -27,18 +22,3 @@ def beyond_band(mask: Image.Image, feather: int) -> np.ndarray:
     """True where a pixel is more than `feather` px from the mask in every direction (a square dilation), so
     the editor must have kept it exactly."""
     return np.asarray(mask.filter(ImageFilter.MaxFilter(2 * feather + 1))) == 0
-
-
-def run_atelier(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 240
-) -> subprocess.CompletedProcess[str]:
-    """The `atelier` command in a subprocess, with only the ATELIER_* variables given."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
-    return subprocess.run(
-        [sys.executable, "-m", "atelier", *args],
-        cwd=cwd,
-        env={**base, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )

@@ -1,10 +1,8 @@
-"""Helpers for the enhancement tests: test images, pixel arrays, and the `atelier` command in a subprocess."""
+"""Helpers for the enhancement tests: test images, pixel arrays, and what the `atelier` command printed."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,21 +26,6 @@ def pixels(image: Image.Image | Path) -> np.ndarray:
         with Image.open(image) as opened:
             return np.asarray(opened.convert("RGB")).astype(np.int16)
     return np.asarray(image.convert("RGB")).astype(np.int16)
-
-
-def run_atelier(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    """The `atelier` command in a subprocess, with only the ATELIER_* variables given."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
-    return subprocess.run(
-        [sys.executable, "-m", "atelier", *args],
-        cwd=cwd,
-        env={**base, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def printed_paths(result: subprocess.CompletedProcess[str], cwd: Path) -> list[Path]:

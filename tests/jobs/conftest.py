@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from redis.asyncio import Redis
 
 from atelier.runtime import Runtime
 from atelier.settings import Settings
-from jobs.worker import create_worker
+from tests.support import create_bucket, run_burst_worker, s3_settings
 
 REDIS_URL = "redis://127.0.0.1:6379/1"  # this area's database on the shared server; flushed per test
 
@@ -48,17 +47,14 @@ async def settings(
         redis_url=flushed_redis,
         database_url=await postgres_databases("atelier_test_jobs"),
         blob_url=f"s3://atelier-test/{tmp_path.name}",
-        s3_endpoint_url=moto_s3_endpoint,
-        s3_region="us-east-1",
-        s3_access_key_id="test-key",
-        s3_secret_access_key="test-secret",
+        **s3_settings(moto_s3_endpoint),
     )
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
     if settings.blob_url.startswith("s3://"):
-        await _create_bucket(settings)
+        await create_bucket(settings)
     async with Runtime.open(settings) as rt:
         yield rt
 
@@ -68,32 +64,6 @@ def run_worker(runtime: Runtime) -> Callable:
     """Run a burst worker in this process until the queue is empty (arq's own testing style)."""
 
     async def run(**overrides: object) -> None:
-        worker = create_worker(
-            runtime.worker_services(),
-            queue_name=runtime.settings.queue_name,
-            burst=True,
-            handle_signals=False,
-            poll_delay=0.001,
-            **overrides,
-        )
-        try:
-            await worker.async_run()
-        finally:
-            await worker.close()
+        await run_burst_worker(runtime.worker_services(), runtime.settings.queue_name, **overrides)
 
     return run
-
-
-async def _create_bucket(settings: Settings) -> None:
-    import aioboto3
-
-    session = aioboto3.Session()
-    async with session.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint_url,
-        region_name=settings.s3_region,
-        aws_access_key_id=settings.secret("s3_access_key_id"),
-        aws_secret_access_key=settings.secret("s3_secret_access_key"),
-    ) as s3:
-        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
-            await s3.create_bucket(Bucket="atelier-test")

@@ -128,7 +128,9 @@ async def test_an_engine_refusal_fails_the_job_with_the_reason(runtime: Runtime,
     assert await Image.filter(job_id=job_id).count() == 0
 
 
-async def test_jobs_batched_together_are_charged_their_share_of_gpu_time(runtime: Runtime, run_worker) -> None:
+async def test_jobs_batched_together_are_charged_their_share_of_gpu_time(
+    runtime: Runtime, run_worker
+) -> None:
     # Four compatible jobs on a worker that batches: they run as one call, and their GPU seconds (what quotas
     # charge) add up to no more than the time the worker spent, instead of each paying for the whole batch.
     job_ids = [await _imagine(runtime, f"test:share:{i}", seed=i, steps=8) for i in range(4)]

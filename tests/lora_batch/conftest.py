@@ -4,7 +4,6 @@ LoRA folder holding random tiny LoRAs, and a runtime on the real services (Redis
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from atelier.settings import Settings
 from engine.engine import Engine
 from engine.registry import Registry
 from engine.tiny import ensure_built
-from jobs.worker import create_worker
+from tests.support import create_bucket, run_burst_worker, s3_settings
 
 REDIS_URL = "redis://127.0.0.1:6379/11"  # this area's database on the shared server; flushed per test
 POSTGRES_DATABASE = "atelier_test_batch"
@@ -84,12 +83,9 @@ async def runtime(
         redis_url=REDIS_URL,
         database_url=await postgres_databases(POSTGRES_DATABASE),
         blob_url=f"s3://atelier-test-batch/{tmp_path.name}",
-        s3_endpoint_url=moto_s3_endpoint,
-        s3_region="us-east-1",
-        s3_access_key_id="test-key",
-        s3_secret_access_key="test-secret",
+        **s3_settings(moto_s3_endpoint),
     )
-    await _create_bucket(settings)
+    await create_bucket(settings)
     async with Runtime.open(settings) as rt:
         yield rt
 
@@ -99,31 +95,6 @@ def run_worker(runtime: Runtime) -> Callable:
     """Run a burst worker in this process until the queue is empty, with the given services."""
 
     async def run(services, **overrides: object) -> None:
-        worker = create_worker(
-            services,
-            queue_name=runtime.settings.queue_name,
-            burst=True,
-            handle_signals=False,
-            poll_delay=0.001,
-            **overrides,
-        )
-        try:
-            await worker.async_run()
-        finally:
-            await worker.close()
+        await run_burst_worker(services, runtime.settings.queue_name, **overrides)
 
     return run
-
-
-async def _create_bucket(settings: Settings) -> None:
-    import aioboto3
-
-    async with aioboto3.Session().client(
-        "s3",
-        endpoint_url=settings.s3_endpoint_url,
-        region_name=settings.s3_region,
-        aws_access_key_id=settings.secret("s3_access_key_id"),
-        aws_secret_access_key=settings.secret("s3_secret_access_key"),
-    ) as s3:
-        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
-            await s3.create_bucket(Bucket="atelier-test-batch")

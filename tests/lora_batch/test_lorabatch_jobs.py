@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -21,6 +18,7 @@ from jobs.queue import enqueue
 from jobs.specs import Imagine, ReplyTarget, imagine_spec
 from jobs.worker import default_max_jobs
 from storage.models import Image, Job, JobStatus
+from tests.support import run_atelier
 
 CLI = ReplyTarget(platform="cli")
 
@@ -95,19 +93,11 @@ async def test_a_lora_gone_by_run_time_fails_the_job_with_the_known_names(
 
 
 def test_the_cli_refuses_an_unknown_lora_before_anything_starts(tmp_path: Path, lora_dir: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
-    env.update({"ATELIER_LORA_DIR": str(lora_dir), "ATELIER_TINY_MODELS": "1"})
+    env = {"ATELIER_LORA_DIR": str(lora_dir), "ATELIER_TINY_MODELS": "1"}
     for lora, message in [
         ("watercolor:0.5", "known LoRAs: broken, ink, paper, sketch"),
         ("ink:x", "not a number"),
     ]:
-        result = subprocess.run(
-            [sys.executable, "-m", "atelier", "imagine", "a fox", "--lora", "paper", "--lora", lora],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        result = run_atelier("imagine", "a fox", "--lora", "paper", "--lora", lora, cwd=tmp_path, env=env)
         assert result.returncode == 2 and message in result.stderr, result.stderr
     assert not (tmp_path / "data").exists()  # nothing was started or stored

@@ -3,7 +3,6 @@ per test, plus in-process arq workers and helpers to enqueue as a tenant."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -16,9 +15,9 @@ from atelier.runtime import Runtime
 from atelier.settings import Settings
 from jobs.queue import Enqueued, enqueue
 from jobs.specs import ReplyTarget, imagine_spec
-from jobs.worker import create_worker
 from quotas.admin import Admin
 from storage.models import Tenant, get_or_create_tenant, get_or_create_user
+from tests.support import atelier_env, run_burst_worker
 
 REDIS_URL = "redis://127.0.0.1:6379/7"  # this area's database on the shared server; flushed per test
 CLI = ReplyTarget(platform="cli")
@@ -56,16 +55,16 @@ async def redis_url() -> str:
 @pytest.fixture
 def env(tmp_path: Path, models_dir: Path, postgres_url: str, redis_url: str) -> dict[str, str]:
     """Environment for an `atelier` subprocess on the same services as `runtime`."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
-    return {
-        **base,
-        "ATELIER_REDIS_URL": redis_url,
-        "ATELIER_DATABASE_URL": postgres_url,
-        "ATELIER_DATA_DIR": str(tmp_path / "data"),
-        "ATELIER_BLOB_URL": str(tmp_path / "blobs"),
-        "ATELIER_TINY_MODELS": "1",
-        "ATELIER_MODEL_CACHE_DIR": str(models_dir),
-    }
+    return atelier_env(
+        {
+            "ATELIER_REDIS_URL": redis_url,
+            "ATELIER_DATABASE_URL": postgres_url,
+            "ATELIER_DATA_DIR": str(tmp_path / "data"),
+            "ATELIER_BLOB_URL": str(tmp_path / "blobs"),
+            "ATELIER_TINY_MODELS": "1",
+            "ATELIER_MODEL_CACHE_DIR": str(models_dir),
+        }
+    )
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -87,12 +86,8 @@ def run_worker(runtime: Runtime) -> Callable:
     """Run one in-process burst worker taking one job at a time until the queue is empty."""
 
     async def run(**overrides: object) -> None:
-        options = {"burst": True, "handle_signals": False, "poll_delay": 0.001, "max_jobs": 1, **overrides}
-        worker = create_worker(runtime.worker_services(), queue_name=runtime.settings.queue_name, **options)
-        try:
-            await worker.async_run()
-        finally:
-            await worker.close()
+        options = {"max_jobs": 1, **overrides}
+        await run_burst_worker(runtime.worker_services(), runtime.settings.queue_name, **options)
 
     return run
 

@@ -3,43 +3,31 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from storage.models import Tenant
 from storage.quota_models import QuotaLedger
-
-
-def atelier(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "atelier", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+from tests.support import run_atelier
 
 
 @pytest.mark.slow
 async def test_the_fourth_image_over_a_limit_of_three_is_refused_naming_limit_usage_and_reset(
     runtime, env: dict[str, str], tmp_path: Path
 ) -> None:
-    set_limit = atelier("admin", "quota", "discord:1", "--images-per-day", "3", env=env, cwd=tmp_path)
+    set_limit = run_atelier("admin", "quota", "discord:1", "--images-per-day", "3", env=env, cwd=tmp_path)
     assert set_limit.returncode == 0, set_limit.stderr
     assert "images-per-day: 3 (override)" in set_limit.stdout
     assert "tier free" in set_limit.stdout  # a Discord guild first seen by an admin starts on the free tier
 
     imagine = ("imagine", "a quiet harbour", "--tenant", "discord:1", "--user", "2", "--steps", "1")
     for i in range(3):
-        result = atelier(*imagine, "--out", f"out{i}", env=env, cwd=tmp_path)
+        result = run_atelier(*imagine, "--out", f"out{i}", env=env, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert (tmp_path / result.stdout.split()[-1]).exists()
 
-    refused = atelier(*imagine, env=env, cwd=tmp_path)
+    refused = run_atelier(*imagine, env=env, cwd=tmp_path)
     assert refused.returncode == 3 and refused.stdout == ""
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1, refused.stderr
@@ -50,7 +38,7 @@ async def test_the_fourth_image_over_a_limit_of_three_is_refused_naming_limit_us
     tenant = await Tenant.get(platform="discord", external_id="1")
     assert sum(await QuotaLedger.filter(tenant=tenant).values_list("images", flat=True)) == 3
 
-    usage = atelier("admin", "usage", "discord:1", env=env, cwd=tmp_path)
+    usage = run_atelier("admin", "usage", "discord:1", env=env, cwd=tmp_path)
     assert usage.returncode == 0 and "3 images" in usage.stdout and "2: 3 images" in usage.stdout, (
         usage.stdout
     )
@@ -71,7 +59,7 @@ async def test_the_fourth_image_over_a_limit_of_three_is_refused_naming_limit_us
 async def test_bad_admin_input_is_one_clear_line_and_changes_nothing(
     runtime, env: dict[str, str], tmp_path: Path, args: list[str], message: str
 ) -> None:
-    result = atelier("admin", *args, env=env, cwd=tmp_path)
+    result = run_atelier("admin", *args, env=env, cwd=tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("atelier: error:") and message in lines[0], result.stderr
@@ -79,5 +67,5 @@ async def test_bad_admin_input_is_one_clear_line_and_changes_nothing(
 
 
 async def test_imagine_with_a_malformed_tenant_is_refused_before_anything_starts(env, tmp_path: Path) -> None:
-    result = atelier("imagine", "a fox", "--tenant", "discord", env=env, cwd=tmp_path)
+    result = run_atelier("imagine", "a fox", "--tenant", "discord", env=env, cwd=tmp_path)
     assert result.returncode == 2 and "PLATFORM:ID" in result.stderr

@@ -14,7 +14,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,19 +23,14 @@ from jobs import events
 from quotas.ledger import audit
 from storage.models import Job, JobStatus, get_or_create_tenant
 from storage.quota_models import LedgerKind, QuotaLedger, QuotaReservation, ReservationState
+from tests.support import start_worker
 
 JOB_TIMEOUT_S = 40
 
 
 def _worker(env: dict[str, str], cwd: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "atelier", "worker", *extra],
-        env={**env, "ATELIER_JOB_TIMEOUT": str(JOB_TIMEOUT_S), "ATELIER_MAX_BATCH": "1"},
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    env = {**env, "ATELIER_JOB_TIMEOUT": str(JOB_TIMEOUT_S), "ATELIER_MAX_BATCH": "1"}
+    return start_worker(*extra, cwd=cwd, env=env)
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@ real services (Redis DB 12, PostgreSQL `atelier_test_lora`, a local blob folder)
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from redis.asyncio import Redis
 
 from atelier.runtime import Runtime
 from atelier.settings import Settings
+from tests.support import atelier_env, drain, run_burst_worker
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
 POSTGRES_DATABASE = "atelier_test_lora"
@@ -79,41 +79,30 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
 @pytest.fixture
 def env(settings: Settings) -> dict[str, str]:
     """The environment of an `atelier` subprocess on the same services as `runtime`."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
-    return {
-        **base,
-        "ATELIER_DATA_DIR": str(settings.data_dir),
-        "ATELIER_TINY_MODELS": "1",
-        "ATELIER_MODEL_CACHE_DIR": str(settings.model_cache_dir),
-        "ATELIER_LORA_DIR": str(settings.lora_dir),
-        "ATELIER_REDIS_URL": REDIS_URL,
-        "ATELIER_DATABASE_URL": settings.database_url,
-        "ATELIER_BLOB_URL": settings.blob_url,
-        "ATELIER_POLL_DELAY": "0.001",
-    }
+    return atelier_env(
+        {
+            "ATELIER_DATA_DIR": str(settings.data_dir),
+            "ATELIER_TINY_MODELS": "1",
+            "ATELIER_MODEL_CACHE_DIR": str(settings.model_cache_dir),
+            "ATELIER_LORA_DIR": str(settings.lora_dir),
+            "ATELIER_REDIS_URL": REDIS_URL,
+            "ATELIER_DATABASE_URL": settings.database_url,
+            "ATELIER_BLOB_URL": settings.blob_url,
+            "ATELIER_POLL_DELAY": "0.001",
+        }
+    )
 
 
 @pytest.fixture
 def run_worker(runtime: Runtime) -> Callable:
     """Drain a queue with a burst worker in this process: the image queue, or the training one (`train=True`)."""
     from atelier.cli import create_train_worker
-    from jobs.worker import create_worker
 
     async def run(*, train: bool = False) -> None:
         services = runtime.worker_services()
         if train:
-            worker = create_train_worker(runtime.settings, services, burst=True, handle_signals=False)
+            await drain(create_train_worker(runtime.settings, services, burst=True, handle_signals=False))
         else:
-            worker = create_worker(
-                services,
-                queue_name=runtime.settings.queue_name,
-                burst=True,
-                handle_signals=False,
-                poll_delay=0.001,
-            )
-        try:
-            await worker.async_run()
-        finally:
-            await worker.close()
+            await run_burst_worker(services, runtime.settings.queue_name)
 
     return run

@@ -8,7 +8,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,24 +17,12 @@ from arq.constants import in_progress_key_prefix
 from jobs import events
 from storage.lora_models import LoraModel, LoraStatus
 from storage.models import Job, JobStatus, get_or_create_tenant
-
-
-def _atelier(env: dict[str, str], cwd: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "atelier", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+from tests.support import run_atelier, start_worker
 
 
 @pytest.mark.slow
 async def test_lora_train_list_imagine_and_delete(runtime, env, dataset_dir: Path, tmp_path: Path) -> None:
-    train = _atelier(
-        env,
-        tmp_path,
+    train = run_atelier(
         "lora",
         "train",
         str(dataset_dir),
@@ -51,18 +38,18 @@ async def test_lora_train_list_imagine_and_delete(runtime, env, dataset_dir: Pat
         "5e-3",
         "--checkpoint-every",
         "4",
+        env=env,
+        cwd=tmp_path,
     )
     assert train.returncode == 0, train.stderr[-3000:]
     assert "step 8/8 loss" in train.stderr
     lines = train.stdout.split()
     assert (tmp_path / lines[0]).exists() and "LoRA ink is ready for discord:cli-a" in train.stdout
 
-    listing = _atelier(env, tmp_path, "lora", "list", "--tenant", "discord:cli-a")
+    listing = run_atelier("lora", "list", "--tenant", "discord:cli-a", env=env, cwd=tmp_path)
     assert listing.returncode == 0 and listing.stdout.startswith("ink\tready\ttiny\ttrigger: zq")
 
-    again = _atelier(
-        env,
-        tmp_path,
+    again = run_atelier(
         "lora",
         "train",
         str(dataset_dir),
@@ -72,29 +59,24 @@ async def test_lora_train_list_imagine_and_delete(runtime, env, dataset_dir: Pat
         "zq",
         "--tenant",
         "discord:cli-a",
+        env=env,
+        cwd=tmp_path,
     )
     assert again.returncode == 2 and "the LoRA name 'ink' is already taken here (ready)" in again.stderr
 
-    other = _atelier(
-        env, tmp_path, "imagine", "zq", "--steps", "2", "--lora", "ink:1", "--tenant", "discord:cli-b"
+    other = run_atelier(
+        "imagine", "zq", "--steps", "2", "--lora", "ink:1", "--tenant", "discord:cli-b", env=env, cwd=tmp_path
     )
     assert other.returncode == 2 and "unknown LoRA 'ink'" in other.stderr
 
-    delete = _atelier(env, tmp_path, "lora", "delete", "ink", "--tenant", "discord:cli-a")
+    delete = run_atelier("lora", "delete", "ink", "--tenant", "discord:cli-a", env=env, cwd=tmp_path)
     assert delete.returncode == 0, delete.stderr[-2000:]
     tenant = await get_or_create_tenant("discord", "cli-a")
     assert not await LoraModel.exists(tenant=tenant)
 
 
 def _worker(env: dict[str, str], cwd: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "atelier", "worker", "--queues", "train", *extra],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_worker("--queues", "train", *extra, cwd=cwd, env=env)
 
 
 @pytest.mark.slow

@@ -1,0 +1,142 @@
+"""Test support every area shares: the `atelier` command in a subprocess, a session `atelier worker` process,
+the moto S3 bucket and settings, and an in-process burst worker. Plain functions, so each area's conftest keeps
+its own fixtures (and its own Redis database and PostgreSQL database) as thin wrappers around them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import redis
+
+if TYPE_CHECKING:
+    from atelier.settings import Settings
+
+WORKER_START_S = 180  # importing torch and diffusers on a busy 2-core machine
+
+
+def atelier_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without any ATELIER_* variable, plus `env`: a subprocess sees only those given."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
+    return {**base, **(env or {})}
+
+
+def service_env(
+    root: Path, *, models_dir: Path, redis_url: str, database_url: str, queue_name: str
+) -> dict[str, str]:
+    """The ATELIER_* variables of a worker and its CLI on the tiny presets, with blobs and data under `root`."""
+    return {
+        "ATELIER_TINY_MODELS": "1",
+        "ATELIER_MODEL_CACHE_DIR": str(models_dir),
+        "ATELIER_REDIS_URL": redis_url,
+        "ATELIER_DATABASE_URL": database_url,
+        "ATELIER_BLOB_URL": str(root / "blobs"),
+        "ATELIER_QUEUE_NAME": queue_name,
+        "ATELIER_DATA_DIR": str(root / "data"),
+    }
+
+
+def run_atelier(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """The `atelier` command in a subprocess, with only the ATELIER_* variables given."""
+    return subprocess.run(
+        [sys.executable, "-m", "atelier", *args],
+        cwd=cwd,
+        env=atelier_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def start_worker(
+    *args: str, cwd: Path, env: dict[str, str], stdout: int | IO[Any] = subprocess.DEVNULL
+) -> subprocess.Popen[str]:
+    """Start `atelier worker *args` with only the ATELIER_* variables given; its stderr is a pipe unless the
+    caller sends both streams to `stdout` (pass a file)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "atelier", "worker", *args],
+        cwd=cwd,
+        env=atelier_env(env),
+        stdout=stdout,
+        stderr=subprocess.PIPE if stdout == subprocess.DEVNULL else subprocess.STDOUT,
+        text=True,
+    )
+
+
+@contextlib.contextmanager
+def worker_process(
+    env: dict[str, str], root: Path, queue_name: str, *, start_s: float = WORKER_START_S
+) -> Iterator[subprocess.Popen[str]]:
+    """An `atelier worker` process on `env`'s services, logging to `root/worker.log`, yielded once its heartbeat
+    for `queue_name` is in Redis; SIGTERM'd (killed after 30 s) on exit."""
+    client = redis.Redis.from_url(env["ATELIER_REDIS_URL"])
+    log_path = root / "worker.log"
+    with log_path.open("w") as log:
+        worker = start_worker(cwd=root, env=env, stdout=log)
+        try:
+            deadline = time.monotonic() + start_s
+            while not list(client.scan_iter(match=f"atelier:worker:{queue_name}:*")):
+                if worker.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the worker did not start:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.1)
+            yield worker
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+            client.close()
+
+
+def s3_settings(endpoint_url: str) -> dict[str, str]:
+    """The Settings keyword arguments for moto's S3 server at `endpoint_url` (any key works against it)."""
+    return {
+        "s3_endpoint_url": endpoint_url,
+        "s3_region": "us-east-1",
+        "s3_access_key_id": "test-key",
+        "s3_secret_access_key": "test-secret",
+    }
+
+
+async def create_bucket(settings: Settings) -> None:
+    """Create the bucket of `settings.blob_url` (``s3://bucket/prefix``) on its S3 server, if it is not there."""
+    import aioboto3
+
+    bucket = urlsplit(settings.blob_url).netloc
+    async with aioboto3.Session().client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.s3_region,
+        aws_access_key_id=settings.secret("s3_access_key_id"),
+        aws_secret_access_key=settings.secret("s3_secret_access_key"),
+    ) as s3:
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+            await s3.create_bucket(Bucket=bucket)
+
+
+async def run_burst_worker(services: Any, queue_name: str, **overrides: Any) -> None:
+    """Run an arq burst worker in this process on `queue_name` until the queue is empty (arq's testing style)."""
+    from jobs.worker import create_worker
+
+    options = {"burst": True, "handle_signals": False, "poll_delay": 0.001, **overrides}
+    await drain(create_worker(services, queue_name=queue_name, **options))
+
+
+async def drain(worker: Any) -> None:
+    """Run a burst `worker` until its queue is empty, then close it."""
+    try:
+        await worker.async_run()
+    finally:
+        await worker.close()
