@@ -49,6 +49,7 @@ Produce = Callable[[WorkerServices, Job, Progress], Awaitable[list[Produced]]]
 
 async def on_gpu(services: WorkerServices, fn: Callable[..., Any], *args: Any) -> Any:
     """Run blocking torch work on the worker's single GPU thread, keeping the event loop free."""
+
     def timed() -> tuple[Any, float]:
         started = time.perf_counter()
         return fn(*args), time.perf_counter() - started

@@ -7,8 +7,6 @@ discord.py reads them. Features live in their own modules, each with `setup(bot)
 
 from __future__ import annotations
 
-import asyncio
-import importlib
 import logging
 from dataclasses import dataclass
 
@@ -66,10 +64,6 @@ class AtelierBot(discord.Client):
         self.tree = app_commands.CommandTree(self)
 
     async def setup_hook(self) -> None:
-        # `jobs.queue_status` (called by `enqueue`) imports `jobs.worker`, and with it torch, on first use: more
-        # than 10 s of blocked event loop, during which interactions would miss their 3 s deadline. Pay it here,
-        # before the gateway connects. (Drop this once `live_workers` lives in a module without job functions.)
-        await asyncio.to_thread(importlib.import_module, "jobs.worker")
         imagine.setup(self)
         upscale.setup(self)
         admin.setup(self)
