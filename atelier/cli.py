@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import secrets
 import sys
 import uuid
@@ -128,6 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from atelier.observability import setup_logging
 
     setup_logging(settings.log_level)
+    if args.command != "worker":
+        # A command's own progress bar tells the story; the in-process worker's per-job log lines would repeat it.
+        logging.getLogger("arq").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         commands = dict(_COMMANDS)
         for group in _groups():

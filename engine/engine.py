@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 
+import diffusers
 import torch
+import transformers
 from PIL import Image
 
 from engine.batching import MemberResult, batch_key, free_memory, generate, images_that_fit
@@ -35,6 +37,10 @@ class Engine:
         memory_budget_bytes: int | None = None,
         lora_dir: Path | None = None,
     ) -> None:
+        # Progress is reported per step through `progress`; tqdm bars from loading and sampling would only
+        # clutter a worker's log and the CLI's terminal.
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.disable_progress_bar()
         self.registry = registry
         self.loras = LoraLibrary(lora_dir)
         self.device = choose_device(device)
