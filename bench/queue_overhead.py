@@ -26,7 +26,6 @@ from arq.jobs import Job as ArqJob
 
 from atelier.runtime import Runtime
 from atelier.settings import Settings
-from engine.generate import TextToImage
 from engine.output import png_bytes
 from jobs import events
 from jobs.queue import enqueue
@@ -49,16 +48,7 @@ async def main(n: int, redis_url: str | None) -> None:
             worker_task = asyncio.create_task(worker.async_run())
             spec = imagine_spec(runtime.registry, prompt="a lighthouse at dawn", seed=1, tiny=True)
             preset = runtime.registry.get(spec.model)
-            request = TextToImage(
-                prompt=spec.prompt,
-                negative=spec.negative,
-                width=spec.width,
-                height=spec.height,
-                steps=spec.steps,
-                guidance=spec.guidance,
-                seed=spec.seed,
-                count=spec.count,
-            )
+            request = spec.request()
             png_bytes(services.engine.txt2img(preset, request)[0])  # warm the model cache for both paths
 
             direct, queued, pickups = [], [], []

@@ -6,7 +6,6 @@ To add a kind: a spec in `jobs.specs`, a function here that calls `run_job` with
 
 from __future__ import annotations
 
-from engine.generate import TextToImage
 from jobs.enhance import restore_generated_faces
 from jobs.lifecycle import Produced, Progress, run_job
 from jobs.services import WorkerServices
@@ -22,17 +21,7 @@ async def imagine(ctx: dict, job_id: str) -> dict:
 async def _imagine(services: WorkerServices, job: Job, progress: Progress) -> list[Produced]:
     spec = Imagine.model_validate(job.spec)
     preset = services.registry.get(spec.model)
-    request = TextToImage(
-        prompt=spec.prompt,
-        negative=spec.negative,
-        width=spec.width,
-        height=spec.height,
-        steps=spec.steps,
-        guidance=spec.guidance,
-        seed=spec.seed,
-        count=spec.count,
-        loras=tuple((name, weight) for name, weight in spec.loras),
-    )
+    request = spec.request()
     # The batcher runs it on the GPU thread, alone or with waiting compatible requests (jobs.batching).
     images = await services.batcher.txt2img(preset, request, progress)
     if spec.enhance_faces:

@@ -23,6 +23,7 @@ from engine.edit_requests import (
     check_variation,
 )
 from engine.enhance_presets import DEFAULT_FIDELITY, face_restorer_for, upscale_factor, upscaler_for
+from engine.generate import TextToImage
 from engine.lora import LoraLibrary, check_loras
 from engine.registry import MIN_SIDE, Preset, Registry
 
@@ -48,6 +49,20 @@ class Imagine(BaseModel):
     count: int
     loras: list[tuple[str, float]] = Field(default_factory=list)  # (name, weight), applied in this order
     enhance_faces: bool = False  # restore faces after generation with the default face restorer
+
+    def request(self) -> TextToImage:
+        """What the engine is asked for (the face restoration step is the job's, not the engine call's)."""
+        return TextToImage(
+            prompt=self.prompt,
+            negative=self.negative,
+            width=self.width,
+            height=self.height,
+            steps=self.steps,
+            guidance=self.guidance,
+            seed=self.seed,
+            count=self.count,
+            loras=tuple((name, weight) for name, weight in self.loras),
+        )
 
 
 class ReplyTarget(BaseModel):
