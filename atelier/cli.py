@@ -216,6 +216,28 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
     return await _imagine(settings, args)
 
 
+def read_image_file(path: Path, what: str = "the image"):  # -> PIL.Image.Image (Pillow is imported lazily)
+    """An image file given on the command line, decoded and normalised to RGB, or a UsageError saying why it
+    cannot be used. Runs before any service opens, so bad input leaves nothing behind."""
+    from jobs.inputs import MAX_INPUT_BYTES, InputImageError, read_image
+
+    try:
+        if path.stat().st_size > MAX_INPUT_BYTES:  # refuse before reading a huge file into memory
+            raise UsageError(
+                f"{what} {path} is {path.stat().st_size / 2**20:.1f} MiB; "
+                f"the limit is {MAX_INPUT_BYTES / 2**20:.0f} MiB"
+            )
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise UsageError(f"{what} {path} cannot be read: {exc.strerror}") from None
+    try:
+        return read_image(data, name=f"{what} {path}")
+    except InputImageError as exc:
+        raise UsageError(exc) from None
+
+
 async def _run_and_wait(
     runtime, spec, out_dir: Path, tenant_ref: tuple[str, str] = ("cli", "local"), user_id: str = CLI_USER
 ) -> int:

@@ -11,7 +11,7 @@ import argparse
 import secrets
 from pathlib import Path
 
-from atelier.cli import UsageError, _run_and_wait
+from atelier.cli import UsageError, _run_and_wait, read_image_file
 from atelier.settings import Settings
 
 INPAINT_HELP = """\
@@ -74,8 +74,8 @@ async def _inpaint(settings: Settings, args: argparse.Namespace) -> int:
     from engine.registry import Registry
     from jobs.specs import inpaint_spec, parse_extend
 
-    image = _read_image(args.image, "the image")
-    mask = None if args.mask is None else _read_image(args.mask, "the mask")
+    image = read_image_file(args.image, "the image")
+    mask = None if args.mask is None else read_image_file(args.mask, "the mask")
     try:
         spec = inpaint_spec(
             Registry.load(settings.models_file),
@@ -109,7 +109,7 @@ async def _vary(settings: Settings, args: argparse.Namespace) -> int:
     from engine.registry import Registry
     from jobs.specs import vary_spec
 
-    image = _read_image(args.image, "the image")
+    image = read_image_file(args.image, "the image")
     try:
         spec = vary_spec(
             Registry.load(settings.models_file),
@@ -133,22 +133,6 @@ async def _vary(settings: Settings, args: argparse.Namespace) -> int:
     async with Runtime.open(settings) as runtime:
         key = await store_input(runtime.blobs, image)
         return await _run_and_wait(runtime, spec.model_copy(update={"image": key}), args.out)
-
-
-def _read_image(path: Path, what: str):  # -> PIL.Image.Image (Pillow is imported lazily)
-    """The file decoded and normalised to RGB, or a UsageError saying why it cannot be used."""
-    from jobs.inputs import InputImageError, read_image
-
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{what} {path} does not exist") from None
-    except OSError as exc:
-        raise UsageError(f"{what} {path} cannot be read: {exc.strerror}") from None
-    try:
-        return read_image(data, name=f"{what} {path}")
-    except InputImageError as exc:
-        raise UsageError(exc) from None
 
 
 COMMANDS = {"inpaint": _inpaint, "vary": _vary}

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from atelier.cli import UsageError, _run_and_wait
+from atelier.cli import UsageError, _run_and_wait, read_image_file
 from atelier.settings import Settings
 
 ENHANCE_HELP = """\
@@ -53,7 +53,7 @@ async def _upscale(settings: Settings, args: argparse.Namespace) -> int:
     from engine.registry import Registry
     from jobs.specs import upscale_spec
 
-    image = _read_image(args.image)
+    image = read_image_file(args.image)
     try:
         spec = upscale_spec(
             Registry.load(settings.models_file),
@@ -73,7 +73,7 @@ async def _enhance(settings: Settings, args: argparse.Namespace) -> int:
 
     if not args.faces:
         raise UsageError("enhance needs --faces (face restoration); to only enlarge, use `atelier upscale`")
-    image = _read_image(args.image)
+    image = read_image_file(args.image)
     try:
         spec = enhance_spec(
             Registry.load(settings.models_file),
@@ -108,27 +108,6 @@ async def _store_and_run(settings: Settings, image, spec, out: Path) -> int:
     async with Runtime.open(settings) as runtime:
         key = await store_input(runtime.blobs, image)
         return await _run_and_wait(runtime, spec.model_copy(update={"image": key}), out)
-
-
-def _read_image(path: Path):  # -> PIL.Image.Image (Pillow is imported lazily)
-    """The file decoded and normalised to RGB, or a UsageError saying why it cannot be used."""
-    from jobs.inputs import MAX_INPUT_BYTES, InputImageError, read_image
-
-    try:
-        if path.stat().st_size > MAX_INPUT_BYTES:  # refuse before reading a huge file into memory
-            raise UsageError(
-                f"the image {path} is {path.stat().st_size / 2**20:.1f} MiB; "
-                f"the limit is {MAX_INPUT_BYTES / 2**20:.0f} MiB"
-            )
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"the image {path} does not exist") from None
-    except OSError as exc:
-        raise UsageError(f"the image {path} cannot be read: {exc.strerror}") from None
-    try:
-        return read_image(data, name=f"the image {path}")
-    except InputImageError as exc:
-        raise UsageError(exc) from None
 
 
 COMMANDS = {"upscale": _upscale, "enhance": _enhance}
