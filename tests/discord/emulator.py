@@ -183,10 +183,20 @@ class DiscordEmulator:
     # Fault injection.
 
     def rate_limit(
-        self, method: str, path_pattern: str, *, every: int, retry_after: float = 0.2
+        self,
+        method: str,
+        path_pattern: str,
+        *,
+        every: int,
+        retry_after: float = 0.2,
+        starting_with_first: bool = False,
     ) -> RateLimitRule:
-        """Answer every `every`-th matching request with a 429 (Discord's shape: `Via` header, JSON body)."""
+        """Answer every `every`-th matching request with a 429 (Discord's shape: `Via` header, JSON body);
+        with `starting_with_first`, the count starts so that the first matching request is one of them (the
+        refusal then happens however few requests the test makes)."""
         rule = RateLimitRule(method, re.compile(path_pattern), every, retry_after)
+        if starting_with_first:
+            rule.seen = every - 1
         self.rate_limits.append(rule)
         return rule
 
