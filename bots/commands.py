@@ -38,8 +38,10 @@ class ParsedPrompt:
     options: dict[str, object] = field(default_factory=dict)
 
 
-def parse_prompt(text: str) -> ParsedPrompt:
-    """Split `text` into the prompt and its flags. `--no` takes every word up to the next flag."""
+def parse_prompt(text: str, *, allow_empty: bool = False) -> ParsedPrompt:
+    """Split `text` into the prompt and its flags. `--no` takes every word up to the next flag.
+
+    A prompt of only flags is refused unless `allow_empty` (an edit such as removal needs no words)."""
     try:
         words = shlex.split(text)
     except ValueError as exc:
@@ -69,7 +71,7 @@ def parse_prompt(text: str) -> ParsedPrompt:
             raise CommandError(f"{word} needs a value")
         _store(options, word, name, kind, " ".join(values))
     prompt = " ".join(prompt_words).strip()
-    if not prompt:
+    if not prompt and not allow_empty:
         raise CommandError("the prompt is only flags: add words that describe the image")
     return ParsedPrompt(prompt, options)
 
