@@ -436,6 +436,8 @@ async def _slack(settings: Settings, args: argparse.Namespace) -> int:
             blobs=runtime.blobs,
             tiny_models=settings.tiny_models,
             tiers=Tiers.load(settings.tiers_file),
+            loras_dir=settings.loras_dir,
+            train_queue_name=settings.train_queue_name,
         )
         await run(config, services)
     return 0
