@@ -48,6 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     imagine.add_argument(
         "--enhance-faces", action="store_true", help="restore faces after generation (GFPGAN by default)"
     )
+    imagine.add_argument(
+        "--image",
+        type=Path,
+        help="a starting image: image-to-image, the result follows its layout and colours (it sets the size; "
+        "the same job as `atelier vary IMAGE --prompt PROMPT` and the chat bots' /imagine with an image)",
+    )
+    imagine.add_argument(
+        "--strength",
+        type=float,
+        help="with --image: how far from it to go, above 0, at most 1 (default: 0.6)",
+    )
 
     demo = sub.add_parser(
         "demo", help="imagine a fixed prompt with the tiny model, offline, on embedded defaults"
@@ -148,6 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _imagine(settings: Settings, args: argparse.Namespace) -> int:
+    if getattr(args, "image", None) is not None:
+        return await _imagine_from_image(settings, args)
+    if getattr(args, "strength", None) is not None:
+        raise UsageError("--strength needs --image")
     # Validate before any service starts, so bad input costs nothing and leaves nothing behind.
     from bots.commands import parse_lora
     from engine.lora import LoraLibrary, check_loras
@@ -187,6 +202,26 @@ async def _imagine(settings: Settings, args: argparse.Namespace) -> int:
         if loras:
             spec = await _with_tenant_loras(spec, loras, tenant, library)
         return await _run_and_wait(runtime, spec, args.out, tenant, args.user)
+
+
+async def _imagine_from_image(settings: Settings, args: argparse.Namespace) -> int:
+    """`atelier imagine PROMPT --image PATH`: refuse what image-to-image cannot take, then run it as `vary`."""
+    from atelier.cli_edit import _vary
+    from engine.edit_requests import DEFAULT_VARIATION_STRENGTH
+
+    for flag, given in (
+        ("--size", args.size),
+        ("--ar", args.aspect),
+        ("--lora", args.lora),
+        ("--enhance-faces", args.enhance_faces),
+    ):
+        if given:
+            raise UsageError(
+                f"{flag} does not work with --image (the image sets the size; no LoRAs or faces)"
+            )
+    if args.strength is None:
+        args.strength = DEFAULT_VARIATION_STRENGTH
+    return await _vary(settings, args)
 
 
 def _database_exists(url: str) -> bool:

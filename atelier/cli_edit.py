@@ -106,11 +106,15 @@ async def _inpaint(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _vary(settings: Settings, args: argparse.Namespace) -> int:
+    """`atelier vary`, and `atelier imagine --image` (which has the tenant options too): the same Vary job the
+    chat bots make for an image-to-image request, so a bot's result can be reproduced here by seed."""
     from engine.registry import Registry
     from jobs.specs import vary_spec
+    from quotas.policy import parse_tenant_ref
 
     image = read_image_file(args.image, "the image")
     try:
+        who = (parse_tenant_ref(args.tenant), args.user) if hasattr(args, "tenant") else ()
         spec = vary_spec(
             Registry.load(settings.models_file),
             image=image,
@@ -132,7 +136,7 @@ async def _vary(settings: Settings, args: argparse.Namespace) -> int:
 
     async with Runtime.open(settings) as runtime:
         key = await store_input(runtime.blobs, image)
-        return await _run_and_wait(runtime, spec.model_copy(update={"image": key}), args.out)
+        return await _run_and_wait(runtime, spec.model_copy(update={"image": key}), args.out, *who)
 
 
 COMMANDS = {"inpaint": _inpaint, "vary": _vary}

@@ -78,7 +78,9 @@ def test_vary_keeps_the_size_and_one_seed_gives_the_same_bytes(
     source = str(write_image("in.png", noise_image(70, 50)))
     args = ("vary", source, "--strength", "0.5", "--seed", "11", "--count", "2", "--prompt", "a harbour")
     first = printed_images(atelier(*args, "--out", "a", cwd=tmp_path, env=worker_env), tmp_path)
-    second = printed_images(atelier(*args, "--out", "b", cwd=tmp_path, env=worker_env), tmp_path)
+    # `imagine --image` is the same job, as the chat bots' /imagine with an image is.
+    same = ("imagine", "a harbour", "--image", source, "--strength", "0.5", "--seed", "11", "--count", "2")
+    second = printed_images(atelier(*same, "--out", "b", cwd=tmp_path, env=worker_env), tmp_path)
 
     assert len(first) == len(second) == 2
     assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
@@ -144,6 +146,10 @@ BAD_INPUT = [
     (["inpaint", "{image}", "--mode", "outpaint", "--extend", "sideways=8"], "left=256,right=0"),
     (["vary", "{image}", "--strength", "0"], "strength must be above 0 and at most 1"),
     (["vary", "{image}", "--strength", "1.5"], "strength must be above 0 and at most 1"),
+    (["imagine", "a fox", "--image", "{image}", "--strength", "0"], "strength must be above 0 and at most 1"),
+    (["imagine", "a fox", "--image", "{image}", "--ar", "16:9"], "--ar does not work with --image"),
+    (["imagine", "a fox", "--image", "{text}"], "not an image"),
+    (["imagine", "a fox", "--strength", "0.5"], "--strength needs --image"),
 ]
 
 
