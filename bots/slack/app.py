@@ -18,7 +18,16 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 
-from bots.slack import actions, admin_command, imagine, reactions, shortcuts, upscale_command
+from bots.slack import (
+    actions,
+    admin_command,
+    imagine,
+    inpaint,
+    inpaint_command,
+    reactions,
+    shortcuts,
+    upscale_command,
+)
 from bots.slack.client import web_client
 from bots.slack.config import EVENTS_PATH, SlackConfig
 from bots.slack.dedupe import event_deduplicator
@@ -44,6 +53,8 @@ def create_app(config: SlackConfig, services: SlackServices) -> AsyncApp:
     shortcuts.register(app, services)
     admin_command.register(app, config, services)
     upscale_command.register(app, services)
+    inpaint.register(app, services)
+    inpaint_command.register(app, services)
     return app
 
 

@@ -1,4 +1,5 @@
-"""Input images from Slack messages: pick the image among a message's files and download it, bounded.
+"""Input files from Slack: pick the images among a message's files (or find a file by its permalink), and
+download them, bounded.
 
 Slack serves a file's `url_private_download` only with the bot token (`Authorization: Bearer`, scope
 `files:read`). The byte limit is enforced from the file's declared size and again while streaming, so an
@@ -9,9 +10,12 @@ oversized or lying file is cut off instead of read into memory; the bytes are th
 from __future__ import annotations
 
 import asyncio
+import re
 
 import aiohttp
 from PIL import Image as PILImage
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.commands import CommandError
 from bots.slack.services import SlackServices
@@ -19,21 +23,64 @@ from jobs.inputs import MAX_INPUT_BYTES, InputImageError, read_image, store_inpu
 
 DOWNLOAD_TIMEOUT_S = 60
 CHUNK_BYTES = 64 * 1024
+FILE_ID = re.compile(r"/files(?:-pri)?/[^/]+/(F[A-Z0-9]+)")
+COPY_LINK = "(in the file's menu: *Copy link*)"
 
 
 def image_file(message: dict) -> dict:
     """The first image among the message's files; a CommandError says what the message has instead."""
+    return image_files(message)[0]
+
+
+def image_files(message: dict) -> list[dict]:
+    """The message's images, in order (at least one); a CommandError says what the message has instead."""
     files = [f for f in message.get("files") or [] if f.get("mode") != "tombstone"]
     if not files:
         raise CommandError("That message has no file: use this on a message with an image (PNG or JPEG).")
-    for f in files:
-        if str(f.get("mimetype", "")).startswith("image/"):
-            return f
+    images = [f for f in files if is_image(f)]
+    if images:
+        return images
     first = files[0]
     kind = first.get("mimetype") or first.get("filetype") or "an unknown type"
     raise CommandError(
         f"{first.get('name') or 'That file'} is not an image ({kind}): use this on a message with a PNG or JPEG."
     )
+
+
+def is_image(file: dict) -> bool:
+    return str(file.get("mimetype", "")).startswith("image/")
+
+
+def file_id(link: str) -> str:
+    """The file id in a Slack file permalink (angle brackets, as Slack escapes links, are allowed)."""
+    url = link.strip().strip("<>").split("|", 1)[0]
+    match = FILE_ID.search(url)
+    if match is None:
+        raise CommandError(f"{url or 'That'} is not a link to a file in Slack {COPY_LINK}.")
+    return match[1]
+
+
+async def linked_file(client: AsyncWebClient, link: str) -> dict:
+    """The file object (`files.info`) of the file a permalink names; a CommandError when Slack will not say."""
+    return await file_info(client, file_id(link))
+
+
+async def file_info(client: AsyncWebClient, file: str) -> dict:
+    """`files.info` of file id `file`; a CommandError with Slack's reason when the app cannot see it."""
+    try:
+        return (await client.files_info(file=file))["file"]
+    except SlackApiError as exc:
+        error = exc.response.get("error", "")
+        raise CommandError(
+            f"I can't open that file ({error}): it must be shared in a channel I'm in."
+        ) from None
+
+
+def check_declared_size(file: dict, max_bytes: int = MAX_INPUT_BYTES) -> None:
+    """Refuse a file whose declared size is over the limit, before anything is downloaded."""
+    declared = file.get("size")
+    if isinstance(declared, int) and declared > max_bytes:
+        raise CommandError(_too_big(display_name(file), declared, max_bytes))
 
 
 async def download(url: str, token: str, *, name: str, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
@@ -60,23 +107,34 @@ async def download(url: str, token: str, *, name: str, max_bytes: int = MAX_INPU
         raise CommandError(f"I could not download {name}: {exc or type(exc).__name__}") from None
 
 
+async def file_bytes(file: dict, token: str, *, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
+    """The bytes of a Slack file object, downloaded with the bot token; over `max_bytes` refused."""
+    check_declared_size(file, max_bytes)
+    url = file.get("url_private_download") or file.get("url_private")
+    if not url:
+        raise CommandError(f"Slack gave me no way to download {display_name(file)}.")
+    return await download(url, token, name=display_name(file), max_bytes=max_bytes)
+
+
+async def fetch_image(file: dict, token: str, *, max_bytes: int = MAX_INPUT_BYTES) -> PILImage.Image:
+    """Download and decode one image file (pixel limits, truncation, bombs); nothing is stored yet."""
+    data = await file_bytes(file, token, max_bytes=max_bytes)
+    try:
+        return await asyncio.to_thread(read_image, data, name=display_name(file), max_bytes=max_bytes)
+    except InputImageError as exc:
+        raise CommandError(str(exc)) from None
+
+
 async def input_image(
     services: SlackServices, file: dict, token: str, *, max_bytes: int = MAX_INPUT_BYTES
 ) -> tuple[PILImage.Image, str]:
     """Download, check and store one of a message's files; return the image and its blob key."""
-    name = file.get("name") or file.get("title") or "the file"
-    declared = file.get("size")
-    if isinstance(declared, int) and declared > max_bytes:
-        raise CommandError(_too_big(name, declared, max_bytes))
-    url = file.get("url_private_download") or file.get("url_private")
-    if not url:
-        raise CommandError(f"Slack gave me no way to download {name}.")
-    data = await download(url, token, name=name, max_bytes=max_bytes)
-    try:
-        image = await asyncio.to_thread(read_image, data, name=name, max_bytes=max_bytes)
-    except InputImageError as exc:
-        raise CommandError(str(exc)) from None
+    image = await fetch_image(file, token, max_bytes=max_bytes)
     return image, await store_input(services.blobs, image)
+
+
+def display_name(file: dict) -> str:
+    return file.get("name") or file.get("title") or "the file"
 
 
 def _too_big(name: str, size: int, limit: int) -> str:

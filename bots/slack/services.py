@@ -21,7 +21,7 @@ class SlackServices:
     blobs: BlobStore  # result images (what U/V/Faces act on) and the input images people send
     tiny_models: bool = False  # make every default model its tiny counterpart (tests, offline demo)
     tiers: Tiers = field(default_factory=Tiers)  # the configured tiers (admission and `/atelier tier`)
-    loras_dir: Path | None = None  # the shared LoRA folder; with each workspace's trained LoRAs, what --lora takes
+    loras_dir: Path | None = None  # the shared LoRA folder; what --lora takes, with trained ones
     train_queue_name: str | None = None  # the LoRA training queue; None: `/atelier lora train` is unavailable
     admin: Admin = field(init=False)  # the quotas admin API: cancelling jobs and the `/atelier` commands
 

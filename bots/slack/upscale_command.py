@@ -8,14 +8,12 @@ over the limit gets an ephemeral answer; nothing is enqueued.
 
 from __future__ import annotations
 
-import re
 import uuid
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.context.respond.async_respond import AsyncRespond
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.commands import CommandError
@@ -24,16 +22,6 @@ from bots.slack.services import SlackServices
 from bots.slack.submit import submit
 
 USAGE = "Usage: `/upscale <link to an image in Slack>` (in the image's menu: *Copy link*)"
-FILE_ID = re.compile(r"/files(?:-pri)?/[^/]+/(F[A-Z0-9]+)")
-
-
-def file_id(text: str) -> str:
-    """The file id in a Slack file permalink (angle brackets, as Slack escapes links, are allowed)."""
-    link = text.strip().strip("<>").split("|", 1)[0]
-    match = FILE_ID.search(link)
-    if match is None:
-        raise CommandError(f"That is not a link to a file in Slack. {USAGE}")
-    return match[1]
 
 
 def register(app: AsyncApp, services: SlackServices) -> None:
@@ -47,14 +35,8 @@ def register(app: AsyncApp, services: SlackServices) -> None:
         try:
             if not command.get("text", "").strip():
                 raise CommandError(USAGE)
-            try:
-                info = await client.files_info(file=file_id(command["text"]))
-            except SlackApiError as exc:
-                error = exc.response.get("error", "")
-                raise CommandError(
-                    f"I can't open that file ({error}): it must be shared in a channel I'm in."
-                ) from None
-            image, key = await files.input_image(services, info["file"], client.token or "")
+            file = await files.linked_file(client, command["text"])
+            image, key = await files.input_image(services, file, client.token or "")
             spec = derive.derived_spec(services, "upscale", image, key)
             await submit(
                 client,

@@ -66,6 +66,7 @@ class SlackEmulator:
     messages: dict[tuple[str, str], dict] = field(default_factory=dict)
     uploads: dict[str, Upload] = field(default_factory=dict)
     socket_acks: dict[str, Call] = field(default_factory=dict)
+    views: dict[str, dict] = field(default_factory=dict)  # modals opened (views.open), by view id
 
     def __post_init__(self) -> None:
         self._runner: web.AppRunner | None = None
@@ -349,6 +350,11 @@ class SlackEmulator:
     def _m_files_info(self, args: dict) -> dict:
         file = self.file_objects.get(args.get("file", ""))
         return {"file": file} if file else {"ok": False, "error": "file_not_found"}
+
+    def _m_views_open(self, args: dict) -> dict:
+        view = {**_json_arg(args["view"]), "id": f"V{next(self._ts):08d}", "team_id": self.team_id}
+        self.views[view["id"]] = view
+        return {"view": view}
 
     def _m_files_getUploadURLExternal(self, args: dict) -> dict:
         file_id = f"F{uuid.uuid4().hex[:10].upper()}"

@@ -129,6 +129,36 @@ def message_shortcut(
     }
 
 
+def view_submission(view: dict, values: dict[str, dict], *, user: str = "U1", team: str = TEAM) -> dict:
+    """What Slack sends when someone submits a modal the app opened (`view`, as `views.open` returned it):
+    `values` maps each input block id to its element's state, e.g. {"prompt": {"type": "plain_text_input",
+    "value": "a ball"}}; every id must be one of the view's input blocks, as in Slack."""
+    inputs = {b["block_id"]: b["element"] for b in view["blocks"] if b["type"] == "input"}
+    assert set(values) <= set(inputs), (set(values), set(inputs))
+    state = {
+        block_id: {inputs[block_id]["action_id"]: {"type": inputs[block_id]["type"], **value}}
+        for block_id, value in values.items()
+    }
+    return {
+        "type": "view_submission",
+        "team": {"id": team, "domain": "atelier-test"},
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": team},
+        "api_app_id": "A1",
+        "token": "legacy-verification-token",
+        "trigger_id": f"{time.time_ns()}.{uuid.uuid4().hex[:8]}",
+        "view": {
+            **view,
+            "state": {"values": state},
+            "hash": uuid.uuid4().hex,
+            "app_id": "A1",
+            "bot_id": "BBOT",
+        },
+        "response_urls": [],
+        "is_enterprise_install": False,
+        "enterprise": None,
+    }
+
+
 def event_callback(event: dict, *, event_id: str) -> dict:
     return {
         "token": "legacy-verification-token",

@@ -16,7 +16,7 @@ from PIL import Image as PILImage
 
 from atelier.settings import Settings
 from bots.commands import CommandError
-from bots.slack import blocks, ids
+from bots.slack import blocks, ids, inpaint
 from bots.slack.client import web_client
 from bots.slack.coalesce import CoalescedEdits
 from bots.slack.config import SlackConfig
@@ -215,9 +215,10 @@ class _Image:
 def test_the_manifest_asks_for_what_the_app_uses_and_nothing_it_does_not_handle() -> None:
     manifest = yaml.safe_load((Path(__file__).parents[2] / "slack-manifest.yml").read_text())
     commands = {c["command"] for c in manifest["features"]["slash_commands"]}
-    assert commands == {"/imagine", "/upscale", "/atelier"}  # every command Slack will send has a listener
+    # every command and shortcut Slack will send has a listener
+    assert commands == {"/imagine", "/upscale", "/inpaint", "/atelier"}
     shortcuts = {(s["type"], s["callback_id"]) for s in manifest["features"]["shortcuts"]}
-    assert shortcuts == {("message", callback_id) for callback_id in SHORTCUTS}
+    assert shortcuts == {("message", callback_id) for callback_id in [*SHORTCUTS, inpaint.SHORTCUT]}
     settings = manifest["settings"]
     assert set(settings["event_subscriptions"]["bot_events"]) == {"app_mention", "reaction_added"}
     assert settings["interactivity"]["is_enabled"] and settings["socket_mode_enabled"]
@@ -277,3 +278,23 @@ def test_admin_chat_arguments_parse_like_the_cli_and_explain_mistakes() -> None:
     for text, expected in (("", "usage: /atelier"), ("tier a b", "unrecognized arguments: b")):
         with pytest.raises(ChatArgumentError, match=expected):
             parse_chat("/atelier", text)
+
+
+def test_the_inpaint_modal_offers_the_engines_modes_and_inpaint_text_parses_links_flags_and_prompt() -> None:
+    from bots.slack.inpaint_command import parse_inpaint
+    from engine.edit_requests import MODES
+
+    assert tuple(value for value, _ in inpaint.MODE_LABELS) == MODES
+    assert inpaint.default_extend(64) == inpaint.Extend(left=16, right=16)
+    assert inpaint.default_extend(20) == inpaint.Extend(left=8, right=8)
+    link, mode, own, prompt, options = parse_inpaint(
+        "<https://x.slack.com/files/U1/F1/a.png> Insertion --mask <https://x.slack.com/files/U1/F2/m.png> "
+        "a red ball --seed 3 --no blur"
+    )
+    assert (link, mode, prompt) == ("<https://x.slack.com/files/U1/F1/a.png>", "insertion", "a red ball")
+    assert own == {"--mask": "<https://x.slack.com/files/U1/F2/m.png>"}
+    assert options == {"seed": 3, "negative": "blur"}
+    with pytest.raises(CommandError, match="--extend needs a value"):
+        parse_inpaint("<link> outpaint --extend")
+    with pytest.raises(CommandError, match="does not take lora"):
+        parse_inpaint("<link> outpaint --lora ink:1")
