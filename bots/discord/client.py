@@ -16,7 +16,7 @@ from arq.connections import ArqRedis
 from discord import app_commands
 from discord.gateway import DiscordWebSocket
 
-from bots.discord import admin, imagine, reactions, upscale, views
+from bots.discord import admin, imagine, inpaint, reactions, upscale, views
 from bots.discord.editclock import EditClock
 from bots.discord.guide import invite_url
 from engine.registry import Registry
@@ -66,6 +66,7 @@ class AtelierBot(discord.Client):
     async def setup_hook(self) -> None:
         imagine.setup(self)
         upscale.setup(self)
+        inpaint.setup(self)
         admin.setup(self)
         views.setup(self)
         await self._sync_commands()

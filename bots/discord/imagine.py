@@ -15,8 +15,9 @@ import discord
 from discord import app_commands
 
 from bots.commands import CommandError, merge_options, parse_prompt
+from bots.discord.choices import choices
 from bots.discord.inputs import AttachmentRef, input_image, precheck
-from bots.discord.launch import defer_status, launch, start_job, withdraw
+from bots.discord.launch import defer_status, launch, refuse, start_job, withdraw
 from jobs.specs import MAX_SEED, Imagine, Vary, imagine_spec, vary_spec
 
 if TYPE_CHECKING:
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from bots.discord.client import AtelierBot
 
 ASPECTS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9")
-MAX_CHOICES = 25  # Discord shows at most 25 autocomplete choices
 
 
 def build_spec(bot: AtelierBot, prompt: str, options: dict[str, object]) -> Imagine:
@@ -76,7 +76,7 @@ async def imagine_command(
     image: discord.Attachment | None = None,
 ) -> None:
     if interaction.guild_id is None:
-        await _refuse(interaction, "/imagine works in a server channel, not in direct messages.")
+        await refuse(interaction, "/imagine works in a server channel, not in direct messages.")
         return
     options = {
         "negative": negative,
@@ -92,7 +92,7 @@ async def imagine_command(
     try:
         spec = build_spec(interaction.client, prompt, options)
     except ValueError as exc:
-        await _refuse(interaction, str(exc))
+        await refuse(interaction, str(exc))
         return
     await launch(interaction, spec)
 
@@ -108,7 +108,7 @@ async def _image_to_image(
             raise CommandError("LoRAs are not available on this server yet: remove --lora")
         precheck(ref)
     except ValueError as exc:
-        await _refuse(interaction, str(exc))
+        await refuse(interaction, str(exc))
         return
     message_id = await defer_status(interaction)
     bot = interaction.client
@@ -146,24 +146,14 @@ async def _model_choices(
     interaction: discord.Interaction[AtelierBot], current: str
 ) -> list[app_commands.Choice[str]]:
     names = interaction.client.config.registry.names("txt2img")
-    return _choices(names, current)
+    return choices(names, current)
 
 
 @imagine_command.autocomplete("aspect")
 async def _aspect_choices(
     interaction: discord.Interaction[AtelierBot], current: str
 ) -> list[app_commands.Choice[str]]:
-    return _choices(ASPECTS, current)
-
-
-def _choices(values: list[str] | tuple[str, ...], current: str) -> list[app_commands.Choice[str]]:
-    typed = current.lower().strip()
-    return [app_commands.Choice(name=v, value=v) for v in values if typed in v.lower()][:MAX_CHOICES]
-
-
-async def _refuse(interaction: discord.Interaction, message: str) -> None:
-    first = message[:1].upper() + message[1:]
-    await interaction.response.send_message(f"❌ {first}", ephemeral=True)
+    return choices(ASPECTS, current)
 
 
 def setup(bot: AtelierBot) -> None:

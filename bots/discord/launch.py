@@ -101,6 +101,17 @@ async def start_job(
         )
 
 
+async def refuse(interaction: discord.Interaction, message: str) -> None:
+    """The interaction's first response: an ephemeral ❌ for the asker alone (nothing was deferred)."""
+    await interaction.response.send_message(f"❌ {sentence(message)}", ephemeral=True)
+
+
+def sentence(message: str) -> str:
+    """`message` with a capital first letter, unless it starts with a name (`photo.png is …`, `--seed …`)."""
+    first_word = message.split(" ", 1)[0]
+    return message[:1].upper() + message[1:] if first_word.isalpha() else message
+
+
 async def withdraw(interaction: discord.Interaction, message: str) -> None:
     """Replace the public "thinking…" message with an ephemeral answer for the asker alone."""
     with contextlib.suppress(discord.NotFound):

@@ -14,19 +14,13 @@ import discord
 from discord import app_commands
 
 from bots.discord.inputs import AttachmentRef, input_image, precheck
-from bots.discord.launch import defer_status, start_job, withdraw
+from bots.discord.launch import defer_status, refuse, start_job, withdraw
 from jobs.specs import Enhance, Upscale, enhance_spec, upscale_spec
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
     from bots.discord.client import AtelierBot
-
-
-async def refuse(interaction: discord.Interaction, message: str) -> None:
-    """The interaction's first response: an ephemeral ❌ for the asker alone."""
-    first = message[:1].upper() + message[1:]
-    await interaction.response.send_message(f"❌ {first}", ephemeral=True)
 
 
 def build_spec(

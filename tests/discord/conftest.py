@@ -57,7 +57,7 @@ async def services_env(
         "ATELIER_DISCORD_TOKEN": emulator.bot_token,
         "ATELIER_DISCORD_API_BASE": emulator.api_base,
         "ATELIER_DISCORD_GATEWAY_URL": emulator.gateway_url,
-        "ATELIER_DISCORD_GUILD_IDS": str(emulator.guild_id),
+        "ATELIER_DISCORD_GUILD_IDS": f"{emulator.guild_id},{emulator.other_guild_id}",
         "ATELIER_DISCORD_ADMIN_ROLE": str(emulator.admin_role_id),
         "ATELIER_LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",

@@ -135,12 +135,19 @@ class DiscordEmulator:
         self.app_id = p.mint()
         self.bot = p.user(self.app_id, "atelier", bot=True)  # a bot user's id is its application's id
         self.guild_id, self.channel_id = p.mint(), p.mint()
+        self.nsfw_channel_id = p.mint()  # an age-restricted channel in the same guild
+        self.other_guild_id, self.other_channel_id = p.mint(), p.mint()  # a second server the bot is in
         self.admin_role_id = p.mint()
         self.users = {name: p.user(p.mint(), name) for name in ("alice", "bob", "carol")}
         self.requests: list[Recorded] = []
         self.messages: dict[int, Message] = {}
+        self.guild_names = {self.guild_id: "Test Guild", self.other_guild_id: "Other Guild"}
         self.channels: dict[int, dict] = {
-            self.channel_id: p.text_channel(self.channel_id, self.guild_id, "gen")
+            self.channel_id: p.text_channel(self.channel_id, self.guild_id, "gen"),
+            self.nsfw_channel_id: p.text_channel(
+                self.nsfw_channel_id, self.guild_id, "after-dark", nsfw=True
+            ),
+            self.other_channel_id: p.text_channel(self.other_channel_id, self.other_guild_id, "elsewhere"),
         }
         self.threads_by_message: dict[int, int] = {}
         self.interactions: dict[str, Interaction] = {}  # by token
@@ -233,10 +240,11 @@ class DiscordEmulator:
         roles: list[int] = (),  # type: ignore[assignment]
         app_permissions: int = p.BOT_PERMISSIONS,
         subcommand: str | None = None,
+        channel_id: int | None = None,
     ) -> Interaction:
-        """Invoke `/name` (or `/name subcommand`) with string, integer, boolean or file (`Upload`) options;
-        `minted_at` backdates the interaction (and its token); `app_permissions` are the bot's own in the
-        channel."""
+        """Invoke `/name` (or `/name subcommand`, or `/name group subcommand`) with string, integer, boolean or
+        file (`Upload`) options; `minted_at` backdates the interaction (and its token); `app_permissions` are
+        the bot's own in the channel; `channel_id` (default: the test channel) also picks the guild."""
         typed, resolved = [], {}
         for key, value in options.items():
             if isinstance(value, Upload):
@@ -247,16 +255,21 @@ class DiscordEmulator:
                 kind = 5 if isinstance(value, bool) else 4 if isinstance(value, int) else 3
                 typed.append({"name": key, "type": kind, "value": value})
         if subcommand is not None:
-            typed = [{"name": subcommand, "type": 1, "options": typed}]
+            *groups, leaf = subcommand.split()
+            typed = [{"name": leaf, "type": 1, "options": typed}]
+            for group in reversed(groups):
+                typed = [{"name": group, "type": 2, "options": typed}]
         data = {"id": str(self._command_id(name)), "name": name, "type": 1, "options": typed}
         if resolved:
             data["resolved"] = {"attachments": resolved}
+        channel_id = channel_id or self.channel_id
         if not dm:
-            data["guild_id"] = str(self.guild_id)
+            data["guild_id"] = self.channels[channel_id]["guild_id"]
         return await self._interact(
             2,
             data,
             user,
+            channel_id=channel_id,
             dm=dm,
             minted_at=minted_at,
             size_limit=attachment_size_limit,
@@ -265,9 +278,18 @@ class DiscordEmulator:
             app_permissions=app_permissions,
         )
 
-    def post(self, user: str, content: str = "", files: list[Upload] = ()) -> Message:  # type: ignore[assignment]
-        """A member posts a message (with files) in the test channel; nothing is dispatched (no message intent)."""
-        message = Message(p.mint(), self.channel_id, int(self.users[user]["id"]), time.time(), content)
+    def post(
+        self,
+        user: str,
+        content: str = "",
+        files: list[Upload] = (),  # type: ignore[assignment]
+        *,
+        channel_id: int | None = None,
+    ) -> Message:
+        """A member posts a message (with files) in the test channel (or `channel_id`); nothing is dispatched
+        (no message intent)."""
+        channel_id = channel_id or self.channel_id
+        message = Message(p.mint(), channel_id, int(self.users[user]["id"]), time.time(), content)
         message.attachments = [Attachment(p.mint(), f.filename, f.data, f.content_type) for f in files]
         self.messages[message.id] = message
         self._publish(message)
@@ -280,7 +302,7 @@ class DiscordEmulator:
             "user_id": actor["id"],
             "channel_id": str(message.channel_id),
             "message_id": str(message.id),
-            "guild_id": str(self.guild_id),
+            "guild_id": self._guild_of(message.channel_id),
             "member": p.member(actor, permissions=p.MEMBER_PERMISSIONS),
             "emoji": {"id": None, "name": emoji},
             "message_author_id": str(message.author_id),
@@ -304,15 +326,18 @@ class DiscordEmulator:
             "proxy_url": url,
         }
 
-    async def autocomplete(self, name: str, option: str, typed: str, *, user: str = "alice") -> Interaction:
+    async def autocomplete(
+        self, name: str, option: str, typed: str, *, user: str = "alice", channel_id: int | None = None
+    ) -> Interaction:
+        channel_id = channel_id or self.channel_id
         data = {
             "id": str(self._command_id(name)),
             "name": name,
             "type": 1,
-            "guild_id": str(self.guild_id),
+            "guild_id": self._guild_of(channel_id),
             "options": [{"name": option, "type": 3, "value": typed, "focused": True}],
         }
-        return await self._interact(4, data, user)
+        return await self._interact(4, data, user, channel_id=channel_id)
 
     async def click(
         self,
@@ -342,13 +367,14 @@ class DiscordEmulator:
         roles: list[int] = (),  # type: ignore[assignment]
         message: Message | None = None,
         app_permissions: int = p.BOT_PERMISSIONS,
+        channel_id: int | None = None,
     ) -> Interaction:
         actor = self.users[user]
         interaction_id, token = p.mint(minted_at), "itok-" + secrets.token_urlsafe(24)
         if dm:
             channel = {"id": str(p.mint()), "type": p.DM, "recipients": [actor]}
         else:
-            channel = self.channels[message.channel_id if message else self.channel_id]
+            channel = self.channels[message.channel_id if message else channel_id or self.channel_id]
         payload = p.interaction(
             interaction_id=interaction_id,
             app_id=self.app_id,
@@ -357,7 +383,7 @@ class DiscordEmulator:
             data=data,
             channel=channel,
             actor=actor,
-            guild_id=None if dm else self.guild_id,
+            guild_id=None if dm else int(self._guild_of(int(channel["id"]))),
             permissions=permissions,
             roles=roles,
             attachment_size_limit=size_limit,
@@ -425,20 +451,26 @@ class DiscordEmulator:
         ready = {
             "v": 10,
             "user": self.bot,
-            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+            "guilds": [{"id": str(g), "unavailable": True} for g in self.guild_names],
             "session_id": secrets.token_hex(16),
             "resume_gateway_url": self.gateway_url,
             "application": {"id": str(self.app_id), "flags": 0},
             "private_channels": [],
             "relationships": [],
         }
-        roles = [
-            p.role(self.guild_id, "@everyone", p.MEMBER_PERMISSIONS),
-            p.role(self.admin_role_id, "Atelier admins", p.MEMBER_PERMISSIONS),
-        ]
-        channels = [c for c in self.channels.values() if c["type"] == p.GUILD_TEXT]
-        guild = p.guild(self.guild_id, "Test Guild", int(self.users["carol"]["id"]), channels, roles)
-        for event, data in (("READY", ready), ("GUILD_CREATE", guild)):
+        frames = [("READY", ready)]
+        for guild_id, name in self.guild_names.items():
+            roles = [p.role(guild_id, "@everyone", p.MEMBER_PERMISSIONS)]
+            if guild_id == self.guild_id:
+                roles.append(p.role(self.admin_role_id, "Atelier admins", p.MEMBER_PERMISSIONS))
+            channels = [
+                c
+                for c in self.channels.values()
+                if c["type"] == p.GUILD_TEXT and c["guild_id"] == str(guild_id)
+            ]
+            owner = int(self.users["carol"]["id"])
+            frames.append(("GUILD_CREATE", p.guild(guild_id, name, owner, channels, roles)))
+        for event, data in frames:
             seq[0] += 1
             await ws.send_str(json.dumps({"op": 0, "t": event, "s": seq[0], "d": data}))
         self._sockets.append((ws, seq))
@@ -639,7 +671,7 @@ class DiscordEmulator:
         if not 1 <= len(name) <= 100:
             raise DiscordError(400, 50035, "Invalid Form Body: name must be 1 to 100 characters")
         thread = p.thread_channel(
-            message.id, self.guild_id, message.channel_id, self.app_id, name, time.time()
+            message.id, int(parent["guild_id"]), message.channel_id, self.app_id, name, time.time()
         )
         self.channels[message.id] = thread  # a thread started from a message takes the message's id
         self.threads_by_message[message.id] = message.id
@@ -721,7 +753,7 @@ class DiscordEmulator:
         if message.webhook_id is not None:
             data |= {"webhook_id": str(message.webhook_id), "application_id": str(self.app_id)}
         if message.channel_id in self.channels and "guild_id" in self.channels[message.channel_id]:
-            data["guild_id"] = str(self.guild_id)
+            data["guild_id"] = self._guild_of(message.channel_id)
         return data
 
     def _author(self, user_id: int) -> dict:
@@ -738,6 +770,9 @@ class DiscordEmulator:
             "url": url,
             "proxy_url": url,
         }
+
+    def _guild_of(self, channel_id: int) -> str:
+        return self.channels[channel_id]["guild_id"]
 
     def _command_id(self, name: str) -> int:
         for registered in self.commands.values():

@@ -70,7 +70,8 @@ def member(user_data: dict, *, permissions: int, roles: list[int] = ()) -> dict:
     }
 
 
-def text_channel(channel_id: int, guild_id: int, name: str) -> dict:
+def text_channel(channel_id: int, guild_id: int, name: str, *, nsfw: bool = False) -> dict:
+    """A guild text channel; `nsfw` is Discord's "age-restricted" switch."""
     return {
         "id": str(channel_id),
         "type": GUILD_TEXT,
@@ -78,7 +79,7 @@ def text_channel(channel_id: int, guild_id: int, name: str) -> dict:
         "name": name,
         "position": 0,
         "permission_overwrites": [],
-        "nsfw": False,
+        "nsfw": nsfw,
         "parent_id": None,
         "topic": None,
         "last_message_id": None,
