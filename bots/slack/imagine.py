@@ -3,6 +3,9 @@
 Both acknowledge first (the slash command with `ack()`, the mention by bolt itself), then validate with
 `bots.commands` and the model registry, then submit. Bad input gets an ephemeral message that says what is
 wrong, and nothing is enqueued. A mention starts its thread under the mention; a command starts a new one.
+
+`--lora name:0.8` takes the workspace's own trained LoRAs (`/atelier lora train`) and the installation's shared
+ones; a LoRA of another workspace is unknown here, and the message lists the names this workspace has.
 """
 
 from __future__ import annotations
@@ -21,8 +24,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.commands import CommandError, merge_options, parse_prompt
 from bots.slack.services import SlackServices
 from bots.slack.submit import submit
+from bots.slack.workspace import Workspace
+from engine.lora import LoraLibrary, TenantLoras
 from engine.registry import Registry
 from jobs.specs import MAX_SEED, Imagine, imagine_spec
+from jobs.training import tenant_loras
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +36,38 @@ USAGE = "Usage: `/imagine a lighthouse at dawn --ar 16:9 --seed 7 --steps 30 --n
 MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
 
 
-def imagine_from_text(registry: Registry, text: str, *, tiny: bool) -> Imagine:
-    """Turn what someone typed into a checked spec; every problem is a CommandError with the reason."""
+def imagine_from_text(
+    registry: Registry, text: str, *, tiny: bool, loras: TenantLoras | None = None
+) -> Imagine:
+    """Turn what someone typed into a checked spec; every problem is a CommandError with the reason. `--lora`
+    names are looked up in `loras` (the workspace's view; without one LoRAs are refused) and carried in the
+    spec as the names the worker resolves (`TenantLoras.spec_name`)."""
     if not text.strip():
         raise CommandError(f"describe the image you want. {USAGE}")
     parsed = parse_prompt(text)
     options = merge_options(parsed, {})
-    if options.pop("lora", None):
-        raise CommandError("--lora is not available yet: remove it and try again")
+    wanted = options.pop("lora", [])
     try:
-        return imagine_spec(
-            registry, prompt=parsed.prompt, tiny=tiny, random_seed=secrets.randbelow(MAX_SEED + 1), **options
+        spec = imagine_spec(
+            registry,
+            prompt=parsed.prompt,
+            tiny=tiny,
+            random_seed=secrets.randbelow(MAX_SEED + 1),
+            loras=wanted,  # type: ignore[arg-type]  # parse_prompt makes (name, weight) pairs
+            lora_library=loras,  # type: ignore[arg-type]  # a tenant's view has the library interface
+            **options,
         )
     except ValueError as exc:
         raise CommandError(str(exc)) from None
+    if loras is None or not spec.loras:
+        return spec
+    return spec.model_copy(update={"loras": [(loras.spec_name(name), weight) for name, weight in spec.loras]})
+
+
+async def imagine_request(services: SlackServices, workspace: Workspace, text: str) -> Imagine:
+    """`imagine_from_text` with the LoRAs the asking workspace may use."""
+    loras = await tenant_loras(await workspace.tenant(), LoraLibrary(services.loras_dir))
+    return imagine_from_text(services.registry, text, tiny=services.tiny_models, loras=loras)
 
 
 def register(app: AsyncApp, services: SlackServices) -> None:
@@ -57,7 +81,7 @@ def register(app: AsyncApp, services: SlackServices) -> None:
         # trigger_id is unique per invocation: a redelivered command (Socket Mode) maps to the same job.
         request_id = f"slack:command:{command.get('trigger_id') or uuid.uuid4()}"
         try:
-            spec = imagine_from_text(services.registry, command.get("text", ""), tiny=services.tiny_models)
+            spec = await imagine_request(services, context["workspace"], command.get("text", ""))
             await submit(
                 client,
                 services,
@@ -78,7 +102,7 @@ def register(app: AsyncApp, services: SlackServices) -> None:
         request_id = f"slack:message:{context.team_id}:{channel}:{ts}"
         try:
             text = MENTION.sub(" ", event.get("text", ""))
-            spec = imagine_from_text(services.registry, text, tiny=services.tiny_models)
+            spec = await imagine_request(services, context["workspace"], text)
             await submit(
                 client,
                 services,
