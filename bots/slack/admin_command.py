@@ -1,9 +1,10 @@
-"""`/atelier tier|quota|usage|pause|resume|ban|unban …`: the workspace's quotas, tier, pause and bans.
+"""`/atelier tier|quota|usage|pause|resume|ban|unban|lora …`: the workspace's quotas, tier, pause, bans and LoRAs.
 
 Only the workspace's admins and owners (`users.info`) or the configured admin list may use it, and only on
 the workspace the command comes from. Arguments are the CLI's (`quotas.admin_args`, shared with `atelier admin`):
 `/atelier quota --images-per-day 20 --clear concurrent-jobs`, `/atelier ban @someone --reason spam`. Every answer,
-refusals and mistakes included, is ephemeral: only the admin who typed it sees it.
+refusals and mistakes included, is ephemeral: only the admin who typed it sees it. `lora` has its own
+module (`lora_command`): it trains, lists and deletes the workspace's LoRAs.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.commands import CommandError
+from bots.slack import lora_command
 from bots.slack.admins import is_admin
 from bots.slack.config import SlackConfig
 from bots.slack.services import SlackServices
@@ -39,11 +42,20 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
         if not await is_admin(client, config.admins, user):
             await _answer(respond, f":no_entry_sign: {REFUSED}")
             return
+        text = command.get("text", "")
+        first, _, rest = text.strip().partition(" ")
+        if first.lower() == "lora":
+            try:
+                answer = await lora_command.run(client, services, command, context["workspace"], rest)
+            except CommandError as exc:
+                answer = f":warning: {exc}"
+            await _answer(respond, answer)
+            return
         try:
-            args = parse_chat(COMMAND, command.get("text", ""))
+            args = parse_chat(COMMAND, text)
             limits, clear = check(args, services.tiers)
         except ChatArgumentError as exc:
-            await _answer(respond, f"```{exc}```")
+            await _answer(respond, f"```{exc}```\nLoRAs: {lora_command.USAGE.removeprefix('Usage: ')}")
             return
         except ValueError as exc:
             await _answer(respond, f":warning: {exc}")

@@ -26,6 +26,7 @@ from bots.slack import (
     inpaint_command,
     reactions,
     shortcuts,
+    train_shortcut,
     upscale_command,
 )
 from bots.slack.client import web_client
@@ -55,6 +56,7 @@ def create_app(config: SlackConfig, services: SlackServices) -> AsyncApp:
     upscale_command.register(app, services)
     inpaint.register(app, services)
     inpaint_command.register(app, services)
+    train_shortcut.register(app, config, services)
     return app
 
 

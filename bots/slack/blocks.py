@@ -32,6 +32,7 @@ VERBS = {
     "inpaint": "Inpainting",
     "upscale": "Upscaling",
     "enhance": "Restoring faces",
+    "train_lora": "Training",
 }
 SEEDED = frozenset({"imagine", "vary", "inpaint"})  # kinds a reroll can repeat with a new seed
 
@@ -43,6 +44,8 @@ def title(spec: dict) -> str:
     kind = spec.get("kind", "")
     if kind == "upscale":
         return f"Upscale ×{spec.get('scale')}"
+    if kind == "train_lora":
+        return f"LoRA {spec.get('name')}"
     return {"enhance": "Enhanced faces", "vary": "Variations", "inpaint": "Inpainting"}.get(kind, "Image")
 
 
@@ -50,6 +53,11 @@ def describe(spec: dict) -> str:
     """One line saying what was asked: for an imagine spec the model, size, steps, count and seed; for the
     other kinds what they change (the upscale factor, the face restorer, the variation strength)."""
     kind = spec.get("kind", "imagine")
+    if kind == "train_lora":
+        return (
+            f"{spec.get('model', '?')} · {spec.get('steps')} steps · rank {spec.get('rank')} · "
+            f"trigger: {escape(str(spec.get('trigger', '')))}"
+        )
     if kind == "upscale":
         w, h, scale = spec.get("width", 0), spec.get("height", 0), spec.get("scale", 1)
         return f"{spec.get('model', '?')} · ×{scale} · {w}×{h} → {w * scale}×{h * scale}"
@@ -89,13 +97,43 @@ def queued_status(
     return _status(job_id, spec, requester, line, cancellable=True)
 
 
-def progress_status(job_id: str, spec: dict, requester: str | None, step: int, total: int) -> dict:
+def progress_status(
+    job_id: str, spec: dict, requester: str | None, step: int, total: int, loss: float | None = None
+) -> dict:
+    """Running: a bar, the step, and for a training the latest loss."""
     total = max(total, 1)
     filled = min(PROGRESS_CELLS, round(PROGRESS_CELLS * step / total))
     bar = "▰" * filled + "▱" * (PROGRESS_CELLS - filled)
     verb = VERBS.get(spec.get("kind", "imagine"), "Working")
     line = f":art: {verb} {bar} {round(100 * step / total)}% · step {step}/{total}"
+    if loss is not None:
+        line += f" · loss {loss:.4f}"
     return _status(job_id, spec, requester, line, cancellable=True)
+
+
+def trained_status(job_id: str, spec: dict, requester: str | None, loss: float | None) -> dict:
+    """A finished training: how long it trained and its last loss; the samples are in the thread."""
+    line = f":white_check_mark: Done: trained {spec.get('steps')} steps"
+    if loss is not None:
+        line += f", final loss {loss:.4f}"
+    return _status(job_id, spec, requester, line + "; samples in this thread")
+
+
+def lora_ready_message(spec: dict, requester: str | None, samples: int) -> dict:
+    """The announcement under a trained LoRA's samples: how to use it."""
+    name = spec.get("name")
+    who = f"<@{requester}>: " if requester else ""
+    text = f"{who}LoRA `{name}` is ready: use `--lora {name}:0.8`"
+    detail = (
+        f"in /imagine in this workspace · trigger: {escape(str(spec.get('trigger', '')))} · {samples} samples"
+    )
+    return {
+        "text": text,
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": detail}]},
+        ],
+    }
 
 
 def done_status(job_id: str, spec: dict, requester: str | None, count: int) -> dict:

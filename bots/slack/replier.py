@@ -5,12 +5,18 @@ pump never waits for Slack. Results are uploaded with `files_upload_v2` (Slack's
 as PNG, or JPEG when the PNG is big (Slack's image blocks take no WebP), as new replies in the thread, followed
 by a message with the action buttons; the status message then says done. A job cancelled from Slack is not
 edited again by progress that was already on its way.
+
+A LoRA training job (`train_lora`) reports steps like any job; its loss is not part of the replier protocol but
+goes to the job's event stream (`training` events, at most one a second), so the status shows the latest loss
+read from there. Its images are the samples made with the new LoRA: they are uploaded, then announced with how
+to use the LoRA (no buttons: the samples are previews, not requests).
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 
 import aiohttp
@@ -21,6 +27,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack import blocks, ids
 from bots.slack.coalesce import CoalescedEdits
+from jobs import events
 from jobs.replier import StoredImage
 from quotas.cancel import cancel_requested
 from storage.blobs import BlobStore
@@ -33,6 +40,7 @@ STATUS_WAIT_S = 10.0  # how long a job that started at once waits for the app to
 STATUS_POLL_S = 0.1
 PNG_LIMIT_BYTES = 8 * 2**20  # above this a result goes as JPEG: same pixels, a fraction of the upload
 JPEG_QUALITY = 92
+TRAINING = "train_lora"
 
 
 def encode_for_slack(png: bytes, limit_bytes: int = PNG_LIMIT_BYTES) -> tuple[bytes, str]:
@@ -71,13 +79,24 @@ class SlackReplier:
 
     async def progress(self, job: Job, step: int, total: int, preview: PILImage.Image | None) -> None:
         data = _data(job)
-        self._status(job).show(blocks.progress_status(job.id, job.spec, data.get("user"), step, total))
+        loss = await latest_loss(self._redis, job.id) if job.kind == TRAINING else None
+        self._status(job).show(blocks.progress_status(job.id, job.spec, data.get("user"), step, total, loss))
 
     async def result(self, job: Job, images: list[StoredImage]) -> None:
         data = await self._address(job)
         try:
-            await self._post_results(job, data, images)
-            final = blocks.done_status(job.id, job.spec, data.get("user"), len(images))
+            await self._upload(job, data, images)
+            if job.kind == TRAINING:
+                await self._client.chat_postMessage(
+                    channel=data["channel"],
+                    thread_ts=data.get("thread_ts"),
+                    **blocks.lora_ready_message(job.spec, data.get("user"), len(images)),
+                )
+                loss = await latest_loss(self._redis, job.id)
+                final = blocks.trained_status(job.id, job.spec, data.get("user"), loss)
+            else:
+                await self._post_buttons(job, data, images)
+                final = blocks.done_status(job.id, job.spec, data.get("user"), len(images))
         except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
             log.error("job %s: posting the results to Slack failed: %s", job.id, exc)
             message = f"the images are ready but could not be posted to Slack. Reference: {job.id}"
@@ -143,7 +162,7 @@ class SlackReplier:
             data = _data(fresh) if fresh is not None else data
         return data  # the app never posted one (it died, or the channel refused): results go to the thread
 
-    async def _post_results(self, job: Job, data: dict, images: list[StoredImage]) -> None:
+    async def _upload(self, job: Job, data: dict, images: list[StoredImage]) -> None:
         prompt = blocks.title(job.spec)
         uploads = []
         for image in images:
@@ -159,6 +178,9 @@ class SlackReplier:
         await self._client.files_upload_v2(
             file_uploads=uploads, channel=data["channel"], thread_ts=data.get("thread_ts")
         )
+
+    async def _post_buttons(self, job: Job, data: dict, images: list[StoredImage]) -> None:
+        """The message with the action buttons, recorded as showing `job` (what a reaction on it acts on)."""
         posted = await self._client.chat_postMessage(
             channel=data["channel"],
             thread_ts=data.get("thread_ts"),
@@ -166,6 +188,15 @@ class SlackReplier:
         )
         key = ids.result_message_key(posted.get("channel", data["channel"]), posted["ts"])
         await self._redis.set(key, job.id, ex=ids.RESULT_MESSAGE_TTL_S)
+
+
+async def latest_loss(redis: Redis, job_id: str) -> float | None:
+    """The loss of the job's latest `training` event on its stream (None before the first one)."""
+    for _id, fields in await redis.xrevrange(events.stream_key(job_id), count=events.STREAM_MAXLEN):
+        event = fields.get(b"event", fields.get("event"))
+        if event in (b"training", "training"):
+            return json.loads(fields.get(b"data", fields.get("data")))["loss"]
+    return None
 
 
 def _data(job: Job) -> dict:

@@ -18,7 +18,7 @@ from bots.commands import CommandError
 from bots.slack import blocks
 from bots.slack.services import SlackServices
 from bots.slack.workspace import Workspace
-from jobs.queue import enqueue
+from jobs.queue import Enqueued, enqueue
 from jobs.specs import Enhance, Imagine, Inpaint, ReplyTarget, Upscale, Vary
 from quotas.errors import QuotaRefused
 from storage.models import Job
@@ -45,7 +45,7 @@ async def submit(
 ) -> str | None:
     """Enqueue `spec` and post its status message (in `thread_ts`, or as a new thread); return the job id, or
     None when this request had already been submitted. Refusals are CommandErrors with the reason."""
-    data = {"channel": channel, "thread_ts": thread_ts, "team": workspace.team_id, "user": workspace.user_id}
+    data = reply_data(channel, thread_ts, workspace)
     try:
         queued = await enqueue(
             services.redis,
@@ -59,12 +59,32 @@ async def submit(
         )
     except QuotaRefused as refusal:
         raise CommandError(str(refusal)) from None
+    return await post_status(
+        client, services, queued, spec.model_dump(mode="json"), data, request_id=request_id
+    )
+
+
+def reply_data(channel: str, thread_ts: str | None, workspace: Workspace) -> dict:
+    """A job's Slack address before its status message exists (the reply target's `data`)."""
+    return {"channel": channel, "thread_ts": thread_ts, "team": workspace.team_id, "user": workspace.user_id}
+
+
+async def post_status(
+    client: AsyncWebClient,
+    services: SlackServices,
+    queued: Enqueued,
+    spec: dict,
+    data: dict,
+    *,
+    request_id: str,
+) -> str | None:
+    """Post the status message of a job just enqueued at `data`'s address and record it in the job's reply
+    target; None, posting nothing, when the request had been seen before."""
     if not queued.created:
         log.info("slack request %s seen before (job %s): nothing new", request_id, queued.job_id)
         return None
-    status = blocks.queued_status(
-        queued.job_id, spec.model_dump(mode="json"), workspace.user_id, queued.position, queued.eta_s
-    )
+    status = blocks.queued_status(queued.job_id, spec, data.get("user"), queued.position, queued.eta_s)
+    channel, thread_ts = data["channel"], data.get("thread_ts")
     try:
         posted = await client.chat_postMessage(channel=channel, thread_ts=thread_ts, **status)
     except SlackApiError as exc:
@@ -74,7 +94,8 @@ async def submit(
         # Nobody could follow it here: it must not run, nor count against the quota.
         await services.admin.cancel_job(queued.job_id, as_admin=True)
         raise CommandError(CHANNEL_ERRORS[error]) from None
-    data |= {
+    data = {
+        **data,
         "channel": posted.get("channel", channel),
         "status_ts": posted["ts"],
         "thread_ts": thread_ts or posted["ts"],

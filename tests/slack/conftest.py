@@ -141,8 +141,9 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def slack_worker(slack_env: dict[str, str], log_dir: Path) -> AsyncIterator[Process]:
-    """A real worker with the Slack replier (it is injected because the bot token is set)."""
-    process = start("worker", ["worker"], slack_env, log_dir)
+    """A real worker with the Slack replier (it is injected because the bot token is set), serving the image
+    queue and the LoRA training queue."""
+    process = start("worker", ["worker", "--queues", "images,train"], slack_env, log_dir)
     client = redis.asyncio.Redis.from_url(REDIS_URL)
     try:
         deadline = time.monotonic() + 120

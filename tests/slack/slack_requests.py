@@ -286,6 +286,45 @@ async def imagined(
     return Imagined(job_id, status, status_ts, updates, result, [u.data for u in files], min(asks))
 
 
+@dataclass
+class Trained:
+    job_id: str
+    status_ts: str
+    thread_ts: str
+    ready: Call  # the chat.postMessage announcing the LoRA
+    updates: list[Call]  # every chat.update of the status message, the last one saying done
+    samples: list[bytes]
+
+
+async def trained(
+    emulator: SlackEmulator, channel: str, *, thread_ts: str | None = None, within_s: float = 240
+) -> Trained:
+    """Wait for one LoRA training's story in `channel`: status message, samples uploaded into its thread, the
+    announcement, the final status."""
+    status = await status_message(emulator, channel, thread_ts=thread_ts)
+    status_ts = status.result["ts"]
+    thread = thread_ts or status_ts
+    job_id = next(a for a in action_ids(status.args["blocks"]) if a.startswith("cancel:")).split(":")[1]
+
+    def announced() -> list[Call]:
+        calls = emulator.api_calls("chat.postMessage", channel=channel, thread_ts=thread)
+        return [c for c in calls if "is ready" in c.args.get("text", "")]
+
+    [ready] = await emulator.wait_for(announced, within_s=within_s, what=f"the LoRA of {job_id} announced")
+
+    def done() -> list[Call] | None:
+        updates = emulator.api_calls("chat.update", channel=channel, ts=status_ts)
+        return updates if updates and "Done" in updates[-1].args.get("text", "") else None
+
+    updates = await emulator.wait_for(done, within_s=10, what=f"the final status of {job_id}")
+    samples = [
+        u.data
+        for u in emulator.uploads.values()
+        if u.completed and u.thread_ts == thread and u.filename.startswith(f"atelier-{job_id}-")
+    ]
+    return Trained(job_id, status_ts, thread, ready, updates, samples)
+
+
 def png_size(data: bytes) -> tuple[int, int]:
     with PILImage.open(io.BytesIO(data)) as image:
         assert image.format == "PNG"

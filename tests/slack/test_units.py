@@ -16,7 +16,7 @@ from PIL import Image as PILImage
 
 from atelier.settings import Settings
 from bots.commands import CommandError
-from bots.slack import blocks, ids, inpaint
+from bots.slack import blocks, ids, inpaint, train_shortcut
 from bots.slack.client import web_client
 from bots.slack.coalesce import CoalescedEdits
 from bots.slack.config import SlackConfig
@@ -174,7 +174,7 @@ def test_settings_read_slack_secrets_from_files_and_admins_as_a_list(
         ("a fox --model nope", "nope"),
         ("--seed 3", "the prompt is only flags"),
         ("a fox --size 100x64", "multiple of 8"),
-        ("a fox --lora pixel:0.8", "--lora is not available yet"),
+        ("a fox --lora pixel:0.8", "LoRAs are not available here"),
     ],
 )
 def test_imagine_text_errors_say_what_is_wrong(text: str, message: str) -> None:
@@ -218,7 +218,9 @@ def test_the_manifest_asks_for_what_the_app_uses_and_nothing_it_does_not_handle(
     # every command and shortcut Slack will send has a listener
     assert commands == {"/imagine", "/upscale", "/inpaint", "/atelier"}
     shortcuts = {(s["type"], s["callback_id"]) for s in manifest["features"]["shortcuts"]}
-    assert shortcuts == {("message", callback_id) for callback_id in [*SHORTCUTS, inpaint.SHORTCUT]}
+    assert shortcuts == {
+        ("message", callback_id) for callback_id in [*SHORTCUTS, inpaint.SHORTCUT, train_shortcut.SHORTCUT]
+    }
     settings = manifest["settings"]
     assert set(settings["event_subscriptions"]["bot_events"]) == {"app_mention", "reaction_added"}
     assert settings["interactivity"]["is_enabled"] and settings["socket_mode_enabled"]
