@@ -27,7 +27,14 @@ from quotas.admin_args import ChatArgumentError, check, parse_chat, run_tenant_a
 log = logging.getLogger(__name__)
 
 COMMAND = "/atelier"
-REFUSED = "Only this workspace's admins and owners (or the admins configured for Atelier) can use `/atelier`."
+
+
+def refusal(what: str) -> str:
+    """Why a member who is not an admin cannot do `what`."""
+    return f"Only this workspace's admins and owners (or the admins configured for Atelier) can {what}."
+
+
+REFUSED = refusal("use `/atelier`")
 
 
 def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> None:

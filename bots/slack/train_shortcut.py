@@ -20,7 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.commands import CommandError
 from bots.slack import files, modals
-from bots.slack.admin_command import REFUSED
+from bots.slack.admin_command import refusal
 from bots.slack.admins import is_admin
 from bots.slack.config import SlackConfig
 from bots.slack.services import SlackServices
@@ -88,7 +88,7 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
         message = shortcut.get("message") or {}
         try:
             if not await is_admin(client, config.admins, shortcut["user"]["id"]):
-                raise CommandError(REFUSED.replace("use `/atelier`", "train LoRAs"))
+                raise CommandError(refusal("train LoRAs"))
             images = files.image_files(message)
             if len(images) < MIN_IMAGES:
                 raise CommandError(
