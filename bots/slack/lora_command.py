@@ -76,6 +76,8 @@ async def run(
             channel=command["channel_id"],
             thread_ts=None,
         )
+        if job_id is None:
+            return f"LoRA `{name}` is already training from this command: follow it in its thread."
         return f"Training LoRA `{name}` ({job_id}): follow it in its thread in this channel."
     raise CommandError(USAGE)
 

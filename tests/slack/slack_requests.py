@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 import asyncpg
+import numpy as np
 from PIL import Image as PILImage
 from slack_sdk.signature import SignatureVerifier
 
@@ -159,10 +160,10 @@ def view_submission(view: dict, values: dict[str, dict], *, user: str = "U1", te
     }
 
 
-def event_callback(event: dict, *, event_id: str) -> dict:
+def event_callback(event: dict, *, event_id: str, team: str = TEAM) -> dict:
     return {
         "token": "legacy-verification-token",
-        "team_id": TEAM,
+        "team_id": team,
         "api_app_id": "A1",
         "event": event,
         "type": "event_callback",
@@ -171,7 +172,7 @@ def event_callback(event: dict, *, event_id: str) -> dict:
         "authorizations": [
             {
                 "enterprise_id": None,
-                "team_id": TEAM,
+                "team_id": team,
                 "user_id": "UBOT",
                 "is_bot": True,
                 "is_enterprise_install": False,
@@ -323,6 +324,14 @@ async def trained(
         if u.completed and u.thread_ts == thread and u.filename.startswith(f"atelier-{job_id}-")
     ]
     return Trained(job_id, status_ts, thread, ready, updates, samples)
+
+
+def a_png(width: int = 64, height: int = 80) -> bytes:
+    """A PNG of seeded noise, as someone would post one."""
+    pixels = np.random.default_rng(3).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    PILImage.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
 
 
 def png_size(data: bytes) -> tuple[int, int]:

@@ -13,6 +13,7 @@ from PIL import Image as PILImage
 
 from tests.slack.emulator import SlackEmulator
 from tests.slack.slack_requests import (
+    a_png,
     imagined,
     job_row,
     message_shortcut,
@@ -21,7 +22,6 @@ from tests.slack.slack_requests import (
     slash_command,
     view_submission,
 )
-from tests.slack.test_shortcuts import a_png
 
 
 def a_mask(width: int = 64, height: int = 64) -> bytes:

@@ -11,6 +11,7 @@ import asyncpg
 
 from tests.slack.emulator import SlackEmulator
 from tests.slack.slack_requests import (
+    a_png,
     imagined,
     job_row,
     message_shortcut,
@@ -19,7 +20,6 @@ from tests.slack.slack_requests import (
     trained,
     view_submission,
 )
-from tests.slack.test_shortcuts import a_png
 
 TEAM, OTHER_TEAM = "TLORA", "TLORAOTHER"
 

@@ -4,16 +4,14 @@ the file from Slack with the bot token, and the result goes into that message's 
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 
 import asyncpg
-import numpy as np
-from PIL import Image as PILImage
 
 from tests.slack.conftest import BOT_TOKEN
 from tests.slack.emulator import SlackEmulator
 from tests.slack.slack_requests import (
+    a_png,
     imagined,
     job_row,
     message_shortcut,
@@ -21,13 +19,6 @@ from tests.slack.slack_requests import (
     post_signed_form,
     slash_command,
 )
-
-
-def a_png(width: int = 64, height: int = 80) -> bytes:
-    pixels = np.random.default_rng(3).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    out = io.BytesIO()
-    PILImage.fromarray(pixels).save(out, format="PNG")
-    return out.getvalue()
 
 
 async def test_the_upscale_shortcut_posts_the_4x_image_in_the_messages_thread(
