@@ -18,8 +18,10 @@ from engine.batching import MemberResult, batch_key, free_memory, generate, imag
 from engine.cache import PipelineCache
 from engine.device import choose_device, choose_dtype
 from engine.generate import ProgressFn, TextToImage, check_request
+from engine.loading import weights_source
 from engine.lora import LoraLibrary, applied_loras
 from engine.registry import Preset, Registry
+from engine.safety import SafetyChecker
 
 __all__ = ["Engine", "MemberResult", "ProgressFn", "TextToImage"]
 
@@ -51,6 +53,7 @@ class Engine:
             dtype=self.dtype,
             memory_budget_bytes=memory_budget_bytes,
         )
+        self._checkers: dict[str, SafetyChecker] = {}
 
     @property
     def cache(self) -> PipelineCache:
@@ -121,6 +124,19 @@ class Engine:
                     for member, result in zip(chunk, made, strict=True):
                         results[member] = result
         return results  # type: ignore[return-value]  # every member has its result now
+
+    @torch.inference_mode()
+    def safety_flags(self, preset: Preset, images: Sequence[Image.Image]) -> list[bool]:
+        """Which images the preset's safety checker flags (all False for a preset without one); the images are
+        not changed (engine.safety). The checker loads on first use and stays resident beside the pipelines."""
+        if not preset.safety_checker:
+            return [False] * len(images)
+        checker = self._checkers.get(preset.name)
+        if checker is None:
+            source = weights_source(preset, self._cache.cache_dir)
+            checker = SafetyChecker.load(preset, source, device=self.device, dtype=self.dtype)
+            self._checkers[preset.name] = checker
+        return checker.flags(list(images))
 
     def batch_key(self, preset: Preset, request: TextToImage) -> Hashable:
         """Requests with equal keys may be passed to one `txt2img_batch` call."""

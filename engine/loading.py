@@ -3,6 +3,7 @@ their built directory, always through the pipeline class's `from_pretrained`."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import diffusers
@@ -20,13 +21,20 @@ def load_pipeline(preset: Preset, *, cache_dir: Path, dtype: torch.dtype) -> dif
     pipeline_class = getattr(diffusers, preset.pipeline, None)
     if not (isinstance(pipeline_class, type) and issubclass(pipeline_class, diffusers.DiffusionPipeline)):
         raise ValueError(f"preset {preset.name!r}: {preset.pipeline!r} is not a diffusers pipeline class")
-    if preset.is_tiny:
-        pipeline = pipeline_class.from_pretrained(ensure_built(preset, cache_dir), dtype=dtype)
-    else:
-        variant = {"variant": preset.variant} if preset.variant else {}
-        pipeline = pipeline_class.from_pretrained(preset.source, dtype=dtype, **variant)
+    # The safety checker is not part of the pipeline here: inside it, it blackens flagged images; the engine
+    # runs it beside the pipeline instead, to flag them (engine.safety).
+    options: dict = {"variant": preset.variant} if preset.variant else {}
+    if "safety_checker" in inspect.signature(pipeline_class.__init__).parameters:
+        options |= {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    pipeline = pipeline_class.from_pretrained(weights_source(preset, cache_dir), dtype=dtype, **options)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
+
+
+def weights_source(preset: Preset, cache_dir: Path) -> str | Path:
+    """Where the preset's weights load from: its tiny build's directory, or its Hugging Face repo id (or
+    local directory) as the registry gives it."""
+    return ensure_built(preset, cache_dir) if preset.is_tiny else preset.source
 
 
 def place(pipeline: diffusers.DiffusionPipeline, device: torch.device) -> None:

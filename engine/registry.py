@@ -43,6 +43,8 @@ class Preset:
     max_guidance: float = 30.0
     supports_negative: bool = True
     variant: str | None = None
+    safety_checker: bool = False  # the weights include a safety checker (engine.safety); SD 1.5 has one
+    safety_adjustment: float = 0.0  # added to the checker's scores: higher flags more (diffusers uses 0.0)
 
     def __post_init__(self) -> None:
         for field in ("max_side", "max_pixels", "max_steps", "max_count", "multiple_of"):

@@ -26,16 +26,27 @@ from diffusers import (
     FluxTransformer2DModel,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+from transformers import (
+    CLIPConfig,
+    CLIPImageProcessor,
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPVisionConfig,
+    T5Config,
+    T5EncoderModel,
+)
 
 from engine.registry import Preset
 from engine.tiny_tokenizers import CLIP_MAX_LENGTH, clip_tokenizer, clip_vocab, t5_tokenizer, t5_vocab
 
-BUILD = 1
+BUILD = 2
 """Version of the tiny configs below; a cached build stamped with another version is rebuilt."""
 
 STAMP = "atelier-tiny.json"
 SEED = 0
+SAFETY_IMAGE_SIZE = 32
 
 
 def ensure_built(preset: Preset, cache_dir: Path) -> Path:
@@ -158,10 +169,37 @@ def _sd15_components(*, inpaint: bool = False) -> dict[str, Any]:
         "text_encoder": CLIPTextModel(_clip_config()),
         "tokenizer": clip_tokenizer(),
         "scheduler": scheduler,
-        "safety_checker": None,
-        "feature_extractor": None,
-        "requires_safety_checker": False,
+        # SD 1.5 ships a safety checker; the tiny one has its shape (engine.safety runs it beside the pipeline).
+        "safety_checker": _safety_checker(),
+        "feature_extractor": CLIPImageProcessor(
+            size={"shortest_edge": SAFETY_IMAGE_SIZE},
+            crop_size={"height": SAFETY_IMAGE_SIZE, "width": SAFETY_IMAGE_SIZE},
+        ),
+        "requires_safety_checker": True,
     }
+
+
+def _safety_checker() -> StableDiffusionSafetyChecker:
+    """A CLIP vision tower of 32-pixel images and 16-dimensional concept embeddings, with the real checker's
+    17 concepts, 3 special-care concepts and their thresholds of 1.0."""
+    vision = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        image_size=SAFETY_IMAGE_SIZE,
+        patch_size=8,
+    )
+    config = CLIPConfig(
+        text_config=_clip_config().to_dict(), vision_config=vision.to_dict(), projection_dim=16
+    )
+    checker = StableDiffusionSafetyChecker(config)
+    with (
+        torch.no_grad()
+    ):  # random concepts, as random as the rest of the weights (the constructor gives ones)
+        checker.concept_embeds.copy_(torch.randn_like(checker.concept_embeds))
+        checker.special_care_embeds.copy_(torch.randn_like(checker.special_care_embeds))
+    return checker
 
 
 def _sdxl_components(*, inpaint: bool = False) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from engine.edit_requests import InpaintRequest, VariationRequest
 from jobs.inputs import load_input
-from jobs.lifecycle import Produced, Progress, on_gpu, run_job
+from jobs.lifecycle import Produced, Progress, generated, on_gpu, run_job
 from jobs.services import WorkerServices
 from jobs.specs import Inpaint, Vary
 from storage.models import Job
@@ -42,7 +42,7 @@ async def _inpaint(services: WorkerServices, job: Job, progress: Progress) -> li
     )
     preset = services.registry.get(spec.model)
     images = await on_gpu(services, edit.inpaint, services.engine.cache, preset, request, progress)
-    return [Produced(image, spec.seed + i) for i, image in enumerate(images)]
+    return await generated(services, preset, images, spec.seed)
 
 
 async def _vary(services: WorkerServices, job: Job, progress: Progress) -> list[Produced]:
@@ -61,4 +61,4 @@ async def _vary(services: WorkerServices, job: Job, progress: Progress) -> list[
     )
     preset = services.registry.get(spec.model)
     images = await on_gpu(services, edit.vary, services.engine.cache, preset, request, progress)
-    return [Produced(image, spec.seed + i) for i, image in enumerate(images)]
+    return await generated(services, preset, images, spec.seed)

@@ -7,7 +7,7 @@ To add a kind: a spec in `jobs.specs`, a function here that calls `run_job` with
 from __future__ import annotations
 
 from jobs.enhance import restore_generated_faces
-from jobs.lifecycle import Produced, Progress, run_job
+from jobs.lifecycle import Produced, Progress, generated, run_job
 from jobs.services import WorkerServices
 from jobs.specs import Imagine
 from storage.models import Job
@@ -26,4 +26,4 @@ async def _imagine(services: WorkerServices, job: Job, progress: Progress) -> li
     images = await services.batcher.txt2img(preset, request, progress)
     if spec.enhance_faces:
         images = await restore_generated_faces(services, job, preset, images)
-    return [Produced(image, spec.seed + i) for i, image in enumerate(images)]
+    return await generated(services, preset, images, spec.seed)

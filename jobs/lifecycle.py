@@ -22,6 +22,7 @@ from PIL import Image as PILImage
 from tortoise.expressions import F
 
 from engine.output import png_bytes
+from engine.registry import Preset
 from jobs import gpu_time, metrics
 from jobs.progress import ProgressPump
 from jobs.replier import Fanout, Replier, StoredImage, StreamReplier
@@ -42,9 +43,22 @@ class Produced:
 
     image: PILImage.Image
     seed: int = 0
+    flagged: bool = False  # by the model's safety checker (see `generated`)
 
 
 Produce = Callable[[WorkerServices, Job, Progress], Awaitable[list[Produced]]]
+
+
+async def generated(
+    services: WorkerServices, preset: Preset, images: list[PILImage.Image], seed: int
+) -> list[Produced]:
+    """Images a model generated from `seed` (image i from `seed + i`), each flagged or not by the preset's
+    safety checker (engine.safety; on the GPU thread). What a flag means is the front-end's business."""
+    flags = await on_gpu(services, services.engine.safety_flags, preset, images)
+    return [
+        Produced(image, seed + i, flagged)
+        for i, (image, flagged) in enumerate(zip(images, flags, strict=True))
+    ]
 
 
 async def on_gpu(services: WorkerServices, fn: Callable[..., Any], *args: Any) -> Any:
@@ -196,14 +210,18 @@ async def _store(services: WorkerServices, job: Job, index: int, produced: Produ
             "size_bytes": len(data),
             "seed": produced.seed,
             "sha256": digest,
+            "flagged": produced.flagged,
         },
     )
-    return StoredImage(index, key, width, height, produced.seed, len(data), digest)
+    return StoredImage(index, key, width, height, produced.seed, len(data), digest, produced.flagged)
 
 
 async def _stored_images(job: Job) -> list[StoredImage]:
     rows = await Image.filter(job=job).order_by("index")
-    return [StoredImage(r.index, r.blob_key, r.width, r.height, r.seed, r.size_bytes, r.sha256) for r in rows]
+    return [
+        StoredImage(r.index, r.blob_key, r.width, r.height, r.seed, r.size_bytes, r.sha256, r.flagged)
+        for r in rows
+    ]
 
 
 async def _deliver(job: Job, replier: Replier, images: list[StoredImage]) -> None:

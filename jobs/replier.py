@@ -28,6 +28,7 @@ class StoredImage:
     seed: int
     size_bytes: int
     sha256: str
+    flagged: bool = False  # by the model's safety checker: the front-end decides how (or whether) to post it
 
 
 class Replier(Protocol):

@@ -51,6 +51,8 @@ class TerminalReplier:
             path = self._out_dir / f"{job.id}-{image.index}.png"
             path.write_bytes(await self._blobs.get(image.blob_key))
             self.paths.append(path)
+            if image.flagged:  # the person at the terminal asked for it: saved, with a note
+                self._console.print(f"[yellow]{path} was flagged by the model's safety checker[/]")
 
     async def failure(self, job: Job, message: str) -> None:
         self._stop()

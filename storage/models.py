@@ -119,6 +119,7 @@ class Image(Model):
     size_bytes = fields.IntField()
     seed = fields.BigIntField()
     sha256 = fields.CharField(max_length=64)
+    flagged = fields.BooleanField(default=False, db_default=False)  # by the model's safety checker
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
@@ -166,4 +167,5 @@ async def get_or_create_user(tenant: Tenant, external_id: str, name: str = "") -
 
 # The quota tables live in their own module; importing them here registers them with the ``models`` app.
 from storage.lora_models import LoraModel  # noqa: E402, F401
+from storage.preferences import Preferences  # noqa: E402, F401
 from storage.quota_models import QuotaCounter, QuotaLedger, QuotaReservation, TenantQuota, UserBan  # noqa: E402, F401

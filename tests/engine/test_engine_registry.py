@@ -18,6 +18,7 @@ def test_builtin_presets_load_in_file_order(registry: Registry) -> None:
         "sdxl-turbo",
         "flux-schnell",
         "tiny",
+        "tiny-strict",
         "tiny-sdxl",
         "tiny-flux",
     ]

@@ -140,3 +140,17 @@ async def test_jobs_batched_together_are_charged_their_share_of_gpu_time(
     wall = (max(j.finished_at for j in jobs) - min(j.started_at for j in jobs)).total_seconds()
     assert all(j.gpu_seconds > 0 for j in jobs)
     assert sum(j.gpu_seconds for j in jobs) <= wall
+
+
+async def test_images_the_safety_checker_flags_are_kept_and_marked(runtime: Runtime, run_worker) -> None:
+    # tiny-strict is tiny with its checker made to flag everything: the same pictures, flagged.
+    plain = await _imagine(runtime, "test:plain", count=2)
+    strict = await _imagine(runtime, "test:strict", model="tiny-strict", count=2)
+    await run_worker()
+
+    rows = {j: await Image.filter(job_id=j).order_by("index") for j in (plain, strict)}
+    assert [i.flagged for i in rows[plain]] == [False, False]
+    assert [i.flagged for i in rows[strict]] == [True, True]
+    assert [i.sha256 for i in rows[strict]] == [i.sha256 for i in rows[plain]]  # not blackened, not changed
+    seen = [d async for e, d in events.follow(runtime.redis, strict, block_ms=10) if e == "result"]
+    assert [image["flagged"] for image in seen[0]["images"]] == [True, True]
