@@ -1,6 +1,6 @@
-"""The arguments of the tenant admin actions (tier, quota, usage, pause, resume, ban, unban), parsed and run the
-same way for every front-end: the CLI's `atelier admin ACTION TENANT …` and the chat bots' `/atelier ACTION …`,
-where the tenant is the workspace the command comes from.
+"""The arguments of the tenant admin actions (tier, quota, usage, pause, resume, ban, unban, safety, emoji),
+parsed and run the same way for every front-end: the CLI's `atelier admin ACTION TENANT …` and the chat bots'
+`/atelier ACTION …`, where the tenant is the workspace the command comes from.
 
 Parsing is argparse, so both take the same flags (`--images-per-day 3`, `--clear images-per-day`, `--period`,
 `--reason`). Everything checkable without the database is checked by `check`, before anything changes; the
@@ -19,7 +19,7 @@ from quotas.tiers import LIMIT_NAMES, Tiers, parse_limit
 if TYPE_CHECKING:  # the CLI builds its parser from this module at every start: keep it free of the database
     from quotas.admin import Admin, TenantRef
 
-TENANT_ACTIONS = ("tier", "quota", "usage", "pause", "resume", "ban", "unban")
+TENANT_ACTIONS = ("tier", "quota", "usage", "pause", "resume", "ban", "unban", "safety", "emoji")
 
 LIMIT_FLAGS = {
     "images_per_day": "images a day for the whole tenant",
@@ -77,6 +77,18 @@ def add_tenant_actions(commands: argparse._SubParsersAction, *, tenant: bool) ->
         if name == "ban":
             parser.add_argument("--reason", default="", help="kept with the ban, for other admins")
 
+    safety = action(
+        "safety",
+        "show or set the safety filter: on (default), images the model's safety checker flags are posted only "
+        "in age-restricted channels, as spoilers, and withheld elsewhere; off, posted like any other",
+    )
+    safety.add_argument("state", nargs="?", help="on or off (leave out to show it)")
+
+    emoji = action("emoji", "show or set the reactions that upscale an image or restore its faces")
+    emoji.add_argument("reaction", nargs="?", help="which reaction to set: upscale or faces")
+    emoji.add_argument("emoji", nargs="?", help="the emoji (or Slack reaction name); leave out with --reset")
+    emoji.add_argument("--reset", action="store_true", help="back to the default emoji")
+
 
 def clear_names(values: list[str]) -> list[str]:
     """`--clear` values as limit names (`images-per-day` → `images_per_day`; `all` → every one)."""
@@ -97,6 +109,15 @@ def check(args: argparse.Namespace, tiers: Tiers) -> tuple[dict[str, int], list[
     A problem is a ValueError saying what to fix."""
     if args.admin_command == "tier" and args.tier is not None:
         tiers.get(args.tier)
+    if args.admin_command == "safety" and args.state not in (None, "on", "off"):
+        raise ValueError(f"the safety filter is on or off (got {args.state!r})")
+    if args.admin_command == "emoji":
+        if args.reaction is None and (args.emoji or args.reset):
+            raise ValueError("name the reaction to set: upscale or faces")
+        if args.reaction not in (None, "upscale", "faces"):
+            raise ValueError(f"unknown reaction {args.reaction!r}: choose upscale or faces")
+        if args.reaction is not None and bool(args.emoji) == args.reset:
+            raise ValueError(f"give the emoji for {args.reaction}, or --reset for the default (not both)")
     if args.admin_command != "quota":
         return {}, []
     limits = {n: parse_limit(n, getattr(args, n)) for n in LIMIT_NAMES if getattr(args, n) is not None}
@@ -137,6 +158,17 @@ async def run_tenant_action(
     if action == "unban":
         lifted = await admin.unban(tenant, args.user)
         return f"{name}: user {args.user} {'unbanned' if lifted else 'was not banned'}"
+    if action == "safety":
+        if args.state is not None:
+            await admin.set_safety(tenant, args.state == "on")
+        on = (await admin.preferences(tenant)).safety
+        return f"{name}: safety filter {'on: flagged images only in age-restricted channels, as spoilers' if on else 'off'}"
+    if action == "emoji":
+        if args.reaction is not None:
+            await admin.set_emoji(tenant, args.reaction, "" if args.reset else args.emoji)
+        prefs = await admin.preferences(tenant)
+        shown = {r: getattr(prefs, f"{r}_emoji") or "the default" for r in ("upscale", "faces")}
+        return f"{name}: react with {shown['upscale']} to upscale, {shown['faces']} to restore faces"
     raise ValueError(f"unknown admin action {action!r}: choose one of {', '.join(TENANT_ACTIONS)}")
 
 

@@ -12,6 +12,7 @@ from quotas.admin import Admin
 from quotas.ledger import audit, reserve
 from quotas.tiers import Tiers
 from storage.models import Job, JobStatus, Tenant, get_or_create_tenant, get_or_create_user
+from storage.preferences import Preferences
 from storage.quota_models import QuotaReservation, ReservationState, TenantQuota
 
 
@@ -141,3 +142,24 @@ async def test_reservations_nothing_else_will_close_are_closed_on_the_next_admis
     job = await Job.get(id=lost.job_id)
     assert job.status == JobStatus.FAILED and "expired" in job.error
     assert await audit(tenant) == []
+
+
+async def test_safety_and_reaction_emoji_are_per_tenant_and_default_until_set(admin: Admin) -> None:
+    assert (await admin.preferences("discord:7")).safety is True  # on until an admin turns it off
+    assert not await Preferences.exists()  # reading the defaults writes nothing
+    await admin.set_safety("discord:7", False)
+    await admin.set_emoji("discord:7", "upscale", "🔎")
+    await admin.set_emoji("slack:T7", "faces", ":star-struck:")  # typed as Slack shows it
+    seven, slack = await admin.preferences("discord:7"), await admin.preferences("slack:T7")
+    assert (seven.safety, seven.upscale_emoji, seven.faces_emoji) == (False, "🔎", "")
+    assert (slack.safety, slack.upscale_emoji, slack.faces_emoji) == (True, "", "star-struck")
+    assert (await admin.preferences("discord:8")).safety is True  # another server is untouched
+
+    with pytest.raises(ValueError, match="already starts the other action"):
+        await admin.set_emoji("discord:7", "faces", "🔎")
+    with pytest.raises(ValueError, match="not an emoji"):
+        await admin.set_emoji("discord:7", "faces", "two words")
+    with pytest.raises(ValueError, match="unknown reaction action 'zoom'"):
+        await admin.set_emoji("discord:7", "zoom", "🔎")
+    await admin.set_emoji("discord:7", "upscale", "")  # back to the front-end's default
+    assert (await admin.preferences("discord:7")).upscale_emoji == ""

@@ -54,6 +54,10 @@ async def test_the_fourth_image_over_a_limit_of_three_is_refused_naming_limit_us
         (["quota", "discord:1", "--timezone", "Mars/Olympus"], "unknown timezone 'Mars/Olympus'"),
         (["tier", "discord:1", "gold"], "unknown tier 'gold': choose one of free, standard, priority"),
         (["tier", "irc:1", "free"], "a tenant looks like PLATFORM:ID"),
+        (["safety", "discord:1", "maybe"], "the safety filter is on or off (got 'maybe')"),
+        (["emoji", "discord:1", "upscale"], "give the emoji for upscale, or --reset"),
+        (["emoji", "discord:1", "--reset"], "name the reaction to set"),
+        (["emoji", "discord:1", "zoom", "🔎"], "unknown reaction 'zoom': choose upscale or faces"),
     ],
 )
 async def test_bad_admin_input_is_one_clear_line_and_changes_nothing(
