@@ -1,5 +1,10 @@
 """Reactions on Atelier's result messages: `:mag:` upscales, `:sparkles:` restores faces (configurable).
 
+Which reaction does what is configured for the installation (ATELIER_SLACK_REACTIONS), and each workspace's
+admins may choose their own with `/atelier emoji upscale|faces NAME` (`storage.preferences`): a chosen reaction
+replaces the configured one for its action in that workspace, so `:mag:` stops upscaling where another reaction
+was chosen; `/atelier emoji --reset upscale` brings the configured one back.
+
 The worker records which job each results message shows (`ids.result_message_key`), so a reaction finds its job
 after restarts too. Each image of that job becomes a new job (`derive`) in the same thread. Event retries never
 reach this listener twice (`dedupe`), and the request id names the message, reaction, person and image, so
@@ -10,6 +15,7 @@ large to upscale) is told to the person who reacted only.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
@@ -21,8 +27,18 @@ from bots.slack.config import SlackConfig
 from bots.slack.services import SlackServices
 from bots.slack.submit import submit
 from storage.models import Image, Job
+from storage.preferences import Preferences, preferences_of
 
 log = logging.getLogger(__name__)
+
+
+def reaction_actions(configured: Mapping[str, str], preferences: Preferences) -> dict[str, str]:
+    """The workspace's reactions (name → action): the configured ones, except that an action the workspace
+    chose a reaction for answers to that one only."""
+    chosen = {"upscale": preferences.upscale_emoji, "faces": preferences.faces_emoji}
+    actions = {name: action for name, action in configured.items() if not chosen.get(action)}
+    actions.update({name: action for action, name in chosen.items() if name})
+    return actions
 
 
 def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> None:
@@ -30,13 +46,16 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
 
     @app.event("reaction_added")
     async def reaction_added(event: dict, client: AsyncWebClient, context: AsyncBoltContext) -> None:
-        action = config.reactions.get(event.get("reaction", ""))
         item = event.get("item") or {}
-        if action is None or item.get("type") != "message" or event.get("item_user") != context.bot_user_id:
-            return  # not an Atelier action, or not on one of our messages
+        if item.get("type") != "message" or event.get("item_user") != context.bot_user_id:
+            return  # not on one of our messages
         raw = await services.redis.get(ids.result_message_key(item["channel"], item["ts"]))
         if raw is None:
             return  # a status message or another message of ours: nothing to act on
+        preferences = await preferences_of(await context["workspace"].tenant())
+        action = reaction_actions(config.reactions, preferences).get(event.get("reaction", ""))
+        if action is None:
+            return  # a reaction that means nothing to Atelier in this workspace
         job_id = raw.decode() if isinstance(raw, bytes) else raw
         job = await Job.get_or_none(id=job_id)
         if job is None:

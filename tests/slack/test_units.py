@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import subprocess
 import sys
@@ -300,3 +301,52 @@ def test_the_inpaint_modal_offers_the_engines_modes_and_inpaint_text_parses_link
         parse_inpaint("<link> outpaint --extend")
     with pytest.raises(CommandError, match="does not take lora"):
         parse_inpaint("<link> outpaint --lora ink:1")
+
+
+def test_a_workspaces_chosen_reactions_replace_the_configured_ones_for_their_action() -> None:
+    from bots.slack.reactions import reaction_actions
+    from storage.preferences import Preferences
+
+    configured = {"mag": "upscale", "mag_right": "upscale", "sparkles": "faces"}
+    assert reaction_actions(configured, Preferences()) == configured
+    chosen = Preferences(upscale_emoji="frame_with_picture")
+    assert reaction_actions(configured, chosen) == {"frame_with_picture": "upscale", "sparkles": "faces"}
+    both = Preferences(upscale_emoji="eyes", faces_emoji="star")
+    assert reaction_actions(configured, both) == {"eyes": "upscale", "star": "faces"}
+
+
+async def test_a_trainings_status_shows_the_latest_loss_from_its_event_stream() -> None:
+    from redis.asyncio import Redis
+
+    from bots.slack.replier import latest_loss
+    from jobs import events
+    from tests.slack.conftest import REDIS_URL
+
+    redis = Redis.from_url(REDIS_URL)
+    job_id = f"jtrainunit{time.time_ns():x}"
+    try:
+        assert await latest_loss(redis, job_id) is None
+        await events.publish(redis, job_id, "progress", step=1, total=8)
+        assert await latest_loss(redis, job_id) is None  # no loss reported yet
+        for step, loss in ((1, 0.5), (4, 0.25)):
+            await events.publish(redis, job_id, "training", step=step, total=8, loss=loss)
+            await events.publish(redis, job_id, "progress", step=step + 1, total=8)
+        assert await latest_loss(redis, job_id) == 0.25
+    finally:
+        await redis.delete(events.stream_key(job_id))
+        await redis.aclose()
+    spec = {
+        "kind": "train_lora",
+        "name": "ink",
+        "trigger": "zq <ink>",
+        "model": "tiny",
+        "steps": 8,
+        "rank": 4,
+    }
+    running = blocks.progress_status("j1", spec, "U1", 5, 8, 0.25)["text"]
+    assert running.startswith("LoRA ink: :art: Training") and "step 5/8 · loss 0.2500" in running
+    done = blocks.trained_status("j1", spec, "U1", 0.125)["text"]
+    assert "Done: trained 8 steps, final loss 0.1250" in done
+    ready = blocks.lora_ready_message(spec, "U1", 2)
+    assert ready["text"] == "<@U1>: LoRA `ink` is ready: use `--lora ink:0.8`"
+    assert "trigger: zq &lt;ink&gt;" in json.dumps(ready["blocks"])  # user text stays literal
