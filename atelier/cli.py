@@ -500,6 +500,8 @@ async def _discord(settings: Settings, args: argparse.Namespace) -> int:
             tiny_models=settings.tiny_models,
             guild_ids=tuple(settings.discord_guild_ids),
             admin_role=settings.discord_admin_role,
+            loras_dir=settings.loras_dir,
+            train_queue_name=settings.train_queue_name,
         )
         try:
             async with AtelierBot(config) as bot:

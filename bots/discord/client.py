@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import discord
 import yarl
@@ -39,6 +40,8 @@ class BotConfig:
     admin_role: str | None = None
     upscale_emoji: str = reactions.UPSCALE_EMOJI  # a reaction that upscales the message's image
     faces_emoji: str = reactions.FACES_EMOJI  # a reaction that restores its faces
+    loras_dir: Path | None = None  # the shared LoRA folder (ATELIER_LORA_DIR), beside each server's own
+    train_queue_name: str = "atelier:train"  # where /atelier lora train enqueues
 
 
 def configure_endpoints(api_base: str, gateway_url: str) -> None:
