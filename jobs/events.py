@@ -47,3 +47,12 @@ async def follow(redis: Redis, job_id: str, *, block_ms: int = 1000) -> AsyncIte
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+async def latest(redis: Redis, job_id: str, event: str) -> dict | None:
+    """The data of the job's most recent `event` still on its stream (None when there is none), e.g. the last
+    `training` event's loss for a status message."""
+    for _id, fields in await redis.xrevrange(stream_key(job_id), count=STREAM_MAXLEN):
+        if _text(fields[b"event"] if b"event" in fields else fields["event"]) == event:
+            return json.loads(fields[b"data"] if b"data" in fields else fields["data"])
+    return None
