@@ -12,6 +12,9 @@ from bots.slack.ids import ActionRef
 
 PROGRESS_CELLS = 10
 MAX_BUTTONS_PER_BLOCK = 25  # Slack's limit for the elements of one actions block
+WITHHELD_NOTE = (
+    "the model's safety checker flagged them; an admin can turn the filter off with `/atelier safety off`"
+)
 
 
 class ImageLike(Protocol):
@@ -136,9 +139,15 @@ def lora_ready_message(spec: dict, requester: str | None, samples: int) -> dict:
     }
 
 
-def done_status(job_id: str, spec: dict, requester: str | None, count: int) -> dict:
-    noun = "image" if count == 1 else "images"
-    return _status(job_id, spec, requester, f":white_check_mark: Done: {count} {noun} in this thread")
+def done_status(job_id: str, spec: dict, requester: str | None, count: int, withheld: int = 0) -> dict:
+    """Finished: `count` images posted in the thread, `withheld` held back by the safety filter."""
+    if count:
+        line = f":white_check_mark: Done: {_images(count)} in this thread"
+        if withheld:
+            line += f"; {withheld} withheld by the safety filter"
+    else:
+        line = f":see_no_evil: Done: {_images(withheld)} withheld by the safety filter"
+    return _status(job_id, spec, requester, line)
 
 
 def failed_status(job_id: str, spec: dict, requester: str | None, message: str) -> dict:
@@ -157,9 +166,12 @@ def stopping_status(job_id: str, spec: dict, requester: str | None, by: str) -> 
     )
 
 
-def result_message(job_id: str, spec: dict, requester: str | None, images: Sequence[ImageLike]) -> dict:
+def result_message(
+    job_id: str, spec: dict, requester: str | None, images: Sequence[ImageLike], withheld: int = 0
+) -> dict:
     """The message under the uploaded images: seeds, and U/V/reroll/faces buttons that carry the job id. An
-    upscaled image gets no U (once is enough), restored faces no Faces, and only seeded kinds a Reroll."""
+    upscaled image gets no U (once is enough), restored faces no Faces, and only seeded kinds a Reroll. Images
+    the safety filter withheld (`withheld` of them) get a line saying so, and no buttons."""
     kind = spec.get("kind", "imagine")
     seeds = ", ".join(str(i.seed) for i in images)
     who = f"<@{requester}>: " if requester else ""
@@ -176,10 +188,14 @@ def result_message(job_id: str, spec: dict, requester: str | None, images: Seque
         upscale = []
     if kind == "enhance":
         faces = []
+    details = f"{describe(spec)} · seeds {seeds}" if images else describe(spec)
     blocks: list[dict] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": text}},
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": f"{describe(spec)} · seeds {seeds}"}]},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": details}]},
     ]
+    if withheld:
+        note = f":see_no_evil: {_images(withheld)} withheld: {WITHHELD_NOTE}"
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": note}]})
     for name, row in (("upscale", upscale), ("variations", variations), ("more", reroll + faces)):
         if not row:
             continue
@@ -217,6 +233,10 @@ def _button(label: str, ref: ActionRef) -> dict:
         "action_id": code,
         "value": code,
     }
+
+
+def _images(count: int) -> str:
+    return f"{count} image" if count == 1 else f"{count} images"
 
 
 def _duration(seconds: float) -> str:

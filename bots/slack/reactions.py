@@ -22,7 +22,7 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.commands import CommandError
-from bots.slack import derive, ids
+from bots.slack import derive, ids, safety
 from bots.slack.config import SlackConfig
 from bots.slack.services import SlackServices
 from bots.slack.submit import submit
@@ -63,7 +63,10 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
         data = (job.reply_target or {}).get("data", {})
         thread_ts = data.get("thread_ts")
         log.info("reaction %s by %s on the results of job %s", event["reaction"], event["user"], job_id)
-        indexes = await Image.filter(job_id=job_id).order_by("index").values_list("index", flat=True)
+        shown = Image.filter(job_id=job_id)
+        if await safety.withholds_flagged(job.tenant_id):  # type: ignore[attr-defined]
+            shown = shown.filter(flagged=False)  # an image the filter withheld is not acted on either
+        indexes = await shown.order_by("index").values_list("index", flat=True)
         for index in indexes:
             request_id = (
                 f"slack:reaction:{context.team_id}:{item['channel']}:{item['ts']}:{event['reaction']}:"

@@ -3,8 +3,9 @@
 Status edits go through `CoalescedEdits` (one every 2 s at most, latest state wins), so the worker's progress
 pump never waits for Slack. Results are uploaded with `files_upload_v2` (Slack's three-step external upload)
 as PNG, or JPEG when the PNG is big (Slack's image blocks take no WebP), as new replies in the thread, followed
-by a message with the action buttons; the status message then says done. A job cancelled from Slack is not
-edited again by progress that was already on its way.
+by a message with the action buttons; the status message then says done. Images the safety checker flagged
+are withheld while the workspace's filter is on (`safety`). A job cancelled from Slack is not edited again by
+progress that was already on its way.
 
 A LoRA training job (`train_lora`) reports steps like any job; its loss is not part of the replier protocol but
 goes to the job's event stream (`training` events, at most one a second), so the status shows the latest loss
@@ -25,7 +26,7 @@ from redis.asyncio import Redis
 from slack_sdk.errors import SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.slack import blocks, ids
+from bots.slack import blocks, ids, safety
 from bots.slack.coalesce import CoalescedEdits
 from jobs import events
 from jobs.replier import StoredImage
@@ -84,8 +85,13 @@ class SlackReplier:
 
     async def result(self, job: Job, images: list[StoredImage]) -> None:
         data = await self._address(job)
+        posted = images
+        if any(image.flagged for image in images) and await safety.withholds_flagged(job.tenant_id):  # type: ignore[attr-defined]
+            posted = [image for image in images if not image.flagged]
+        withheld = len(images) - len(posted)
         try:
-            await self._upload(job, data, images)
+            if posted:
+                await self._upload(job, data, posted)
             if job.kind == TRAINING:
                 await self._client.chat_postMessage(
                     channel=data["channel"],
@@ -95,8 +101,8 @@ class SlackReplier:
                 loss = await latest_loss(self._redis, job.id)
                 final = blocks.trained_status(job.id, job.spec, data.get("user"), loss)
             else:
-                await self._post_buttons(job, data, images)
-                final = blocks.done_status(job.id, job.spec, data.get("user"), len(images))
+                await self._post_buttons(job, data, posted, withheld)
+                final = blocks.done_status(job.id, job.spec, data.get("user"), len(posted), withheld)
         except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
             log.error("job %s: posting the results to Slack failed: %s", job.id, exc)
             message = f"the images are ready but could not be posted to Slack. Reference: {job.id}"
@@ -179,12 +185,12 @@ class SlackReplier:
             file_uploads=uploads, channel=data["channel"], thread_ts=data.get("thread_ts")
         )
 
-    async def _post_buttons(self, job: Job, data: dict, images: list[StoredImage]) -> None:
+    async def _post_buttons(self, job: Job, data: dict, images: list[StoredImage], withheld: int) -> None:
         """The message with the action buttons, recorded as showing `job` (what a reaction on it acts on)."""
         posted = await self._client.chat_postMessage(
             channel=data["channel"],
             thread_ts=data.get("thread_ts"),
-            **blocks.result_message(job.id, job.spec, data.get("user"), images),
+            **blocks.result_message(job.id, job.spec, data.get("user"), images, withheld),
         )
         key = ids.result_message_key(posted.get("channel", data["channel"]), posted["ts"])
         await self._redis.set(key, job.id, ex=ids.RESULT_MESSAGE_TTL_S)

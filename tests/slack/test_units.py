@@ -350,3 +350,17 @@ async def test_a_trainings_status_shows_the_latest_loss_from_its_event_stream() 
     ready = blocks.lora_ready_message(spec, "U1", 2)
     assert ready["text"] == "<@U1>: LoRA `ink` is ready: use `--lora ink:0.8`"
     assert "trigger: zq &lt;ink&gt;" in json.dumps(ready["blocks"])  # user text stays literal
+
+
+def test_withheld_images_are_counted_and_get_no_buttons() -> None:
+    spec = {"kind": "imagine", "prompt": "a fox", "model": "tiny", "width": 64, "height": 64, "steps": 2}
+    spec |= {"count": 2, "seed": 7}
+    some = blocks.result_message("jab", spec, "U1", [_Image(1, 8)], withheld=1)
+    codes = [e["action_id"] for b in some["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    assert codes == ["upscale:jab:1", "variations:jab:1", "reroll:jab:0", "faces:jab:1"]
+    assert "1 image withheld" in str(some["blocks"]) and "seeds 8" in str(some["blocks"])
+    assert "2 images in this thread; 1 withheld" in blocks.done_status("jab", spec, "U1", 2, 1)["text"]
+    assert (
+        "Done: 2 images withheld by the safety filter" in blocks.done_status("jab", spec, "U1", 0, 2)["text"]
+    )
+    assert "withheld" not in blocks.done_status("jab", spec, "U1", 2)["text"]
