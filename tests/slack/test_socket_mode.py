@@ -13,13 +13,16 @@ import asyncpg
 from tests.slack.conftest import APP_TOKEN, Process
 from tests.slack.emulator import SlackEmulator
 from tests.slack.slack_requests import (
+    a_png,
     action_ids,
     event_callback,
     imagined,
     job_row,
+    message_shortcut,
     png_size,
     slash_command,
     status_message,
+    view_submission,
 )
 
 
@@ -117,3 +120,28 @@ async def test_a_reaction_redelivered_three_times_upscales_once(
     await asyncio.sleep(0.5)
     assert await db.fetchval("SELECT count(*) FROM jobs") == jobs_before + 1
     assert not slack_emulator.api_calls("chat.postEphemeral", channel=channel)
+
+
+async def test_the_inpaint_modal_over_socket_mode_opens_and_answers_field_errors_in_the_ack(
+    socket_bot: Process, slack_emulator: SlackEmulator, db: asyncpg.Connection
+) -> None:
+    channel, ts = "CSOCKINPAINT", "1700000500.000100"
+    image = slack_emulator.add_file(a_png(64, 64), "sock.png", "image/png")
+    shortcut = message_shortcut(
+        "inpaint", {"ts": ts, "files": [image]}, channel=channel, response_url=slack_emulator.response_url()
+    )
+    await slack_emulator.send_envelope("interactive", shortcut)
+    [opened] = await slack_emulator.wait_for(
+        lambda: slack_emulator.api_calls("views.open", trigger_id=shortcut["trigger_id"]), what="views.open"
+    )
+    removal = {"mode": {"selected_option": {"value": "removal"}}, "mask": {"files": []}}
+    jobs_before = await db.fetchval("SELECT count(*) FROM jobs")
+    envelope_id, sent_at = await slack_emulator.send_envelope(
+        "interactive", view_submission(opened.result["view"], removal)
+    )
+    ack = await slack_emulator.wait_for(lambda: slack_emulator.socket_acks.get(envelope_id), what="the ack")
+    assert ack.at - sent_at < 3
+    assert ack.args["payload"]["response_action"] == "errors", ack.args
+    assert "Removal needs a mask" in ack.args["payload"]["errors"]["mask"]
+    await asyncio.sleep(0.3)
+    assert await db.fetchval("SELECT count(*) FROM jobs") == jobs_before
