@@ -56,11 +56,17 @@ def quota_words(values: dict[str, int | None], timezone: str | None, clear: str 
     return words
 
 
+async def admin_only(interaction: discord.Interaction[AtelierBot], action: str) -> bool:
+    """True for an admin; for anyone else, answer the ephemeral refusal (as the first response) and say False."""
+    if is_admin(interaction, interaction.client.config.admin_role):
+        return True
+    await _answer(interaction, "🚫 " + REFUSED.format(action=action))
+    return False
+
+
 async def run_action(interaction: discord.Interaction[AtelierBot], words: list[str]) -> None:
     """Refuse a non-admin; else parse `words` with the shared parser, run the action, show its answer."""
-    action = words[0]
-    if not is_admin(interaction, interaction.client.config.admin_role):
-        await _answer(interaction, "🚫 " + REFUSED.format(action=action))
+    if not await admin_only(interaction, words[0]):
         return
     admin = interaction.client.admin
     try:

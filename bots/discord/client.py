@@ -17,7 +17,7 @@ from arq.connections import ArqRedis
 from discord import app_commands
 from discord.gateway import DiscordWebSocket
 
-from bots.discord import admin, imagine, inpaint, reactions, upscale, views
+from bots.discord import admin, imagine, inpaint, lora_admin, reactions, upscale, views
 from bots.discord.editclock import EditClock
 from bots.discord.guide import invite_url
 from engine.registry import Registry
@@ -70,6 +70,7 @@ class AtelierBot(discord.Client):
         imagine.setup(self)
         upscale.setup(self)
         inpaint.setup(self)
+        lora_admin.setup(self)
         admin.setup(self)
         views.setup(self)
         await self._sync_commands()

@@ -7,6 +7,7 @@ discord.py); the bot parses the same ids with the patterns below (see `views.py`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 # Discord's button styles.
@@ -50,19 +51,24 @@ def cancel_components(job_id: str) -> list[dict]:
     return [row(button(cancel_id(job_id), "Cancel", style=DANGER))]
 
 
-def result_components(job_id: str, count: int, kind: str = "imagine") -> list[dict]:
+def result_components(
+    job_id: str, count: int, kind: str = "imagine", *, shown: Sequence[int] | None = None
+) -> list[dict]:
     """The buttons under a result. Generated images (imagine, vary, inpaint): U1…Un (upscale), V1…Vn
-    (variations), F1…Fn (enhance faces), then reroll and delete. An upscale: F1…Fn and delete. Restored faces:
-    delete.
+    (variations), F1…Fn (enhance faces), then reroll and delete. An upscale: F1…Fn and delete. Restored faces
+    and a LoRA's samples: delete.
 
-    A row holds five buttons, so images past the fifth get no per-image buttons (presets allow four)."""
+    `shown` are the indices of the images actually posted (default: all `count`); an image withheld by the
+    safety filter gets no button. A row holds five buttons, so images past the fifth get no per-image buttons
+    (presets allow four)."""
     if count < 1:
         raise ValueError(f"a result message needs at least one image (got {count})")
-    shown = min(count, MAX_BUTTONS_PER_ROW)
-    per_image = {"upscale": _PER_IMAGE_ROWS[2:], "enhance": ()}.get(kind, _PER_IMAGE_ROWS)
+    indices = list(range(count) if shown is None else shown)[:MAX_BUTTONS_PER_ROW]
+    per_image = {"upscale": _PER_IMAGE_ROWS[2:], "enhance": (), "train_lora": ()}.get(kind, _PER_IMAGE_ROWS)
     rows = [
-        row(*(button(result_id(action, job_id, i), f"{prefix}{i + 1}", emoji=emoji) for i in range(shown)))
+        row(*(button(result_id(action, job_id, i), f"{prefix}{i + 1}", emoji=emoji) for i in indices))
         for action, prefix, emoji in per_image
+        if indices
     ]
     last = [button(result_id("delete", job_id, 0), "Delete", style=DANGER, emoji="🗑️")]
     if kind in SEEDED_KINDS:

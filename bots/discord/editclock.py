@@ -38,17 +38,17 @@ return 1
 
 class EditClock:
     def __init__(self, redis: Redis, interval: float = EDIT_INTERVAL_S) -> None:
-        self._redis, self.interval = redis, interval
+        self.redis, self.interval = redis, interval
 
     async def reserve(self, message_id: int, *, not_before: float = 0.0) -> float:
         """Reserve the next edit slot of `message_id` (a UNIX time no earlier than `not_before`)."""
         now = max(time.time(), not_before)
-        slot = await self._redis.eval(_RESERVE, 1, _key(message_id), now, self.interval, KEY_TTL_S)
+        slot = await self.redis.eval(_RESERVE, 1, _key(message_id), now, self.interval, KEY_TTL_S)
         return float(slot)
 
     async def finished(self, message_id: int) -> None:
         """Record that an edit of `message_id` was just answered: the next slot counts from now."""
-        await self._redis.eval(_FINISHED, 1, _key(message_id), f"{time.time():.3f}", KEY_TTL_S)
+        await self.redis.eval(_FINISHED, 1, _key(message_id), f"{time.time():.3f}", KEY_TTL_S)
 
     @contextlib.asynccontextmanager
     async def turn(self, message_id: int, *, not_before: float = 0.0) -> AsyncIterator[None]:

@@ -3,7 +3,9 @@
 Everything that can be wrong with the request (an unknown flag or model, a prompt made only of flags, a limit
 of the model, a direct message) is checked first, in memory and in microseconds, and answered with an
 ephemeral message as the interaction's first response: nothing is deferred publicly, nothing is enqueued.
-A valid request is deferred at once, before any database or queue work (see `launch`).
+A valid request is deferred at once, before any database or queue work (see `launch`); LoRA names are the
+server's own and need the database, so they are checked after the deferral, and an unknown one withdraws the
+public "thinking…" message for an ephemeral answer (see `loras`). An attached image makes it image-to-image.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from typing import TYPE_CHECKING
 import discord
 from discord import app_commands
 
-from bots.commands import CommandError, merge_options, parse_prompt
+from bots.commands import CommandError, merge_options, parse_lora, parse_prompt
 from bots.discord.choices import choices
 from bots.discord.inputs import AttachmentRef, input_image, precheck
-from bots.discord.launch import defer_status, launch, refuse, start_job, withdraw
+from bots.discord.launch import defer_status, refuse, start_job, withdraw
+from bots.discord.loras import lora_names, with_guild_loras
+from engine.lora import check_loras
 from jobs.specs import MAX_SEED, Imagine, Vary, imagine_spec, vary_spec
 
 if TYPE_CHECKING:
@@ -28,15 +32,19 @@ if TYPE_CHECKING:
 ASPECTS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9")
 
 
-def build_spec(bot: AtelierBot, prompt: str, options: dict[str, object]) -> Imagine:
-    """Flags from the prompt merged with the typed options, checked against the model's limits.
+def build_spec(
+    bot: AtelierBot, prompt: str, options: dict[str, object]
+) -> tuple[Imagine, list[tuple[str, float]]]:
+    """Flags from the prompt merged with the typed options, checked against the model's limits; the spec
+    without LoRAs, and the LoRAs asked for (their names are the server's, checked after the deferral: see
+    `loras`).
 
     Raises ValueError (CommandError for the flags) with the message the user sees."""
     parsed = parse_prompt(prompt)
     merged = merge_options(parsed, options)
-    if merged.get("lora"):
-        raise CommandError("LoRAs are not available on this server yet: remove --lora")
-    return imagine_spec(
+    loras: list[tuple[str, float]] = merged.get("lora") or []  # type: ignore[assignment]
+    check_loras(loras)  # how many, weights, repeats: the names come later
+    spec = imagine_spec(
         bot.config.registry,
         prompt=parsed.prompt,
         negative=str(merged.get("negative") or ""),
@@ -50,6 +58,7 @@ def build_spec(bot: AtelierBot, prompt: str, options: dict[str, object]) -> Imag
         tiny=bot.config.tiny_models,
         random_seed=secrets.randbelow(MAX_SEED + 1),
     )
+    return spec, loras
 
 
 @app_commands.command(name="imagine", description="Generate images from a prompt")
@@ -62,6 +71,7 @@ def build_spec(bot: AtelierBot, prompt: str, options: dict[str, object]) -> Imag
     seed="Seed of the first image (same seed, same picture)",
     steps="Denoising steps (more: slower, finer)",
     count="Number of images",
+    lora="A LoRA of this server, as name or name:0.8 (more with --lora in the prompt)",
     image="A starting image: the result follows its layout and colours (image-to-image)",
 )
 async def imagine_command(
@@ -73,6 +83,7 @@ async def imagine_command(
     seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
     steps: app_commands.Range[int, 1, 150] | None = None,
     count: app_commands.Range[int, 1, 10] | None = None,
+    lora: str | None = None,
     image: discord.Attachment | None = None,
 ) -> None:
     if interaction.guild_id is None:
@@ -86,15 +97,27 @@ async def imagine_command(
         "steps": steps,
         "count": count,
     }
+    try:
+        options["lora"] = [parse_lora(lora)] if lora else None
+    except ValueError as exc:
+        await refuse(interaction, str(exc))
+        return
     if image is not None:
         await _image_to_image(interaction, prompt, options, AttachmentRef.of(image))
         return
     try:
-        spec = build_spec(interaction.client, prompt, options)
+        spec, loras = build_spec(interaction.client, prompt, options)
     except ValueError as exc:
         await refuse(interaction, str(exc))
         return
-    await launch(interaction, spec)
+    message_id = await defer_status(interaction)
+    if loras:
+        try:
+            spec = await with_guild_loras(interaction, spec, loras)
+        except ValueError as exc:
+            await withdraw(interaction, str(exc))
+            return
+    await start_job(interaction, message_id, spec, title=spec.prompt)
 
 
 async def _image_to_image(
@@ -105,7 +128,7 @@ async def _image_to_image(
         parsed = parse_prompt(prompt)
         merged = merge_options(parsed, options)
         if merged.get("lora"):
-            raise CommandError("LoRAs are not available on this server yet: remove --lora")
+            raise CommandError("LoRAs apply to text-to-image: remove the image, or remove --lora")
         precheck(ref)
     except ValueError as exc:
         await refuse(interaction, str(exc))
@@ -147,6 +170,13 @@ async def _model_choices(
 ) -> list[app_commands.Choice[str]]:
     names = interaction.client.config.registry.names("txt2img")
     return choices(names, current)
+
+
+@imagine_command.autocomplete("lora")
+async def _lora_choices(
+    interaction: discord.Interaction[AtelierBot], current: str
+) -> list[app_commands.Choice[str]]:
+    return choices(await lora_names(interaction), current)
 
 
 @imagine_command.autocomplete("aspect")

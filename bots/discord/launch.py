@@ -1,6 +1,6 @@
 """Start a job from an interaction: defer, record and enqueue, open the thread, show the queue position.
 
-Used by `/imagine` and by the reroll button. The deferred response becomes the job's status message (the
+Used by every command that starts a job, and by the buttons that start one. The deferred response becomes the job's status message (the
 worker edits it through the interaction token, then through the bot token once that expires). A refusal at
 admission (a quota, a paused server, a ban) withdraws the public "thinking…" message and answers ephemerally:
 nothing was enqueued or charged. The thread is started from the status message so progress and results stay
@@ -17,17 +17,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import discord
 
 from bots.discord.cancel import cancel_view
+from bots.discord.safety import age_restricted
 from bots.discord.status import queued_text, running_text
 from bots.discord.target import DEFAULT_ATTACHMENT_LIMIT, DiscordTarget
 from jobs.queue import Enqueued, enqueue, job_id_for
 from jobs.specs import Enhance, Imagine, Inpaint, ReplyTarget, Upscale, Vary
 from quotas.errors import QuotaRefused
-from storage.models import Job, JobStatus, get_or_create_tenant, get_or_create_user
+from storage.models import Job, JobStatus, Tenant, User, get_or_create_tenant, get_or_create_user
 
 if TYPE_CHECKING:
     from bots.discord.client import AtelierBot
@@ -40,12 +42,6 @@ Spec = Imagine | Vary | Inpaint | Upscale | Enhance
 THREAD_ARCHIVE_MINUTES = 1440
 
 
-async def launch(interaction: discord.Interaction[AtelierBot], spec: Imagine) -> None:
-    """Defer at once, then start the job."""
-    message_id = await defer_status(interaction)
-    await start_job(interaction, message_id, spec, title=spec.prompt)
-
-
 async def defer_status(interaction: discord.Interaction[AtelierBot]) -> int:
     """Acknowledge within Discord's 3 s with a public "thinking…" message; return that message's id."""
     callback = await interaction.response.defer(thinking=True)
@@ -54,11 +50,39 @@ async def defer_status(interaction: discord.Interaction[AtelierBot]) -> int:
     return (await interaction.original_response()).id
 
 
+class Refused(Exception):
+    """A request turned away after the deferral for a reason the asker can act on; `str()` says it."""
+
+
+Submit = Callable[[Tenant, User, str, ReplyTarget], Awaitable[Enqueued]]
+"""Records and enqueues a job for (tenant, user, request id, reply target); raises QuotaRefused or Refused."""
+
+
 async def start_job(
     interaction: discord.Interaction[AtelierBot], message_id: int, spec: Spec, *, title: str
 ) -> None:
-    """Record and enqueue `spec`; `title` heads its status message and names its thread."""
+    """Record and enqueue `spec` on the image queue; `title` heads its status message and names its thread."""
     bot = interaction.client
+
+    async def submit(tenant: Tenant, user: User, request_id: str, reply_target: ReplyTarget) -> Enqueued:
+        return await enqueue(
+            bot.config.redis,
+            spec,
+            request_id=request_id,
+            reply_target=reply_target,
+            queue_name=bot.config.queue_name,
+            tenant=tenant,
+            user=user,
+        )
+
+    await start(interaction, message_id, submit, title=title)
+
+
+async def start(
+    interaction: discord.Interaction[AtelierBot], message_id: int, submit: Submit, *, title: str
+) -> None:
+    """Start a job with `submit` for this interaction, its status message `message_id` (the deferred response):
+    a refusal withdraws that message for an ephemeral answer; else the thread opens and the position shows."""
     request_id = f"discord:interaction:{interaction.id}"
     job_id = job_id_for(request_id)
     try:
@@ -77,18 +101,13 @@ async def start_job(
             thread_id=message_id if in_thread else None,
             attachment_size_limit=interaction.filesize_limit or DEFAULT_ATTACHMENT_LIMIT,
             prompt=title,
+            age_restricted=age_restricted(interaction.channel),
         )
         try:
-            queued = await enqueue(
-                bot.config.redis,
-                spec,
-                request_id=request_id,
-                reply_target=ReplyTarget(platform="discord", data=target.to_data()),
-                queue_name=bot.config.queue_name,
-                tenant=tenant,
-                user=user,
+            queued = await submit(
+                tenant, user, request_id, ReplyTarget(platform="discord", data=target.to_data())
             )
-        except QuotaRefused as refusal:
+        except (QuotaRefused, Refused) as refusal:
             await withdraw(interaction, str(refusal))
             return
         if in_thread:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from PIL import Image as PILImage
 
+from bots.discord import safety
 from bots.discord.attachments import UploadFile, fit_image, preview_jpeg
 from bots.discord.components import SEEDED_KINDS, result_components
 from bots.discord.editclock import EditClock
@@ -27,11 +28,14 @@ from bots.discord.status import (
     cancelled_text,
     done_text,
     failed_text,
+    lora_ready_text,
     progress_text,
     queued_text,
     quote_prompt,
+    trained_text,
 )
 from bots.discord.target import DiscordTarget
+from jobs import events
 from jobs.replier import StoredImage
 from storage.blobs import BlobStore
 from storage.models import Job, JobStatus
@@ -42,6 +46,7 @@ MAX_FILES_PER_MESSAGE = 10
 MAX_REQUEST_BYTES = 25 * 1024 * 1024
 MULTIPART_MARGIN = 64 * 1024  # room for payload_json and the multipart framing
 NO_MENTIONS = {"parse": []}
+TRAINING = "train_lora"
 THREAD_UNUSABLE = frozenset(
     {10003, 50001, 50013, 50083}
 )  # unknown channel, no access or permission, archived
@@ -59,13 +64,23 @@ class DiscordReplier:
 
     async def progress(self, job: Job, step: int, total: int, preview: PILImage.Image | None) -> None:
         target = _target(job)
-        self._editor(job, target).offer(progress_text(target.prompt, step, total), preview)
+        loss = await self._loss(job) if job.kind == TRAINING else None
+        self._editor(job, target).offer(progress_text(target.prompt, step, total, loss), preview)
 
     async def result(self, job: Job, images: list[StoredImage]) -> None:
         target = _target(job)
         await self._stop_editor(job.id)
-        in_thread = await self._post_result(job, target, images)
-        await self._final_edit(target, done_text(target.prompt, len(images), in_thread=in_thread))
+        shown, withheld = safety.sort_out(
+            images,
+            safety=await safety.safety_on(job.tenant_id),
+            age_restricted=target.age_restricted,  # type: ignore[attr-defined]
+        )
+        in_thread = await self._post_result(job, target, images, shown, withheld)
+        if job.kind == TRAINING:
+            text = trained_text(target.prompt, job.spec["name"], await self._loss(job), in_thread=in_thread)
+        else:
+            text = done_text(target.prompt, len(shown), in_thread=in_thread, withheld=withheld)
+        await self._final_edit(target, text)
 
     async def failure(self, job: Job, message: str) -> None:
         target = _target(job)
@@ -73,6 +88,11 @@ class DiscordReplier:
         cancelled = job.status == JobStatus.CANCELLED
         text = cancelled_text(target.prompt, message) if cancelled else failed_text(target.prompt, message)
         await self._final_edit(target, text)
+
+    async def _loss(self, job: Job) -> float | None:
+        """A training's latest loss: its `training` events go to the job's stream, not through the replier."""
+        latest = await events.latest(self._clock.redis, job.id, "training")
+        return None if latest is None else float(latest["loss"])
 
     async def aclose(self) -> None:
         for job_id in list(self._editors):
@@ -138,20 +158,34 @@ class DiscordReplier:
 
     # Results.
 
-    async def _post_result(self, job: Job, target: DiscordTarget, images: list[StoredImage]) -> bool:
-        """Post the images (ten files a message); return whether they went into the job's thread."""
-        chunks = [images[i : i + MAX_FILES_PER_MESSAGE] for i in range(0, len(images), MAX_FILES_PER_MESSAGE)]
+    async def _post_result(
+        self,
+        job: Job,
+        target: DiscordTarget,
+        images: list[StoredImage],
+        shown: list[safety.Shown],
+        withheld: int,
+    ) -> bool:
+        """Post the shown images (ten files a message; a text alone when all were withheld); return whether
+        they went into the job's thread."""
+        chunks = [shown[i : i + MAX_FILES_PER_MESSAGE] for i in range(0, len(shown), MAX_FILES_PER_MESSAGE)]
+        caption = _result_caption(job, target, images)
+        if withheld:
+            caption += "\n" + safety.withheld_line(withheld)
+        buttons = result_components(job.id, len(images), job.kind, shown=[s.image.index for s in shown])
         in_thread = False
-        for number, chunk in enumerate(chunks):
-            per_file = min(target.attachment_size_limit, (MAX_REQUEST_BYTES - MULTIPART_MARGIN) // len(chunk))
+        for number, chunk in enumerate(chunks or [[]]):
+            per_file = min(
+                target.attachment_size_limit, (MAX_REQUEST_BYTES - MULTIPART_MARGIN) // max(1, len(chunk))
+            )
             uploads = [
-                fit_image(await self._blobs.get(image.blob_key), f"{job.id}-{image.index}.png", per_file)
-                for image in chunk
+                fit_image(await self._blobs.get(s.image.blob_key), _file_name(job, s), per_file)
+                for s in chunk
             ]
             payload = {
-                "content": _result_caption(job, target, images) if number == 0 else "",
+                "content": caption if number == 0 else "",
                 "attachments": [{"id": i, "filename": u.filename} for i, u in enumerate(uploads)],
-                "components": result_components(job.id, len(images), job.kind) if number == 0 else [],
+                "components": buttons if number == 0 else [],
                 "allowed_mentions": {"parse": [], "users": [str(target.user_id)]},
             }
             in_thread = await self._post(target, payload, uploads)
@@ -263,7 +297,14 @@ def _target(job: Job) -> DiscordTarget:
     return DiscordTarget.from_data((job.reply_target or {})["data"])
 
 
+def _file_name(job: Job, shown: safety.Shown) -> str:
+    name = f"{job.id}-{shown.image.index}.png"
+    return safety.SPOILER_PREFIX + name if shown.spoiler else name
+
+
 def _result_caption(job: Job, target: DiscordTarget, images: Sequence[StoredImage]) -> str:
+    if job.kind == TRAINING:
+        return f"<@{target.user_id}> {lora_ready_text(job.spec['name'], job.spec['trigger'])}"
     details = [job.model]
     if job.kind in SEEDED_KINDS:
         first, last = images[0].seed, images[-1].seed

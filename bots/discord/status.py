@@ -41,13 +41,30 @@ def running_text(prompt: str) -> str:
     return f"{quote_prompt(prompt)}\n⚙️ Running."
 
 
-def progress_text(prompt: str, step: int, total: int) -> str:
-    return f"{quote_prompt(prompt)}\n`{progress_bar(step, total)}` step {step}/{total}"
+def progress_text(prompt: str, step: int, total: int, loss: float | None = None) -> str:
+    """The bar and the step count; a LoRA training's latest loss after them."""
+    text = f"{quote_prompt(prompt)}\n`{progress_bar(step, total)}` step {step}/{total}"
+    return text + (f" · loss {loss:.4f}" if loss is not None else "")
 
 
-def done_text(prompt: str, count: int, in_thread: bool) -> str:
+def done_text(prompt: str, count: int, in_thread: bool, withheld: int = 0) -> str:
     where = "in the thread" if in_thread else "below"
-    return f"{quote_prompt(prompt)}\n✅ Done: {count} image{'s' if count != 1 else ''} {where}."
+    text = f"{quote_prompt(prompt)}\n✅ Done: {count} image{'s' if count != 1 else ''} {where}."
+    return text + (f" {withheld} withheld by the safety filter." if withheld else "")
+
+
+def lora_ready_text(name: str, trigger: str) -> str:
+    """The announcement under a trained LoRA's sample images."""
+    return (
+        f"LoRA `{name}` is ready: use `--lora {name}:0.8` in /imagine on this server "
+        f"(its trigger word: `{trigger}`). Samples:"
+    )
+
+
+def trained_text(prompt: str, name: str, loss: float | None, in_thread: bool) -> str:
+    final = f", final loss {loss:.4f}" if loss is not None else ""
+    where = "in the thread" if in_thread else "below"
+    return f"{quote_prompt(prompt)}\n✅ LoRA `{name}` trained{final}: samples {where}."
 
 
 def failed_text(prompt: str, message: str) -> str:

@@ -36,6 +36,7 @@ class DiscordTarget:
     attachment_size_limit: int = DEFAULT_ATTACHMENT_LIMIT
     prompt: str = ""  # shown on every status edit
     reply_to: int | None = None  # the message results reply to when there is no thread (a reacted-to message)
+    age_restricted: bool = False  # asked in an age-restricted channel: flagged images may be shown (`safety`)
 
     @property
     def token_created_at(self) -> float:
@@ -83,4 +84,5 @@ class DiscordTarget:
             attachment_size_limit=int(data.get("attachment_size_limit") or DEFAULT_ATTACHMENT_LIMIT),
             prompt=data.get("prompt", ""),
             reply_to=snowflake("reply_to"),
+            age_restricted=bool(data.get("age_restricted", False)),
         )

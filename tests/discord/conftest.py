@@ -18,7 +18,7 @@ import pytest_asyncio
 from redis.asyncio import Redis
 
 from tests.discord.emulator import DiscordEmulator
-from tests.discord.stack import QUEUE, Stack
+from tests.discord.stack import QUEUE, TRAIN_QUEUE, Stack
 
 REDIS_URL = "redis://127.0.0.1:6379/5"  # this area's database on the shared server
 DATABASE = "atelier_test_discord"
@@ -50,6 +50,7 @@ async def services_env(
         "ATELIER_TINY_MODELS": "1",
         "ATELIER_MODEL_CACHE_DIR": str(models_dir),
         "ATELIER_QUEUE_NAME": QUEUE,
+        "ATELIER_TRAIN_QUEUE_NAME": TRAIN_QUEUE,
         # One job at a time, so a job behind another really waits in the queue (the Cancel test needs one);
         # by default a worker takes several at once to batch them.
         "ATELIER_MAX_JOBS": "1",

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from tests.discord.emulator import DiscordEmulator
 
 QUEUE = f"atelier:queue:discord-test-{uuid.uuid4().hex[:8]}"  # per run: a concurrent run's worker never takes our jobs
+TRAIN_QUEUE = f"{QUEUE}:train"  # LoRA training, served by the same worker (`--queues images,train`)
 START_TIMEOUT_S = 180  # two processes importing torch/discord.py and migrating, on a busy 2-core machine
 
 
@@ -78,7 +79,7 @@ class Stack:
         )
 
     async def start_worker(self) -> None:
-        worker = await self.start("worker", "worker")
+        worker = await self.start("worker", "worker", "--queues", "images,train")
 
         async def beating() -> bool:
             return bool([k async for k in self.redis.scan_iter(match=f"atelier:worker:{QUEUE}:*")])

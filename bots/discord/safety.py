@@ -1,0 +1,67 @@
+"""What the Discord bot does with an image the model's safety checker flagged (`StoredImage.flagged`).
+
+The decision, per server (its `safety` preference, on unless an admin runs `/atelier safety off`):
+- Safety on, and the job was asked for in an age-restricted channel (Discord's `nsfw` switch on the channel, or
+  on the parent of the thread it was asked in): the image is posted as a spoiler (`SPOILER_` file name), so
+  nobody sees it without clicking.
+- Safety on, anywhere else: the image is withheld. The result message says how many were withheld, why (the
+  safety checker flagged them) and where to ask instead (an age-restricted channel, or a server admin about
+  `/atelier safety`). No button is offered for a withheld image, so it cannot be upscaled or varied out of
+  hiding. Its bytes stay in the blob store like every result; only posting is held back.
+- Safety off: flagged images are posted like any other.
+
+Images that are not flagged are always posted normally. The channel's flag is read when the job is asked for
+(the interaction carries the channel) and travels with the job (`DiscordTarget.age_restricted`); the server's
+preference is read by the worker when it delivers, so a change applies to jobs still in the queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from jobs.replier import StoredImage
+from storage.models import Tenant
+from storage.preferences import preferences_of
+
+SPOILER_PREFIX = "SPOILER_"  # Discord blurs an attachment whose file name starts with this
+WITHHELD = (
+    "🔞 {count} withheld: the safety checker flagged {them}, and this server shows flagged images only in "
+    "age-restricted channels. Ask again in one, or ask a server admin about `/atelier safety`."
+)
+
+
+@dataclass(frozen=True)
+class Shown:
+    image: StoredImage
+    spoiler: bool
+
+
+def age_restricted(channel: object) -> bool:
+    """Whether a channel (or a thread's parent) is marked age-restricted; False when it cannot be told."""
+    is_nsfw = getattr(channel, "is_nsfw", None)
+    return bool(is_nsfw()) if callable(is_nsfw) else False
+
+
+async def safety_on(tenant_id: int | None) -> bool:
+    """The server's `safety` preference (on by default, and for a job with no tenant)."""
+    tenant = None if tenant_id is None else await Tenant.get_or_none(id=tenant_id)
+    return True if tenant is None else (await preferences_of(tenant)).safety
+
+
+def sort_out(images: Sequence[StoredImage], *, safety: bool, age_restricted: bool) -> tuple[list[Shown], int]:
+    """The images to post (spoilered or not) and how many are withheld, by the rules above."""
+    shown, withheld = [], 0
+    for image in images:
+        if not (image.flagged and safety):
+            shown.append(Shown(image, spoiler=False))
+        elif age_restricted:
+            shown.append(Shown(image, spoiler=True))
+        else:
+            withheld += 1
+    return shown, withheld
+
+
+def withheld_line(count: int) -> str:
+    what = "1 image" if count == 1 else f"{count} images"
+    return WITHHELD.format(count=what, them="it" if count == 1 else "them")
