@@ -19,7 +19,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.commands import CommandError
-from bots.slack import blocks, derive, ids
+from bots.slack import answers, blocks, derive, ids
 from bots.slack.admins import is_admin
 from bots.slack.config import SlackConfig
 from bots.slack.services import SlackServices
@@ -55,15 +55,17 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
                     raise
                 outcome = await services.admin.cancel_job(job_id, as_admin=True, tenant=tenant)
         except LookupError:
-            await _tell(respond, "This job no longer exists.")
+            await answers.warn(respond, "This job no longer exists.")
             return
         except PermissionError:
             job = await Job.get(id=job_id)
             owner = (job.reply_target or {}).get("data", {}).get("user")
-            await _tell(respond, f"Only <@{owner}>, who asked for this job, or an admin can cancel it.")
+            await answers.warn(
+                respond, f"Only <@{owner}>, who asked for this job, or an admin can cancel it."
+            )
             return
         if outcome.outcome == "finished":
-            await _tell(
+            await answers.warn(
                 respond, f"There is nothing to cancel: this job has already {FINISHED[outcome.status]}."
             )
             return
@@ -94,7 +96,7 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
         ref = ids.decode(action["action_id"])
         job = await Job.get_or_none(id=ref.job_id)
         if job is None or job.kind not in SEEDED:
-            await _tell(respond, "I can't find the job these images came from any more.")
+            await answers.warn(respond, "I can't find the job these images came from any more.")
             return
         data = (job.reply_target or {}).get("data", {})
         spec = (
@@ -113,7 +115,7 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
                 workspace=context["workspace"],
             )
         except CommandError as exc:
-            await _tell(respond, str(exc))
+            await answers.warn(respond, exc)
 
     @app.action(ids.matcher(*derive.ACTIONS))
     async def derived(
@@ -140,9 +142,4 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
                 workspace=context["workspace"],
             )
         except CommandError as exc:
-            await _tell(respond, str(exc))
-
-
-async def _tell(respond: AsyncRespond, text: str) -> None:
-    """An ephemeral answer to the person who clicked; the message with the button stays as it is."""
-    await respond(text=f":warning: {text}", response_type="ephemeral", replace_original=False)
+            await answers.warn(respond, exc)

@@ -18,7 +18,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.commands import CommandError
-from bots.slack import lora_command
+from bots.slack import answers, lora_command
 from bots.slack.admins import is_admin
 from bots.slack.config import SlackConfig
 from bots.slack.services import SlackServices
@@ -47,7 +47,7 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
         await ack()
         user = command.get("user_id", "")
         if not await is_admin(client, config.admins, user):
-            await _answer(respond, f":no_entry_sign: {REFUSED}")
+            await answers.tell(respond, f":no_entry_sign: {REFUSED}")
             return
         text = command.get("text", "")
         first, _, rest = text.strip().partition(" ")
@@ -56,26 +56,22 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
                 answer = await lora_command.run(client, services, command, context["workspace"], rest)
             except CommandError as exc:
                 answer = f":warning: {exc}"
-            await _answer(respond, answer)
+            await answers.tell(respond, answer)
             return
         try:
             args = parse_chat(COMMAND, text)
             limits, clear = check(args, services.tiers)
         except ChatArgumentError as exc:
-            await _answer(respond, f"```{exc}```\nLoRAs: {lora_command.USAGE.removeprefix('Usage: ')}")
+            await answers.tell(respond, f"```{exc}```\nLoRAs: {lora_command.USAGE.removeprefix('Usage: ')}")
             return
         except ValueError as exc:
-            await _answer(respond, f":warning: {exc}")
+            await answers.tell(respond, f":warning: {exc}")
             return
         tenant = await context["workspace"].tenant()
         try:
             text = await run_tenant_action(services.admin, args, tenant, limits, clear)
         except (ValueError, LookupError, PermissionError) as exc:
-            await _answer(respond, f":warning: {exc}")
+            await answers.tell(respond, f":warning: {exc}")
             return
         log.info("slack admin %s on %s: %s", user, tenant, command.get("text", ""))
-        await _answer(respond, f"```{text}```")
-
-
-async def _answer(respond: AsyncRespond, text: str) -> None:
-    await respond(text=text, response_type="ephemeral", replace_original=False)
+        await answers.tell(respond, f"```{text}```")

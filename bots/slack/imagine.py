@@ -22,6 +22,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.commands import CommandError, merge_options, parse_prompt
+from bots.slack import answers
 from bots.slack.services import SlackServices
 from bots.slack.submit import submit
 from bots.slack.workspace import Workspace
@@ -92,7 +93,7 @@ def register(app: AsyncApp, services: SlackServices) -> None:
                 workspace=context["workspace"],
             )
         except CommandError as exc:
-            await respond(text=f":warning: {exc}", response_type="ephemeral", replace_original=False)
+            await answers.warn(respond, exc)
 
     @app.event("app_mention")
     async def imagine_mention(event: dict, client: AsyncWebClient, context: AsyncBoltContext) -> None:
@@ -113,6 +114,6 @@ def register(app: AsyncApp, services: SlackServices) -> None:
                 workspace=context["workspace"],
             )
         except CommandError as exc:
-            await client.chat_postEphemeral(
-                channel=channel, user=event["user"], thread_ts=thread_ts, text=f":warning: {exc}"
+            await answers.warn_in(
+                client, channel=channel, user=event["user"], thread_ts=thread_ts, problem=exc
             )

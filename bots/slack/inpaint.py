@@ -26,7 +26,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.commands import CommandError
-from bots.slack import blocks, files, modals
+from bots.slack import answers, blocks, files, modals
 from bots.slack.services import SlackServices
 from bots.slack.submit import submit
 from engine.canvas import Extend
@@ -163,7 +163,7 @@ def register(app: AsyncApp, services: SlackServices) -> None:
         try:
             images = files.image_files(message)
         except CommandError as exc:
-            await respond(text=f":warning: {exc}", response_type="ephemeral", replace_original=False)
+            await answers.warn(respond, exc)
             return
         channel = shortcut["channel"]["id"]
         thread_ts = message.get("thread_ts") or message["ts"]
@@ -210,6 +210,6 @@ def register(app: AsyncApp, services: SlackServices) -> None:
                 workspace=context["workspace"],
             )
         except CommandError as exc:
-            await client.chat_postEphemeral(
-                channel=meta["channel"], user=user, thread_ts=meta["thread_ts"], text=f":warning: {exc}"
+            await answers.warn_in(
+                client, channel=meta["channel"], user=user, thread_ts=meta["thread_ts"], problem=exc
             )

@@ -18,7 +18,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.commands import CommandError, parse_prompt
-from bots.slack import files
+from bots.slack import answers, files
 from bots.slack.inpaint import NEEDS_MASK, build_inpaint
 from bots.slack.services import SlackServices
 from bots.slack.submit import submit
@@ -111,4 +111,4 @@ def register(app: AsyncApp, services: SlackServices) -> None:
                 workspace=context["workspace"],
             )
         except CommandError as exc:
-            await respond(text=f":warning: {exc}", response_type="ephemeral", replace_original=False)
+            await answers.warn(respond, exc)

@@ -22,7 +22,7 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.commands import CommandError
-from bots.slack import derive, ids, safety
+from bots.slack import answers, derive, ids, safety
 from bots.slack.config import SlackConfig
 from bots.slack.services import SlackServices
 from bots.slack.submit import submit
@@ -85,7 +85,7 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
                     workspace=context["workspace"],
                 )
             except CommandError as exc:
-                await client.chat_postEphemeral(
-                    channel=item["channel"], user=event["user"], thread_ts=thread_ts, text=f":warning: {exc}"
+                await answers.warn_in(
+                    client, channel=item["channel"], user=event["user"], thread_ts=thread_ts, problem=exc
                 )
                 return

@@ -19,7 +19,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.commands import CommandError
-from bots.slack import files, modals
+from bots.slack import answers, files, modals
 from bots.slack.admin_command import refusal
 from bots.slack.admins import is_admin
 from bots.slack.config import SlackConfig
@@ -96,7 +96,7 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
                     "images in one message, or a zip of up to 200 with `/atelier lora train`."
                 )
         except CommandError as exc:
-            await respond(text=f":warning: {exc}", response_type="ephemeral", replace_original=False)
+            await answers.warn(respond, exc)
             return
         channel = shortcut["channel"]["id"]
         thread_ts = message.get("thread_ts") or message["ts"]
@@ -131,9 +131,10 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
                 thread_ts=meta["thread_ts"],
             )
         except CommandError as exc:
-            await client.chat_postEphemeral(
+            await answers.warn_in(
+                client,
                 channel=meta["channel"],
                 user=body["user"]["id"],
                 thread_ts=meta["thread_ts"],
-                text=f":warning: {exc}",
+                problem=exc,
             )

@@ -17,7 +17,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.commands import CommandError
-from bots.slack import derive, files
+from bots.slack import answers, derive, files
 from bots.slack.services import SlackServices
 from bots.slack.submit import submit
 
@@ -48,4 +48,4 @@ def register(app: AsyncApp, services: SlackServices) -> None:
                 workspace=context["workspace"],
             )
         except CommandError as exc:
-            await respond(text=f":warning: {exc}", response_type="ephemeral", replace_original=False)
+            await answers.warn(respond, exc)
