@@ -1,4 +1,5 @@
-"""`/atelier tier|quota|usage|pause|resume|ban|unban|queue`: the server's tier, limits, pause and bans.
+"""`/atelier tier|quota|usage|pause|resume|ban|unban|safety|emoji|queue`: the server's tier, limits, pause, bans,
+safety filter and reaction emoji (`/atelier lora …` is in `lora_admin`).
 
 The admin actions are for members with Manage Server (or Administrator) or the configured admin role; everyone
 else gets an ephemeral refusal and nothing changes. Typed options are turned into the words of the shared admin
@@ -154,6 +155,32 @@ async def ban_command(
 @app_commands.describe(user="The member: a mention or a user id")
 async def unban_command(interaction: discord.Interaction[AtelierBot], user: str) -> None:
     await run_action(interaction, ["unban", user])
+
+
+@group.command(name="safety", description="Show or set the safety filter for flagged images (admins)")
+@app_commands.describe(
+    state="on: flagged images only in age-restricted channels, as spoilers; off: posted normally"
+)
+@app_commands.choices(state=[app_commands.Choice(name=v, value=v) for v in ("on", "off")])
+async def safety_command(interaction: discord.Interaction[AtelierBot], state: str | None = None) -> None:
+    await run_action(interaction, ["safety", *([state] if state else [])])
+
+
+@group.command(name="emoji", description="Show or set the reactions that upscale or restore faces (admins)")
+@app_commands.describe(
+    reaction="Which reaction to set: upscale or faces",
+    emoji="The emoji that starts it from now on",
+    reset="Back to the default emoji (🔍 upscale, ✨ faces)",
+)
+@app_commands.choices(reaction=[app_commands.Choice(name=v, value=v) for v in ("upscale", "faces")])
+async def emoji_command(
+    interaction: discord.Interaction[AtelierBot],
+    reaction: str | None = None,
+    emoji: str | None = None,
+    reset: bool = False,
+) -> None:
+    words = ["emoji", *([reaction] if reaction else []), *([emoji.strip()] if emoji else [])]
+    await run_action(interaction, words + (["--reset"] if reset else []))
 
 
 @group.command(name="queue", description="Your unfinished jobs on this server and where they stand")

@@ -1,5 +1,8 @@
 """Reactions: 🔍 on any message with an image (the bot's or a member's) upscales it, ✨ restores its faces.
 
+The emoji are per server: an admin's `/atelier emoji upscale|faces EMOJI` (stored in the server's preferences)
+replaces the default for that action, `/atelier emoji upscale|faces reset:True` brings it back.
+
 The gateway's MESSAGE_REACTION_ADD carries ids only, so the message is fetched over REST and its first image
 downloaded at once (CDN URLs expire), checked and stored. There is no interaction, hence no token: the bot
 posts a status message as a reply to the reacted-to message, the worker edits it with the bot token, and the
@@ -18,12 +21,14 @@ from PIL import Image as PILImage
 
 from bots.discord.cancel import cancel_view
 from bots.discord.inputs import first_image, input_image
+from bots.discord.safety import age_restricted
 from bots.discord.status import queued_text, running_text
 from bots.discord.target import DiscordTarget
 from jobs.queue import enqueue, job_id_for
 from jobs.specs import Enhance, ReplyTarget, Upscale, enhance_spec, upscale_spec
 from quotas.errors import QuotaRefused
-from storage.models import Job, JobStatus, get_or_create_tenant, get_or_create_user
+from storage.models import Job, JobStatus, Tenant, get_or_create_tenant, get_or_create_user
+from storage.preferences import preferences_of
 
 if TYPE_CHECKING:
     from bots.discord.client import AtelierBot
@@ -35,9 +40,17 @@ FACES_EMOJI = "✨"
 TITLES = {"upscale": "Upscale", "faces": "Enhanced faces"}
 
 
-def action_for(bot: AtelierBot, emoji: str) -> str | None:
-    """`upscale`, `faces` or None for an emoji (the server's configured ones; 🔍 and ✨ by default)."""
-    return {bot.config.upscale_emoji: "upscale", bot.config.faces_emoji: "faces"}.get(emoji)
+async def action_for(bot: AtelierBot, guild_id: int, emoji: str) -> str | None:
+    """`upscale`, `faces` or None for an emoji: the server's own choice (`/atelier emoji`, its preferences),
+    else the bot's configured one (🔍 and ✨ by default). A server that chose another emoji for an action no
+    longer answers to the default one for it."""
+    tenant = await Tenant.get_or_none(platform="discord", external_id=str(guild_id))
+    chosen = await preferences_of(tenant) if tenant is not None else None
+    emojis = {
+        (chosen.upscale_emoji if chosen else "") or bot.config.upscale_emoji: "upscale",
+        (chosen.faces_emoji if chosen else "") or bot.config.faces_emoji: "faces",
+    }
+    return emojis.get(emoji)
 
 
 def request_id_for(payload: discord.RawReactionActionEvent) -> str:
@@ -46,8 +59,10 @@ def request_id_for(payload: discord.RawReactionActionEvent) -> str:
 
 async def on_reaction(bot: AtelierBot, payload: discord.RawReactionActionEvent) -> None:
     """Start an upscale or face restoration of the reacted-to message's image (see the module's docstring)."""
-    action = action_for(bot, str(payload.emoji))
-    if action is None or payload.guild_id is None or (bot.user and payload.user_id == bot.user.id):
+    if payload.guild_id is None or (bot.user and payload.user_id == bot.user.id):
+        return
+    action = await action_for(bot, payload.guild_id, str(payload.emoji))
+    if action is None:
         return
     request_id = request_id_for(payload)
     if await Job.exists(id=job_id_for(request_id)):
@@ -98,6 +113,7 @@ async def _start(
         guild_id=payload.guild_id,
         prompt=title,
         reply_to=payload.message_id,
+        age_restricted=age_restricted(bot.get_channel(payload.channel_id)),
     )
     try:
         queued = await enqueue(

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from jobs.queue import job_id_for
+from tests.discord import payloads as p
 from tests.discord.emulator import Message, Upload
 from tests.discord.helpers import job_row, noise_png, size_of, wait_delivered
 from tests.discord.stack import Stack
@@ -64,3 +65,50 @@ async def test_a_reaction_on_a_file_that_is_not_an_image_is_ignored(stack: Stack
     await emulator.react(posted.id, "🔍", user="alice")
     await asyncio.sleep(1.0)
     assert not replies_to(stack, posted)
+
+
+async def test_a_servers_own_upscale_emoji_upscales_and_the_default_then_does_not(stack: Stack) -> None:
+    emulator = stack.emulator
+    admin = {"permissions": p.MEMBER_PERMISSIONS | p.MANAGE_GUILD}
+    member = await emulator.slash(
+        "atelier", {"reaction": "upscale", "emoji": "🎨"}, subcommand="emoji", user="bob"
+    )
+    await emulator.wait_response(member)
+    assert (
+        member.callback_type == 4 and "Only members with the Manage Server" in member.callback_data["content"]
+    )
+
+    chosen = await emulator.slash(
+        "atelier", {"reaction": "upscale", "emoji": "🎨"}, subcommand="emoji", **admin
+    )
+    await emulator.wait_response(chosen)
+    await emulator.wait_until(
+        lambda: "🎨" in emulator.messages[chosen.original_message_id].content, 10, "the answer"
+    )
+    try:
+        posted = emulator.post("bob", "my dog", [Upload("dog.png", noise_png(72, 64))])
+        await emulator.react(posted.id, "🔍", user="alice")  # no longer this server's upscale emoji
+        await emulator.react(posted.id, "🎨", user="alice")
+        alice = emulator.users["alice"]["id"]
+        job_id = job_id_for(f"discord:reaction:{posted.channel_id}:{posted.id}:{alice}:🎨")
+        row = await wait_delivered(stack, job_id, within=180)
+        assert row["kind"] == "upscale" and row["status"] == "succeeded"
+        results = [m for m in replies_to(stack, posted) if m.attachments]
+        assert len(results) == 1 and size_of(results[0].attachments[0].data) == (288, 256)
+        assert (
+            await job_row(stack, job_id_for(f"discord:reaction:{posted.channel_id}:{posted.id}:{alice}:🔍"))
+            is None
+        )
+    finally:
+        reset = await emulator.slash(
+            "atelier", {"reaction": "upscale", "reset": True}, subcommand="emoji", **admin
+        )
+        await emulator.wait_response(reset)
+        await emulator.wait_until(
+            lambda: (
+                "🎨" not in emulator.messages[reset.original_message_id].content
+                and "upscale" in emulator.messages[reset.original_message_id].content
+            ),
+            10,
+            "the reset's answer",
+        )
