@@ -20,7 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.commands import CommandError
 from bots.slack import blocks
 from bots.slack.services import SlackServices
-from bots.slack.training import start_training, zip_from_link
+from bots.slack.training import start_training, unserved_note, zip_from_link
 from bots.slack.workspace import Workspace
 from jobs.training import delete_lora, list_loras
 from storage.lora_models import LoraModel
@@ -78,7 +78,9 @@ async def run(
         )
         if job_id is None:
             return f"LoRA `{name}` is already training from this command: follow it in its thread."
-        return f"Training LoRA `{name}` ({job_id}): follow it in its thread in this channel."
+        started = f"Training LoRA `{name}` ({job_id}): follow it in its thread in this channel."
+        note = await unserved_note(services.redis, services.train_queue_name)
+        return f"{started}\n:hourglass: {note}" if note else started
     raise CommandError(USAGE)
 
 

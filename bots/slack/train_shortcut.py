@@ -24,7 +24,7 @@ from bots.slack.admin_command import refusal
 from bots.slack.admins import is_admin
 from bots.slack.config import SlackConfig
 from bots.slack.services import SlackServices
-from bots.slack.training import start_training, zip_of_images
+from bots.slack.training import start_training, unserved_note, zip_of_images
 from engine.lora import LORA_NAME
 from engine.training_config import MIN_IMAGES
 from jobs.training import MAX_TRIGGER_CHARS
@@ -130,11 +130,16 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
                 channel=meta["channel"],
                 thread_ts=meta["thread_ts"],
             )
+            problem = await unserved_note(
+                services.redis, services.train_queue_name
+            )  # started, but nothing will run it yet: say so
         except CommandError as exc:
+            problem = str(exc)
+        if problem:
             await answers.warn_in(
                 client,
                 channel=meta["channel"],
                 user=body["user"]["id"],
                 thread_ts=meta["thread_ts"],
-                problem=exc,
+                problem=problem,
             )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from redis.asyncio import Redis
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.commands import CommandError
@@ -21,6 +22,7 @@ from bots.slack.submit import post_status, reply_data
 from bots.slack.workspace import Workspace
 from engine.training_config import IMAGE_SUFFIXES
 from jobs.datasets import MAX_TOTAL_BYTES, zip_folder
+from jobs.heartbeat import live_workers
 from jobs.specs import ReplyTarget
 from jobs.training import request_training
 from quotas.errors import QuotaRefused
@@ -71,6 +73,17 @@ async def start_training(
         raise CommandError(str(exc)) from None
     job = await Job.get(id=queued.job_id)
     return await post_status(client, services, queued, job.spec, data, request_id=request_id)
+
+
+async def unserved_note(redis: Redis, queue_name: str | None) -> str:
+    """A sentence for the admin when no worker serves the training queue right now (the job waits for one),
+    else ""; a deployment whose workers serve only images would otherwise show "Queued" forever."""
+    if queue_name is None or await live_workers(redis, queue_name):
+        return ""
+    return (
+        "No worker serves the training queue right now: the training starts when one does "
+        "(`atelier worker --queues train`, or `--queues images,train`)."
+    )
 
 
 async def zip_from_link(client: AsyncWebClient, link: str) -> bytes:

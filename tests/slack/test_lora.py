@@ -77,7 +77,7 @@ async def test_an_admins_training_is_announced_in_its_thread_and_only_that_works
     assert await db.fetchval("SELECT count(*) FROM jobs") == jobs_before and not await lora_rows(db, TEAM)
 
     started = await slash(http_bot, slack_emulator, "/atelier", train, user="UADMIN", name="lora-train")
-    assert "Training LoRA `ink`" in started, started
+    assert "Training LoRA `ink`" in started and "No worker serves" not in started, started
     story = await trained(slack_emulator, "CLORA")
     assert "LoRA `ink` is ready: use `--lora ink:0.8`" in story.ready.args["text"]
     assert len(story.samples) == 2  # the samples, made with the new LoRA, in the thread
@@ -198,5 +198,6 @@ async def test_the_train_lora_shortcut_trains_on_the_images_of_a_message_for_adm
     story = await trained(slack_emulator, channel, thread_ts=ts)
     assert "LoRA `sketch` is ready" in story.ready.args["text"]
     assert all(slack_emulator.downloads(f["id"]) for f in images)
+    assert not slack_emulator.api_calls("chat.postEphemeral", channel=channel)  # a worker serves training
     [lora] = [row for row in await lora_rows(db, TEAM) if row["name"] == "sketch"]
     assert lora["status"] == "ready" and lora["steps"] == 2

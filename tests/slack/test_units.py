@@ -364,3 +364,21 @@ def test_withheld_images_are_counted_and_get_no_buttons() -> None:
         "Done: 2 images withheld by the safety filter" in blocks.done_status("jab", spec, "U1", 0, 2)["text"]
     )
     assert "withheld" not in blocks.done_status("jab", spec, "U1", 2)["text"]
+
+
+async def test_an_admin_hears_when_no_worker_serves_the_training_queue() -> None:
+    from redis.asyncio import Redis
+
+    from bots.slack.training import unserved_note
+    from jobs.heartbeat import heartbeat_key
+    from tests.slack.conftest import REDIS_URL
+
+    redis = Redis.from_url(REDIS_URL)
+    queue = f"atelier:train:unit{time.time_ns():x}"
+    try:
+        assert "No worker serves the training queue right now" in await unserved_note(redis, queue)
+        await redis.set(heartbeat_key(queue, "w1"), "host:1", ex=30)
+        assert await unserved_note(redis, queue) == ""
+    finally:
+        await redis.delete(heartbeat_key(queue, "w1"))
+        await redis.aclose()
