@@ -127,3 +127,16 @@ def noise_png(width: int, height: int) -> bytes:
 def size_of(data: bytes) -> tuple[int, int]:
     with PILImage.open(io.BytesIO(data)) as image:
         return image.size
+
+
+def astronaut_png(side: int = 128) -> bytes:
+    """scikit-image's bundled portrait (one frontal face, found offline by OpenCV's Haar cascade), as a PNG."""
+    from skimage import data
+
+    image = PILImage.fromarray(data.astronaut(), "RGB").resize((side, side), PILImage.Resampling.LANCZOS)
+    return png_bytes(image)
+
+
+def pixels(data: bytes) -> np.ndarray:
+    with PILImage.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB")).astype(np.int16)

@@ -1,15 +1,17 @@
-"""Reactions: 🔍 on a member's uploaded image posts its 4× upscale as a reply to that message."""
+"""Reactions: 🔍 on a member's uploaded image posts its 4× upscale as a reply to that message, ✨ its face restored;
+a server's own emoji (`/atelier emoji`) replaces the default."""
 
 from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 
 from jobs.queue import job_id_for
 from tests.discord import payloads as p
 from tests.discord.emulator import Message, Upload
-from tests.discord.helpers import job_row, noise_png, size_of, wait_delivered
+from tests.discord.helpers import astronaut_png, job_row, noise_png, pixels, size_of, wait_delivered
 from tests.discord.stack import Stack
 
 pytestmark = pytest.mark.usefixtures("show_logs_on_failure")
@@ -112,3 +114,20 @@ async def test_a_servers_own_upscale_emoji_upscales_and_the_default_then_does_no
             10,
             "the reset's answer",
         )
+
+
+async def test_sparkles_on_a_members_portrait_replies_with_its_face_restored(stack: Stack) -> None:
+    emulator = stack.emulator
+    portrait = astronaut_png(128)
+    posted = emulator.post("bob", "me at work", [Upload("me.png", portrait)])
+    await emulator.react(posted.id, "✨", user="alice")
+    alice = emulator.users["alice"]["id"]
+    job_id = job_id_for(f"discord:reaction:{posted.channel_id}:{posted.id}:{alice}:✨")
+    row = await wait_delivered(stack, job_id, within=240)
+    assert row["kind"] == "enhance" and row["status"] == "succeeded"
+    (result,) = [m for m in replies_to(stack, posted) if m.attachments]
+    restored, original = pixels(result.attachments[0].data), pixels(portrait)
+    assert restored.shape == original.shape  # faces only: no upscale
+    face = (slice(16, 42), slice(43, 69))  # where OpenCV finds her face at 128 px (see tests/enhance)
+    assert (restored[face] != original[face]).any(axis=2).mean() > 0.9
+    assert np.array_equal(restored[100:, 100:], original[100:, 100:])  # far from the face: untouched

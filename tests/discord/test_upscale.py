@@ -1,25 +1,33 @@
-"""`/upscale image` and `/imagine … image:`: attachments downloaded at once; bad ones refused ephemerally."""
+"""`/upscale image` and `/imagine … image:`: attachments downloaded at once; bad ones refused ephemerally; an
+image-to-image result is the one `atelier imagine --image` makes with the same seed and inputs."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image as PILImage
 
+from bots.discord.components import result_id
 from engine.output import png_bytes
+from tests.discord import payloads as p
 from tests.discord.emulator import Upload
 from tests.discord.helpers import (
+    assert_edits_spaced,
+    astronaut_png,
     followups,
     job_id_of,
     job_row,
     noise_png,
+    pixels,
     results_of,
     size_of,
     wait_status,
 )
-from tests.discord.stack import Stack
+from tests.discord.stack import Stack, run_cli_imagine
 
 pytestmark = pytest.mark.usefixtures("show_logs_on_failure")
 
@@ -34,6 +42,66 @@ async def test_upscale_posts_the_4x_image_in_the_jobs_thread(stack: Stack) -> No
     (posted,) = results_of(emulator, thread_id, job_id_of(command))
     assert size_of(posted.attachments[0].data) == (320, 256)
     assert (await job_row(stack, job_id_of(command)))["kind"] == "upscale"
+
+
+async def test_upscale_with_faces_upscales_then_restores_the_face(stack: Stack) -> None:
+    emulator = stack.emulator
+    command = await emulator.slash("upscale", {"image": Upload("me.png", astronaut_png(128)), "faces": True})
+    await emulator.wait_response(command)
+    await wait_status(emulator, command.original_message_id, "✅ Done", within=240)
+    (posted,) = results_of(emulator, command.original_message_id, job_id_of(command))
+    row = await job_row(stack, job_id_of(command))
+    spec = json.loads(row["spec"])
+    assert row["kind"] == "enhance" and spec["scale"] == 4 and spec["upscaler"]
+    assert size_of(posted.attachments[0].data) == (512, 512)
+    # Against the plain 4x upscale of the same picture: the face was replaced, a far corner was not.
+    plain = await emulator.slash("upscale", {"image": Upload("me.png", astronaut_png(128))})
+    await emulator.wait_response(plain)
+    await wait_status(emulator, plain.original_message_id, "✅ Done", within=240)
+    (upscaled,) = results_of(emulator, plain.original_message_id, job_id_of(plain))
+    restored, reference = pixels(posted.attachments[0].data), pixels(upscaled.attachments[0].data)
+    face = (slice(4 * 16, 4 * 42), slice(4 * 43, 4 * 69))
+    assert (restored[face] != reference[face]).any(axis=2).mean() > 0.9
+    assert np.array_equal(restored[400:, 400:], reference[400:, 400:])
+
+
+async def test_imagine_with_an_image_equals_atelier_imagine_with_the_same_seed_and_image(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Issue 5's Done-when: deferred inside 3 s, a thread, coalesced progress edits, the result with its buttons,
+    and the very bytes `atelier imagine PROMPT --image PATH` makes with the same seed."""
+    emulator = stack.emulator
+    source = noise_png(512, 512)
+    (tmp_path / "in.png").write_bytes(source)
+    # A large job of the tiny model (512², 30 denoising steps), so that progress edits happen on any machine.
+    flags = "--seed 7 --steps 50 --model tiny".split()
+    reference = asyncio.create_task(
+        run_cli_imagine(stack.env, tmp_path, "a red fox", "--image", str(tmp_path / "in.png"), *flags)
+    )
+    await stack.idle_queue()
+    command = await emulator.slash(
+        "imagine",
+        {"prompt": "a red fox --steps 50 --seed 7", "model": "tiny", "image": Upload("in.png", source)},
+    )
+    await emulator.wait_response(command)
+    assert command.callback_type == 5 and command.callback_at - command.dispatched_at < 3.0  # type: ignore[operator]
+    status_id = command.original_message_id
+    await wait_status(emulator, status_id, "✅ Done", within=300)
+    assert emulator.channels[status_id]["type"] == p.PUBLIC_THREAD
+    job_id = job_id_of(command)
+    (posted,) = results_of(emulator, status_id, job_id)
+    progress = [
+        r
+        for r in emulator.requests_for(status_id, "PATCH")
+        if r.status == 200 and "step" in r.payload["content"]
+    ]
+    assert len(progress) >= 2 and all("/30" in r.payload["content"] for r in progress)
+    assert_edits_spaced(emulator)
+    assert posted.custom_ids() == [
+        result_id(action, job_id, 0) for action in ("upscale", "vary", "faces", "reroll", "delete")
+    ]
+    assert posted.attachments[0].data == await reference
+    assert (await job_row(stack, job_id))["kind"] == "vary"
 
 
 async def test_imagine_with_an_image_is_image_to_image(stack: Stack) -> None:
