@@ -46,14 +46,15 @@ Set it up once:
      write it to a file and set ATELIER_DISCORD_TOKEN_FILE (Docker/Kubernetes secrets). Never commit it; if
      it leaks, reset it there.
   3. Intents: slash commands and buttons need no privileged intent. The bot connects with Guilds and Guild
-     Message Reactions, which need no switch. (Reacting to members' own images, when that lands, needs
-     Message Content Intent switched on, on the Bot page.)
+     Message Reactions, which need no switch. Reacting with 🔍 or ✨ to members' own images needs Message
+     Content Intent switched on, on the Bot page (Discord hides their attachments from the bot otherwise).
   4. Invite the bot with this URL (your Application ID in place of APPLICATION_ID; the bot also logs its
      own invite URL when it starts):
        {invite_url("APPLICATION_ID")}
      Scopes: {", ".join(SCOPES)}.
 {_wrap(f"Permissions ({PERMISSIONS_VALUE}): {', '.join(PERMISSIONS)}.")}
-  5. Start it: `atelier discord`. Commands are registered globally at start-up, which can take up to an
+  5. Start it: `atelier discord`, next to `atelier worker --queues images,train` (the train queue runs
+     /atelier lora train). Commands are registered globally at start-up, which can take up to an
      hour to reach every server; set ATELIER_DISCORD_GUILD_IDS=ID1,ID2 to register them in those servers
      only, instantly (right-click a server with Developer Mode on to copy its id).
 
