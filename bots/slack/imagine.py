@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-import uuid
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
@@ -24,7 +23,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.commands import CommandError, merge_options, parse_prompt
 from bots.slack import answers
 from bots.slack.services import SlackServices
-from bots.slack.submit import submit
+from bots.slack.submit import command_request_id, submit
 from bots.slack.workspace import Workspace
 from engine.lora import LoraLibrary, TenantLoras
 from engine.registry import Registry
@@ -80,7 +79,7 @@ def register(app: AsyncApp, services: SlackServices) -> None:
     ) -> None:
         await ack()
         # trigger_id is unique per invocation: a redelivered command (Socket Mode) maps to the same job.
-        request_id = f"slack:command:{command.get('trigger_id') or uuid.uuid4()}"
+        request_id = command_request_id(command)
         try:
             spec = await imagine_request(services, context["workspace"], command.get("text", ""))
             await submit(

@@ -9,7 +9,6 @@ own in the channel. Anything wrong gets an ephemeral answer saying what, and not
 from __future__ import annotations
 
 import shlex
-import uuid
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
@@ -21,7 +20,7 @@ from bots.commands import CommandError, parse_prompt
 from bots.slack import answers, files
 from bots.slack.inpaint import NEEDS_MASK, build_inpaint
 from bots.slack.services import SlackServices
-from bots.slack.submit import submit
+from bots.slack.submit import command_request_id, submit
 from engine.edit_requests import MODES
 from jobs.specs import parse_extend
 
@@ -105,7 +104,7 @@ def register(app: AsyncApp, services: SlackServices) -> None:
                 client,
                 services,
                 spec,
-                request_id=f"slack:command:{command.get('trigger_id') or uuid.uuid4()}",
+                request_id=command_request_id(command),
                 channel=command["channel_id"],
                 thread_ts=None,
                 workspace=context["workspace"],

@@ -13,13 +13,13 @@ SD 1.5): fewer is quicker and weaker. `list` and `delete` answer only the admin 
 from __future__ import annotations
 
 import shlex
-import uuid
 
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.commands import CommandError
 from bots.slack import blocks
 from bots.slack.services import SlackServices
+from bots.slack.submit import command_request_id
 from bots.slack.training import start_training, unserved_note, zip_from_link
 from bots.slack.workspace import Workspace
 from jobs.training import delete_lora, list_loras
@@ -72,7 +72,7 @@ async def run(
             trigger=trigger,
             dataset_zip=dataset,
             steps=steps,
-            request_id=f"slack:command:{command.get('trigger_id') or uuid.uuid4()}",
+            request_id=command_request_id(command),
             channel=command["channel_id"],
             thread_ts=None,
         )

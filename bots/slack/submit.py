@@ -10,6 +10,7 @@ nothing. A channel the bot cannot post in cancels the job (refunded, it never ru
 from __future__ import annotations
 
 import logging
+import uuid
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -31,6 +32,12 @@ CHANNEL_ERRORS = {
     "is_archived": "This channel is archived: I can't post here.",
     "restricted_action": "This workspace doesn't let me post in this channel.",
 }
+
+
+def command_request_id(command: dict) -> str:
+    """A slash command's request identity: its trigger id, which Slack's retries of the same command repeat
+    (a command without one, as some clients send, is its own request)."""
+    return f"slack:command:{command.get('trigger_id') or uuid.uuid4()}"
 
 
 async def submit(

@@ -8,8 +8,6 @@ over the limit gets an ephemeral answer; nothing is enqueued.
 
 from __future__ import annotations
 
-import uuid
-
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.async_context import AsyncBoltContext
@@ -19,7 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.commands import CommandError
 from bots.slack import answers, derive, files
 from bots.slack.services import SlackServices
-from bots.slack.submit import submit
+from bots.slack.submit import command_request_id, submit
 
 USAGE = "Usage: `/upscale <link to an image in Slack>` (in the image's menu: *Copy link*)"
 
@@ -42,7 +40,7 @@ def register(app: AsyncApp, services: SlackServices) -> None:
                 client,
                 services,
                 spec,
-                request_id=f"slack:command:{command.get('trigger_id') or uuid.uuid4()}",
+                request_id=command_request_id(command),
                 channel=command["channel_id"],
                 thread_ts=None,
                 workspace=context["workspace"],
