@@ -483,6 +483,7 @@ async def _discord(settings: Settings, args: argparse.Namespace) -> int:
 
     from atelier.runtime import Runtime
     from bots.discord.client import AtelierBot, BotConfig, configure_endpoints
+    from quotas.tiers import Tiers
 
     token = settings.secret("discord_token")
     if not token:
@@ -502,6 +503,7 @@ async def _discord(settings: Settings, args: argparse.Namespace) -> int:
             admin_role=settings.discord_admin_role,
             loras_dir=settings.loras_dir,
             train_queue_name=settings.train_queue_name,
+            tiers=Tiers.load(settings.tiers_file),
         )
         try:
             async with AtelierBot(config) as bot:

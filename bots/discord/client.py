@@ -8,7 +8,7 @@ discord.py reads them. Features live in their own modules, each with `setup(bot)
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import discord
@@ -22,6 +22,7 @@ from bots.discord.editclock import EditClock
 from bots.discord.guide import invite_url
 from engine.registry import Registry
 from quotas.admin import Admin
+from quotas.tiers import Tiers
 from storage.blobs import BlobStore
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class BotConfig:
     faces_emoji: str = reactions.FACES_EMOJI  # a reaction that restores its faces
     loras_dir: Path | None = None  # the shared LoRA folder (ATELIER_LORA_DIR), beside each server's own
     train_queue_name: str = "atelier:train"  # where /atelier lora train enqueues
+    tiers: Tiers = field(default_factory=Tiers)  # ATELIER_TIERS_FILE's: admission and /atelier tier use them
 
 
 def configure_endpoints(api_base: str, gateway_url: str) -> None:
@@ -63,7 +65,7 @@ class AtelierBot(discord.Client):
         super().__init__(intents=intents(), allowed_mentions=discord.AllowedMentions.none())
         self.config = config
         self.clock = EditClock(config.redis)
-        self.admin = Admin(config.redis, config.queue_name)
+        self.admin = Admin(config.redis, config.queue_name, config.tiers)
         self.tree = app_commands.CommandTree(self)
 
     async def setup_hook(self) -> None:

@@ -73,6 +73,7 @@ async def start_job(
             queue_name=bot.config.queue_name,
             tenant=tenant,
             user=user,
+            tiers=bot.config.tiers,
         )
 
     await start(interaction, message_id, submit, title=title)

@@ -134,7 +134,7 @@ async def train_command(
                 request_id=request_id,
                 reply_target=reply_target,
                 queue_name=bot.config.train_queue_name,
-                tiers=bot.admin.tiers,
+                tiers=bot.config.tiers,
                 tiny=bot.config.tiny_models,
                 steps=steps,
             )

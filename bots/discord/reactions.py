@@ -124,6 +124,7 @@ async def _start(
             queue_name=bot.config.queue_name,
             tenant=tenant,
             user=user,
+            tiers=bot.config.tiers,
         )
     except QuotaRefused as refusal:
         await status.edit(content=f"❌ <@{payload.user_id}> {refusal}")
