@@ -191,7 +191,8 @@ async def queue_command(interaction: discord.Interaction[AtelierBot]) -> None:
     for status in ("running", "queued"):
         jobs = await bot.admin.jobs(tenant_of(interaction), status=status, user=str(interaction.user.id))
         for job in reversed(jobs):  # oldest first
-            position, eta = await queue_position(bot.config.redis, bot.config.queue_name, job.id)
+            queue = bot.config.train_queue_name if job.kind == "train_lora" else bot.config.queue_name
+            position, eta = await queue_position(bot.config.redis, queue, job.id)
             lines.append(f"`{job.id}` {job.kind} ({job.model}): {_where(status, position, eta)}")
     text = "\n".join(lines) if lines else "You have no queued or running jobs on this server."
     await interaction.edit_original_response(content=_fit(text))

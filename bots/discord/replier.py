@@ -72,8 +72,9 @@ class DiscordReplier:
         await self._stop_editor(job.id)
         shown, withheld = safety.sort_out(
             images,
-            safety=await safety.safety_on(job.tenant_id),
-            age_restricted=target.age_restricted,  # type: ignore[attr-defined]
+            safety=await safety.safety_on(job.tenant_id),  # type: ignore[attr-defined]
+            age_restricted=target.age_restricted,
+            source_flagged=await safety.source_flagged(job.spec),
         )
         in_thread = await self._post_result(job, target, images, shown, withheld)
         if job.kind == TRAINING:

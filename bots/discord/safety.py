@@ -7,7 +7,8 @@ The decision, per server (its `safety` preference, on unless an admin runs `/ate
 - Safety on, anywhere else: the image is withheld. The result message says how many were withheld, why (the
   safety checker flagged them) and where to ask instead (an age-restricted channel, or a server admin about
   `/atelier safety`). No button is offered for a withheld image, so it cannot be upscaled or varied out of
-  hiding. Its bytes stay in the blob store like every result; only posting is held back.
+  hiding, and the images of a job made from a flagged image (a U, V or F button on a spoiler) count as flagged
+  too. Its bytes stay in the blob store like every result; only posting is held back.
 - Safety off: flagged images are posted like any other.
 
 Images that are not flagged are always posted normally. The channel's flag is read when the job is asked for
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from jobs.replier import StoredImage
-from storage.models import Tenant
+from storage.models import Image, Tenant
 from storage.preferences import preferences_of
 
 SPOILER_PREFIX = "SPOILER_"  # Discord blurs an attachment whose file name starts with this
@@ -49,11 +50,20 @@ async def safety_on(tenant_id: int | None) -> bool:
     return True if tenant is None else (await preferences_of(tenant)).safety
 
 
-def sort_out(images: Sequence[StoredImage], *, safety: bool, age_restricted: bool) -> tuple[list[Shown], int]:
+async def source_flagged(spec: dict) -> bool:
+    """Whether a job made from a stored result (a U, V or F button) started from a flagged image: its own
+    images then count as flagged too, so an upscale cannot bring a withheld picture out of hiding."""
+    key = spec.get("image")
+    return bool(key) and await Image.filter(blob_key=key, flagged=True).exists()
+
+
+def sort_out(
+    images: Sequence[StoredImage], *, safety: bool, age_restricted: bool, source_flagged: bool = False
+) -> tuple[list[Shown], int]:
     """The images to post (spoilered or not) and how many are withheld, by the rules above."""
     shown, withheld = [], 0
     for image in images:
-        if not (image.flagged and safety):
+        if not ((image.flagged or source_flagged) and safety):
             shown.append(Shown(image, spoiler=False))
         elif age_restricted:
             shown.append(Shown(image, spoiler=True))

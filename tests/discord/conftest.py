@@ -41,6 +41,11 @@ async def services_env(
     await redis.flushdb()
     await redis.aclose()
     workdir = tmp_path_factory.mktemp("discord-stack")
+    # Both test servers start on the priority tier: the suite makes hundreds of images in one day and month,
+    # and its GPU-second estimates come from tiny 64² jobs, which extrapolate to thousands of seconds for the
+    # 512², 50-step jobs some tests need to run long. Tests that are about quotas set their own limits.
+    tiers = workdir / "tiers.toml"
+    tiers.write_text('[new_tenants]\ndiscord = "priority"\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
     env |= {
         "ATELIER_REDIS_URL": REDIS_URL,
@@ -51,6 +56,7 @@ async def services_env(
         "ATELIER_MODEL_CACHE_DIR": str(models_dir),
         "ATELIER_QUEUE_NAME": QUEUE,
         "ATELIER_TRAIN_QUEUE_NAME": TRAIN_QUEUE,
+        "ATELIER_TIERS_FILE": str(tiers),
         # One job at a time, so a job behind another really waits in the queue (the Cancel test needs one);
         # by default a worker takes several at once to batch them.
         "ATELIER_MAX_JOBS": "1",

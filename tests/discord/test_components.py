@@ -53,3 +53,19 @@ def test_an_upscale_offers_faces_and_delete_and_restored_faces_only_delete() -> 
     assert [b["custom_id"] for b in _buttons(result_components(JOB, 1, "enhance"))] == [
         result_id("delete", JOB, 0)
     ]
+
+
+def test_an_image_withheld_by_the_safety_filter_gets_no_button() -> None:
+    rows = result_components(JOB, 2, shown=[1])
+    assert [b["label"] for b in _buttons(rows)] == ["U2", "V2", "F2", "Reroll", "Delete"]
+    nothing_shown = result_components(JOB, 1, shown=[])
+    assert [b["custom_id"] for b in _buttons(nothing_shown)] == [
+        result_id("reroll", JOB, 0),
+        result_id("delete", JOB, 0),
+    ]
+
+
+def test_a_loras_samples_offer_only_delete() -> None:
+    assert [b["custom_id"] for b in _buttons(result_components(JOB, 2, "train_lora"))] == [
+        result_id("delete", JOB, 0)
+    ]

@@ -9,7 +9,7 @@ import pytest
 from bots.discord.components import result_id
 from tests.discord import payloads as p
 from tests.discord.emulator import DiscordEmulator, Interaction, Message
-from tests.discord.helpers import image_sha256s, job_id_of, sha256, wait_delivered, wait_status
+from tests.discord.helpers import image_sha256s, job_id_of, results_of, sha256, wait_delivered, wait_status
 from tests.discord.stack import Stack
 
 pytestmark = pytest.mark.usefixtures("show_logs_on_failure")
@@ -51,6 +51,12 @@ async def test_a_flagged_image_is_a_spoiler_in_an_age_restricted_channel_and_wit
     assert await image_sha256s(stack, job_id) == [sha256(posted.attachments[0].data)]
     assert await stack.db.fetchval("SELECT flagged FROM images WHERE job_id = $1", job_id) is True
     assert "withheld" not in posted.content
+    # An upscale of it (U1, in its thread) is as flagged as its source: a spoiler too.
+    click = await emulator.click(posted.id, result_id("upscale", job_id, 0))
+    await emulator.wait_response(click)
+    await wait_delivered(stack, job_id_of(click), within=180)
+    (upscaled,) = results_of(emulator, adult.original_message_id, job_id_of(click))
+    assert [a.filename for a in upscaled.attachments] == [f"SPOILER_{job_id_of(click)}-0.png"]
 
     general = await emulator.slash("imagine", FLAGGED)
     held = await result_message(stack, general)
