@@ -1,16 +1,18 @@
 """Space out edits of one Discord message, across processes: the bot and every worker share the clock.
 
 Discord allows about one edit per second per message. The bot writes a job's first status, a worker its
-progress, the bot again on Cancel: each first reserves the next free slot for that message in Redis (one
-atomic script: `max(now, last + interval)`), sleeps until it, edits, and then moves `last` to the moment the
-edit finished. So the next edit starts at least `interval` after the previous one was answered, whoever makes
-them, however long a request took on the wire.
+progress, the bot again on Cancel: each takes the message's turn in Redis first. A turn is a lock (one edit
+of a message at a time, whoever makes it) and a start time: `interval` after the previous edit *finished*,
+however long that one took on the wire (a slow Discord, a 429 waited out and retried inside it). So two
+edits of a message that Discord accepts are always at least `interval` apart. A turn left by a crashed process
+frees itself after `LOCK_TTL_MS`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 from collections.abc import AsyncIterator
 
@@ -19,18 +21,23 @@ from redis.asyncio import Redis
 EDIT_INTERVAL_S = 1.1  # Discord's observed limit is 1/s; a tenth of margin absorbs clock skew between hosts.
 KEY_PREFIX = "atelier:discord:edit-slot:"
 KEY_TTL_S = 3600
+LOCK_TTL_MS = 60_000  # longer than any one edit with its retries; only a crashed holder ever reaches it
+POLL_S = 0.05  # how often a waiting editor looks whether the message's turn is free
 
-_RESERVE = """
-local last = tonumber(redis.call('GET', KEYS[1]) or '0')
-local slot = math.max(tonumber(ARGV[1]), last + tonumber(ARGV[2]))
-redis.call('SET', KEYS[1], string.format('%.3f', slot), 'EX', tonumber(ARGV[3]))
-return string.format('%.3f', slot)
+_ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then
+  return redis.call('GET', KEYS[2]) or '0'
+end
+return false
 """
 
-_FINISHED = """
-local last = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) > last then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+_RELEASE = """
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(ARGV[2]) > last then
+  redis.call('SET', KEYS[2], ARGV[2], 'EX', tonumber(ARGV[3]))
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
 end
 return 1
 """
@@ -40,27 +47,39 @@ class EditClock:
     def __init__(self, redis: Redis, interval: float = EDIT_INTERVAL_S) -> None:
         self.redis, self.interval = redis, interval
 
-    async def reserve(self, message_id: int, *, not_before: float = 0.0) -> float:
-        """Reserve the next edit slot of `message_id` (a UNIX time no earlier than `not_before`)."""
-        now = max(time.time(), not_before)
-        slot = await self.redis.eval(_RESERVE, 1, _key(message_id), now, self.interval, KEY_TTL_S)
-        return float(slot)
+    async def acquire(self, message_id: int, *, not_before: float = 0.0) -> str:
+        """Wait for `message_id`'s turn: no other edit of it in flight, `interval` since the last one finished,
+        and no earlier than `not_before` (a UNIX time). Returns the token to `release` it with."""
+        token = secrets.token_hex(8)
+        lock, done = _keys(message_id)
+        while True:
+            last = await self.redis.eval(_ACQUIRE, 2, lock, done, token, LOCK_TTL_MS)
+            if last is not None:
+                break
+            await asyncio.sleep(POLL_S)  # another edit of this message is in flight
+        try:
+            start = max(float(last) + self.interval, not_before)
+            await asyncio.sleep(max(0.0, start - time.time()))
+        except BaseException:  # cancelled while waiting: the turn goes to the next editor
+            await self.release(message_id, token, edited=False)
+            raise
+        return token
 
-    async def finished(self, message_id: int) -> None:
-        """Record that an edit of `message_id` was just answered: the next slot counts from now."""
-        await self.redis.eval(_FINISHED, 1, _key(message_id), f"{time.time():.3f}", KEY_TTL_S)
+    async def release(self, message_id: int, token: str, *, edited: bool = True) -> None:
+        """End the turn; with `edited`, the next one starts `interval` from now."""
+        lock, done = _keys(message_id)
+        now = f"{time.time():.3f}" if edited else "0"
+        await self.redis.eval(_RELEASE, 2, lock, done, token, now, KEY_TTL_S)
 
     @contextlib.asynccontextmanager
     async def turn(self, message_id: int, *, not_before: float = 0.0) -> AsyncIterator[None]:
-        """Wait for this message's next slot, run the edit in the block, then mark it finished."""
-        delay = await self.reserve(message_id, not_before=not_before) - time.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        """Wait for this message's turn, run the edit in the block, then end the turn."""
+        token = await self.acquire(message_id, not_before=not_before)
         try:
             yield
         finally:
-            await self.finished(message_id)
+            await self.release(message_id, token)
 
 
-def _key(message_id: int) -> str:
-    return f"{KEY_PREFIX}{message_id}"
+def _keys(message_id: int) -> tuple[str, str]:
+    return f"{KEY_PREFIX}{message_id}:lock", f"{KEY_PREFIX}{message_id}"

@@ -274,14 +274,15 @@ class _StatusEditor:
         while self._pending is not None:
             self._waiting = True
             try:
-                slot = await self._clock.reserve(self._message_id, not_before=not_before)
-                await asyncio.sleep(max(0.0, slot - time.time()))
+                token = await self._clock.acquire(self._message_id, not_before=not_before)
             finally:
                 self._waiting = False
-            state, self._pending = self._pending, None
-            if state is None or await self._cancelled():
-                return  # closed meanwhile, or the Cancel button already rewrote the message
+            edited = False
             try:
+                state, self._pending = self._pending, None
+                if state is None or await self._cancelled():
+                    return  # closed meanwhile, or the Cancel button already rewrote the message
+                edited = True
                 await self._send(*state)
                 not_before = 0.0
             except RateLimited as exc:
@@ -291,7 +292,7 @@ class _StatusEditor:
             except Exception:
                 log.warning("discord: a progress edit of message %s failed", self._message_id, exc_info=True)
             finally:
-                await self._clock.finished(self._message_id)
+                await self._clock.release(self._message_id, token, edited=edited)
 
 
 def _target(job: Job) -> DiscordTarget:

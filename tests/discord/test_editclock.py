@@ -13,16 +13,26 @@ from bots.discord.editclock import EditClock
 REDIS_URL = "redis://127.0.0.1:6379/5"
 
 
-async def test_two_processes_editing_one_message_get_slots_an_interval_apart() -> None:
+async def test_two_processes_editing_one_message_take_turns_an_interval_apart() -> None:
     bot, worker = Redis.from_url(REDIS_URL), Redis.from_url(REDIS_URL)  # two clients, as two processes have
     try:
         message = time.time_ns()
-        clocks = [EditClock(bot, interval=0.3), EditClock(worker, interval=0.3)]
-        slots = await asyncio.gather(*(clocks[i % 2].reserve(message) for i in range(6)))
-        ordered = sorted(slots)
-        assert all(b - a >= 0.3 - 1e-3 for a, b in itertools.pairwise(ordered))
-        other = await clocks[0].reserve(message + 1)  # another message is not held up
-        assert other - time.time() < 0.1
+        clocks = [EditClock(bot, interval=0.2), EditClock(worker, interval=0.2)]
+        spans: list[tuple[float, float]] = []
+
+        async def edit(clock: EditClock, seconds: float) -> None:
+            async with clock.turn(message):
+                started = time.time()
+                await asyncio.sleep(seconds)  # the request on the wire, some slow (a 429 retried inside)
+                spans.append((started, time.time()))
+
+        await asyncio.gather(*(edit(clocks[i % 2], 0.3 if i % 3 == 0 else 0.01) for i in range(6)))
+        spans.sort()
+        # Never two at once, and each starts an interval after the previous one finished.
+        assert all(b[0] - a[1] >= 0.2 - 1e-3 for a, b in itertools.pairwise(spans)), spans
+        before = time.time()
+        async with clocks[0].turn(message + 1):  # another message is not held up
+            assert time.time() - before < 0.1
     finally:
         await bot.aclose()
         await worker.aclose()
@@ -34,9 +44,26 @@ async def test_the_next_turn_counts_from_when_the_last_edit_finished() -> None:
         clock, message = EditClock(redis, interval=0.2), time.time_ns()
         async with clock.turn(message):
             await asyncio.sleep(0.3)  # a slow request
-        finished = time.time()
+            finished = time.time()  # its answer came
         async with clock.turn(message):
             started = time.time()
         assert started - finished >= 0.2 - 1e-3
+    finally:
+        await redis.aclose()
+
+
+async def test_an_editor_cancelled_while_waiting_leaves_the_turn_to_the_next() -> None:
+    redis = Redis.from_url(REDIS_URL)
+    try:
+        clock, message = EditClock(redis, interval=0.2), time.time_ns()
+        async with clock.turn(message):
+            pass
+        waiting = asyncio.create_task(clock.acquire(message, not_before=time.time() + 30))
+        await asyncio.sleep(0.1)
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        before = time.time()
+        async with clock.turn(message):
+            assert time.time() - before < 0.5  # not the 30 s of the cancelled one, nor a stuck lock
     finally:
         await redis.aclose()
