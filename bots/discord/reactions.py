@@ -113,7 +113,7 @@ async def _start(
         guild_id=payload.guild_id,
         prompt=title,
         reply_to=payload.message_id,
-        age_restricted=age_restricted(bot.get_channel(payload.channel_id)),
+        age_restricted=age_restricted(await _channel(bot, payload.channel_id)),
     )
     try:
         queued = await enqueue(
@@ -139,6 +139,17 @@ async def _start(
         else:
             return  # it already ended: the worker's final edit stands
         await status.edit(content=content, view=cancel_view(queued.job_id))
+
+
+async def _channel(bot: AtelierBot, channel_id: int) -> object | None:
+    """The channel (or thread) reacted in, from the cache or Discord; None when it cannot be read."""
+    cached = bot.get_channel(channel_id)
+    if cached is not None:
+        return cached
+    try:
+        return await bot.fetch_channel(channel_id)
+    except discord.HTTPException:
+        return None
 
 
 def _spec(bot: AtelierBot, action: str, image: PILImage.Image, key: str) -> Upscale | Enhance:

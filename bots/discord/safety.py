@@ -7,8 +7,8 @@ The decision, per server (its `safety` preference, on unless an admin runs `/ate
 - Safety on, anywhere else: the image is withheld. The result message says how many were withheld, why (the
   safety checker flagged them) and where to ask instead (an age-restricted channel, or a server admin about
   `/atelier safety`). No button is offered for a withheld image, so it cannot be upscaled or varied out of
-  hiding, and the images of a job made from a flagged image (a U, V or F button on a spoiler) count as flagged
-  too. Its bytes stay in the blob store like every result; only posting is held back.
+  hiding, and the images of a job made from a flagged image (a U, V or F button on a spoiler, a reaction on
+  it) count as flagged too. Its bytes stay in the blob store like every result; only posting is held back.
 - Safety off: flagged images are posted like any other.
 
 Images that are not flagged are always posted normally. The channel's flag is read when the job is asked for
@@ -20,11 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 from jobs.replier import StoredImage
 from storage.models import Image, Tenant
 from storage.preferences import preferences_of
 
+INPUTS = "inputs/"  # jobs.inputs.store_input's keys: inputs/<sha256 of the PNG>.png
 SPOILER_PREFIX = "SPOILER_"  # Discord blurs an attachment whose file name starts with this
 WITHHELD = (
     "🔞 {count} withheld: the safety checker flagged {them}, and this server shows flagged images only in "
@@ -51,10 +53,17 @@ async def safety_on(tenant_id: int | None) -> bool:
 
 
 async def source_flagged(spec: dict) -> bool:
-    """Whether a job made from a stored result (a U, V or F button) started from a flagged image: its own
+    """Whether a job made from an image started from a flagged one: a stored result (a U, V or F button), or an
+    upload with the very pixels of one (a reaction on a spoiler, the file posted again). Inputs are stored
+    under the sha256 of their PNG, made as results' are, so the same pixels have the same digest. Its own
     images then count as flagged too, so an upscale cannot bring a withheld picture out of hiding."""
     key = spec.get("image")
-    return bool(key) and await Image.filter(blob_key=key, flagged=True).exists()
+    if not key:
+        return False
+    if key.startswith(INPUTS):
+        digest = PurePosixPath(key).stem
+        return await Image.filter(sha256=digest, flagged=True).exists()
+    return await Image.filter(blob_key=key, flagged=True).exists()
 
 
 def sort_out(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from bots.discord.components import result_id
+from jobs.queue import job_id_for
 from tests.discord import payloads as p
 from tests.discord.emulator import DiscordEmulator, Interaction, Message
 from tests.discord.helpers import image_sha256s, job_id_of, results_of, sha256, wait_delivered, wait_status
@@ -57,6 +58,13 @@ async def test_a_flagged_image_is_a_spoiler_in_an_age_restricted_channel_and_wit
     await wait_delivered(stack, job_id_of(click), within=180)
     (upscaled,) = results_of(emulator, adult.original_message_id, job_id_of(click))
     assert [a.filename for a in upscaled.attachments] == [f"SPOILER_{job_id_of(click)}-0.png"]
+    # So is one started by 🔍 on the spoiler: the upload has the flagged image's very pixels.
+    await emulator.react(posted.id, "🔍", user="bob")
+    bob = emulator.users["bob"]["id"]
+    reacted = job_id_for(f"discord:reaction:{posted.channel_id}:{posted.id}:{bob}:🔍")
+    await wait_delivered(stack, reacted, within=180)
+    (reply,) = results_of(emulator, posted.channel_id, reacted)
+    assert [a.filename for a in reply.attachments] == [f"SPOILER_{reacted}-0.png"]
 
     general = await emulator.slash("imagine", FLAGGED)
     held = await result_message(stack, general)
