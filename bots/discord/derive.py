@@ -1,7 +1,7 @@
 """The U, V and F buttons: a new job made from one image of a finished job.
 
 U upscales it (the default upscaler, 4×), V makes variations of it (the source job's prompt, model, steps and
-count, a new seed), F restores the faces in it. The source image is read back from the blob store by
+count, a new seed; of an inpainting result, with the default text-to-image model), F restores the faces in it. The source image is read back from the blob store by
 (job, index), so the buttons work however old the message is. The click is deferred first (a database and blob
 read follow); a request the models' limits refuse (an image too large to upscale again, say) withdraws the
 public "thinking…" message and answers ephemerally.
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from bots.discord.client import AtelierBot
 
 TITLES = {"upscale": "Upscale", "vary": "Variations", "faces": "Enhanced faces"}
+TEXT_TO_IMAGE_KINDS = frozenset({"imagine", "vary"})  # jobs whose model (and steps) V can use again
 
 
 async def on_derive(
@@ -58,14 +59,15 @@ def _spec(
     if action == "faces":
         return enhance_spec(registry, image=image, tiny=tiny, image_key=key)
     was = source.spec
+    same_model = source.kind in TEXT_TO_IMAGE_KINDS  # an inpainting model cannot vary: the default one does
     return vary_spec(
         registry,
         image=image,
         prompt=was.get("prompt", ""),
         negative=was.get("negative", ""),
-        model=was.get("model"),
-        steps=was.get("steps"),
-        guidance=was.get("guidance"),
+        model=was.get("model") if same_model else None,
+        steps=was.get("steps") if same_model else None,
+        guidance=was.get("guidance") if same_model else None,
         count=was.get("count"),
         tiny=tiny,
         random_seed=secrets.randbelow(MAX_SEED + 1),

@@ -70,6 +70,14 @@ async def test_inpaint_with_an_image_and_a_mask_posts_the_result_in_the_jobs_thr
     assert spec["image"].startswith("inputs/") and spec["mask"].startswith("inputs/")
     assert spec["mask"] != spec["image"]
 
+    # V1 on an inpainting result: variations on the default text-to-image model (an inpainting one cannot vary).
+    click = await emulator.click(posted.id, result_id("vary", job_id, 0))
+    await emulator.wait_response(click)
+    await wait_status(emulator, click.original_message_id, "✅ Done", within=180)
+    varied = await job_row(stack, job_id_of(click))
+    assert varied["kind"] == "vary" and varied["model"] == "tiny" and varied["status"] == "succeeded"
+    assert json.loads(varied["spec"])["prompt"] == "a red balloon"
+
 
 @pytest.mark.parametrize(
     ("options", "expected", "deferred"),

@@ -10,6 +10,7 @@ import zipfile
 
 import pytest
 
+from jobs import events
 from tests.discord import payloads as p
 from tests.discord.emulator import DiscordEmulator, Interaction, Message, Upload
 from tests.discord.helpers import followups, job_id_of, job_row, noise_png, wait_status
@@ -61,7 +62,10 @@ async def test_an_admins_training_announces_the_lora_which_works_in_its_server_o
     assert train.callback_type == 5 and train.callback_at - train.dispatched_at < 3.0  # type: ignore[operator]
     thread_id = train.original_message_id
     status = await wait_status(emulator, thread_id, "✅ LoRA `ink` trained", within=300)
-    assert "final loss" in status.content and status.components == []
+    job_id = job_id_of(train)
+    last = await events.latest(stack.redis, job_id, "training")  # what the worker measured, on the stream
+    assert last["step"] == STEPS and f"final loss {last['loss']:.4f}" in status.content
+    assert status.components == []
 
     # Progress on the status message: the step count of this run, with the loss once the first one is out.
     progress = [
@@ -71,7 +75,6 @@ async def test_an_admins_training_announces_the_lora_which_works_in_its_server_o
     ]
     assert all(f"/{STEPS}" in text for text in progress), progress
     # The samples and the announcement in the job's thread.
-    job_id = job_id_of(train)
     (samples,) = [m for m in emulator.messages_in(thread_id) if m.attachments]
     assert "LoRA `ink` is ready: use `--lora ink:0.8`" in samples.content
     assert [a.filename for a in samples.attachments] == [f"{job_id}-0.png", f"{job_id}-1.png"]
