@@ -15,9 +15,9 @@ import discord
 
 from bots.discord.components import CANCEL_TEMPLATE, cancel_id
 from bots.discord.permissions import is_admin
-from bots.discord.status import cancelled_text
+from bots.discord.status import cancelled_text, title_of
 from quotas.admin import CancelOutcome
-from storage.models import Job, get_or_create_tenant, get_or_create_user
+from storage.models import Job, JobStatus, get_or_create_tenant, get_or_create_user
 
 if TYPE_CHECKING:
     from bots.discord.client import AtelierBot
@@ -78,8 +78,13 @@ async def on_cancel(interaction: discord.Interaction[AtelierBot], job_id: str) -
     job = await Job.get(id=job_id)
     assert interaction.message is not None  # a button click always comes with its message
     async with bot.clock.turn(interaction.message.id):
+        if (
+            outcome.outcome == "stopping"
+            and await Job.filter(id=job_id).exclude(status=JobStatus.RUNNING).exists()
+        ):
+            return  # it stopped meanwhile: the worker's final word ("Cancelled … after step N") stands
         await interaction.edit_original_response(
-            content=cancelled_text(job.spec.get("prompt", ""), _said(outcome, interaction.user.id)), view=None
+            content=cancelled_text(title_of(job), _said(outcome, interaction.user.id)), view=None
         )
 
 

@@ -1,11 +1,12 @@
 """Space out edits of one Discord message, across processes: the bot and every worker share the clock.
 
 Discord allows about one edit per second per message. The bot writes a job's first status, a worker its
-progress, the bot again on Cancel: each takes the message's turn in Redis first. A turn is a lock (one edit
-of a message at a time, whoever makes it) and a start time: `interval` after the previous edit *finished*,
-however long that one took on the wire (a slow Discord, a 429 waited out and retried inside it). So two
-edits of a message that Discord accepts are always at least `interval` apart. A turn left by a crashed process
-frees itself after `LOCK_TTL_MS`.
+progress, the bot again on Cancel: each takes the message's turn in Redis first. Taking a turn is three steps:
+reserve the next slot (`interval` after the last one reserved: turns come in the order they were asked for),
+then take the message's lock (one edit at a time, whoever makes it), then wait until `interval` after the
+previous edit *finished*, however long that one took on the wire (a slow Discord, a 429 waited out and retried
+inside it). So two edits of a message that Discord accepts are always at least `interval` apart, in the order
+they were asked for. A lock left by a crashed process frees itself after `LOCK_TTL_MS`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ KEY_PREFIX = "atelier:discord:edit-slot:"
 KEY_TTL_S = 3600
 LOCK_TTL_MS = 60_000  # longer than any one edit with its retries; only a crashed holder ever reaches it
 POLL_S = 0.05  # how often a waiting editor looks whether the message's turn is free
+
+_RESERVE = """
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+local slot = math.max(tonumber(ARGV[1]), last + tonumber(ARGV[2]))
+redis.call('SET', KEYS[1], string.format('%.3f', slot), 'EX', tonumber(ARGV[3]))
+return string.format('%.3f', slot)
+"""
 
 _ACQUIRE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then
@@ -48,19 +56,25 @@ class EditClock:
         self.redis, self.interval = redis, interval
 
     async def acquire(self, message_id: int, *, not_before: float = 0.0) -> str:
-        """Wait for `message_id`'s turn: no other edit of it in flight, `interval` since the last one finished,
-        and no earlier than `not_before` (a UNIX time). Returns the token to `release` it with."""
+        """Wait for `message_id`'s turn: its slot (no earlier than `not_before`, a UNIX time), no other edit of it
+        in flight, and `interval` since the last one finished. Returns the token to `release` it with."""
         token = secrets.token_hex(8)
         lock, done = _keys(message_id)
-        while True:
-            last = await self.redis.eval(_ACQUIRE, 2, lock, done, token, LOCK_TTL_MS)
-            if last is not None:
-                break
-            await asyncio.sleep(POLL_S)  # another edit of this message is in flight
+        slots = f"{KEY_PREFIX}{message_id}:slot"
         try:
+            now = max(time.time(), not_before)
+            slot = float(await self.redis.eval(_RESERVE, 1, slots, now, self.interval, KEY_TTL_S))
+            await asyncio.sleep(max(0.0, slot - time.time()))
+            while True:
+                last = await self.redis.eval(_ACQUIRE, 2, lock, done, token, LOCK_TTL_MS)
+                if last is not None:
+                    break
+                await asyncio.sleep(POLL_S)  # another edit of this message is in flight
             start = max(float(last) + self.interval, not_before)
             await asyncio.sleep(max(0.0, start - time.time()))
-        except BaseException:  # cancelled while waiting: the turn goes to the next editor
+        except BaseException:
+            # Cancelled while waiting, perhaps with the lock just taken in Redis: give the turn to the next
+            # editor (the release only frees a lock that holds this token).
             await self.release(message_id, token, edited=False)
             raise
         return token

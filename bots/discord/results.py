@@ -14,6 +14,7 @@ from bots.discord.components import RESULT_TEMPLATE
 from bots.discord.derive import on_derive
 from bots.discord.launch import defer_status, start_job, withdraw
 from bots.discord.permissions import is_admin, is_owner
+from bots.discord.status import title_of
 from jobs.specs import MAX_SEED, Imagine, Inpaint, Vary
 from storage.models import Job
 
@@ -62,8 +63,7 @@ async def on_reroll(interaction: discord.Interaction[AtelierBot], job_id: str) -
     spec = (
         SEEDED[job.kind].model_validate(job.spec).model_copy(update={"seed": secrets.randbelow(MAX_SEED + 1)})
     )
-    title = (job.reply_target or {}).get("data", {}).get("prompt") or spec.prompt
-    await start_job(interaction, message_id, spec, title=title)
+    await start_job(interaction, message_id, spec, title=title_of(job))
 
 
 async def on_delete(interaction: discord.Interaction[AtelierBot], job_id: str) -> None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from storage.models import Job
 
 BAR_WIDTH = 20
 PROMPT_SHOWN_CHARS = 300
@@ -15,6 +19,12 @@ def quote_prompt(prompt: str) -> str:
     shown = prompt if len(prompt) <= PROMPT_SHOWN_CHARS else prompt[: PROMPT_SHOWN_CHARS - 1] + "…"
     escaped = _MARKDOWN.sub(r"\\\1", shown)
     return f"**{escaped}**"
+
+
+def title_of(job: Job) -> str:
+    """What a job's status message is headed with: the title the bot gave it (a prompt, "LoRA ink (trigger:
+    zq)" for a training), else its spec's prompt."""
+    return (job.reply_target or {}).get("data", {}).get("prompt") or job.spec.get("prompt", "")
 
 
 def progress_bar(step: int, total: int) -> str:

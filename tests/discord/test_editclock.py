@@ -56,14 +56,21 @@ async def test_an_editor_cancelled_while_waiting_leaves_the_turn_to_the_next() -
     redis = Redis.from_url(REDIS_URL)
     try:
         clock, message = EditClock(redis, interval=0.2), time.time_ns()
-        async with clock.turn(message):
-            pass
-        waiting = asyncio.create_task(clock.acquire(message, not_before=time.time() + 30))
-        await asyncio.sleep(0.1)
+
+        async def slow_edit() -> None:
+            async with clock.turn(message):
+                await asyncio.sleep(0.5)
+
+        holder = asyncio.create_task(slow_edit())
+        await asyncio.sleep(0.05)
+        waiting = asyncio.create_task(clock.acquire(message))  # waits for the slow edit's lock
+        await asyncio.sleep(0.3)
         waiting.cancel()
         await asyncio.gather(waiting, return_exceptions=True)
-        before = time.time()
+        await holder
+        finished = time.time()
         async with clock.turn(message):
-            assert time.time() - before < 0.5  # not the 30 s of the cancelled one, nor a stuck lock
+            # An interval after the slow edit, not held up by the cancelled one (nor by a lock it left).
+            assert 0.2 - 1e-2 <= time.time() - finished < 0.5
     finally:
         await redis.aclose()
