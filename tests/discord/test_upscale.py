@@ -73,15 +73,16 @@ async def test_imagine_with_an_image_equals_atelier_imagine_with_the_same_seed_a
     emulator = stack.emulator
     source = noise_png(512, 512)
     (tmp_path / "in.png").write_bytes(source)
-    # A large job of the tiny model (512², 30 denoising steps), so that progress edits happen on any machine.
-    flags = "--seed 7 --steps 50 --model tiny".split()
+    # The tiny model's largest job (four 512² images, 30 denoising steps: about 25 s on two cores), so that
+    # progress edits happen between the first and the last even on a machine several times faster.
+    flags = "--seed 7 --steps 50 --count 4 --model tiny".split()
     reference = asyncio.create_task(
         run_cli_imagine(stack.env, tmp_path, "a red fox", "--image", str(tmp_path / "in.png"), *flags)
     )
     await stack.idle_queue()
     command = await emulator.slash(
         "imagine",
-        {"prompt": "a red fox --steps 50 --seed 7", "model": "tiny", "image": Upload("in.png", source)},
+        {"prompt": "a red fox --steps 50 --seed 7 --n 4", "model": "tiny", "image": Upload("in.png", source)},
     )
     await emulator.wait_response(command)
     assert command.callback_type == 5 and command.callback_at - command.dispatched_at < 3.0  # type: ignore[operator]
@@ -98,9 +99,12 @@ async def test_imagine_with_an_image_equals_atelier_imagine_with_the_same_seed_a
     assert len(progress) >= 2 and all("/30" in r.payload["content"] for r in progress)
     assert_edits_spaced(emulator)
     assert posted.custom_ids() == [
-        result_id(action, job_id, 0) for action in ("upscale", "vary", "faces", "reroll", "delete")
+        *(result_id(action, job_id, i) for action in ("upscale", "vary", "faces") for i in range(4)),
+        result_id("reroll", job_id, 0),
+        result_id("delete", job_id, 0),
     ]
-    assert posted.attachments[0].data == await reference
+    assert len(posted.attachments) == 4
+    assert posted.attachments[-1].data == await reference  # the CLI prints the last image's path last
     assert (await job_row(stack, job_id))["kind"] == "vary"
 
 
