@@ -30,16 +30,18 @@ async def test_imagine_defers_opens_a_thread_shows_progress_and_posts_the_engine
     stack: Stack, tmp_path: Path
 ) -> None:
     emulator = stack.emulator
-    # What `atelier imagine` makes for the same request, computed meanwhile by its own in-process worker.
+    # What `atelier imagine` makes for the same request, computed meanwhile by its own in-process worker. The
+    # tiny model's largest job (four 512² images, 50 steps), so that progress edits happen between the first
+    # and the last even on a machine several times faster than this one.
     reference = asyncio.create_task(
         run_cli_imagine(
-            stack.env, tmp_path, PROMPT, *"--seed 7 --model tiny --steps 40 --size 256x256".split()
+            stack.env, tmp_path, PROMPT, *"--seed 7 --model tiny --steps 50 --size 512x512 --count 4".split()
         )
     )
     await stack.idle_queue()
 
     command = await emulator.slash(
-        "imagine", {"prompt": f"{PROMPT} --steps 40 --seed 7 --size 256x256", "model": "tiny"}
+        "imagine", {"prompt": f"{PROMPT} --steps 50 --seed 7 --size 512x512 --n 4", "model": "tiny"}
     )
     await emulator.wait_response(command)
     assert command.callback_type == 5, command.callback_data  # deferred, public
@@ -62,25 +64,23 @@ async def test_imagine_defers_opens_a_thread_shows_progress_and_posts_the_engine
         if r.status == 200 and "step" in r.payload["content"]
     ]
     assert len(progress) >= 2, [r.payload["content"] for r in emulator.requests_for(status_id, "PATCH")]
-    assert all("/40" in r.payload["content"] for r in progress)
-    assert len(progress) < 40  # coalesced, not one edit per step
+    assert all("/50" in r.payload["content"] for r in progress)
+    assert len(progress) < 50  # coalesced, not one edit per step
     assert any(r.files and r.files[0].content_type == "image/jpeg" for r in progress)  # a preview
     assert_edits_spaced(emulator)
     assert status.components == [] and "Cancel" not in str(status.components)
 
-    # The result: the PNG the engine made, stored in the database, and its buttons.
-    assert [a.filename for a in result.attachments] == [f"{job_id}-0.png"]
-    png = result.attachments[0].data
-    assert await image_sha256s(stack, job_id) == [sha256(png)]
-    assert png == await reference
+    # The result: the PNGs the engine made, stored in the database, and their buttons.
+    assert [a.filename for a in result.attachments] == [f"{job_id}-{i}.png" for i in range(4)]
+    pngs = [a.data for a in result.attachments]
+    assert await image_sha256s(stack, job_id) == [sha256(png) for png in pngs]
+    assert pngs[-1] == await reference  # the CLI prints the last image's path last
     assert result.custom_ids() == [
-        result_id("upscale", job_id, 0),
-        result_id("vary", job_id, 0),
-        result_id("faces", job_id, 0),
+        *(result_id(action, job_id, i) for action in ("upscale", "vary", "faces") for i in range(4)),
         result_id("reroll", job_id, 0),
         result_id("delete", job_id, 0),
     ]
-    assert f"<@{emulator.users['alice']['id']}>" in result.content and "seed 7" in result.content
+    assert f"<@{emulator.users['alice']['id']}>" in result.content and "seeds 7–10" in result.content
     row = await wait_delivered(stack, job_id)
     assert row["status"] == "succeeded"
 
