@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import logging
 
 import aiohttp
@@ -198,11 +197,8 @@ class SlackReplier:
 
 async def latest_loss(redis: Redis, job_id: str) -> float | None:
     """The loss of the job's latest `training` event on its stream (None before the first one)."""
-    for _id, fields in await redis.xrevrange(events.stream_key(job_id), count=events.STREAM_MAXLEN):
-        event = fields.get(b"event", fields.get("event"))
-        if event in (b"training", "training"):
-            return json.loads(fields.get(b"data", fields.get("data")))["loss"]
-    return None
+    data = await events.latest(redis, job_id, "training")
+    return None if data is None else data["loss"]
 
 
 def _data(job: Job) -> dict:
