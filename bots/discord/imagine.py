@@ -19,7 +19,7 @@ from discord import app_commands
 from bots.commands import CommandError, merge_options, parse_lora, parse_prompt
 from bots.discord.choices import choices
 from bots.discord.inputs import AttachmentRef, input_image, precheck
-from bots.discord.launch import defer_status, refuse, start_job, withdraw
+from bots.discord.launch import defer_then_start, refuse
 from bots.discord.loras import lora_names, with_guild_loras
 from engine.lora import check_loras
 from jobs.specs import MAX_SEED, Imagine, Vary, imagine_spec, vary_spec
@@ -110,14 +110,11 @@ async def imagine_command(
     except ValueError as exc:
         await refuse(interaction, str(exc))
         return
-    message_id = await defer_status(interaction)
-    if loras:
-        try:
-            spec = await with_guild_loras(interaction, spec, loras)
-        except ValueError as exc:
-            await withdraw(interaction, str(exc))
-            return
-    await start_job(interaction, message_id, spec, title=spec.prompt)
+
+    async def with_loras() -> Imagine:
+        return await with_guild_loras(interaction, spec, loras) if loras else spec
+
+    await defer_then_start(interaction, with_loras, title=spec.prompt)
 
 
 async def _image_to_image(
@@ -133,15 +130,13 @@ async def _image_to_image(
     except ValueError as exc:
         await refuse(interaction, str(exc))
         return
-    message_id = await defer_status(interaction)
     bot = interaction.client
-    try:
+
+    async def from_upload() -> Vary:
         picture, key = await input_image(bot.config.blobs, ref)
-        spec = build_vary_spec(bot, parsed.prompt, merged, picture, key)
-    except ValueError as exc:
-        await withdraw(interaction, str(exc))
-        return
-    await start_job(interaction, message_id, spec, title=parsed.prompt)
+        return build_vary_spec(bot, parsed.prompt, merged, picture, key)
+
+    await defer_then_start(interaction, from_upload, title=parsed.prompt)
 
 
 def build_vary_spec(

@@ -23,7 +23,7 @@ from discord import app_commands
 from bots.commands import CommandError, ParsedPrompt, merge_options, parse_prompt
 from bots.discord.choices import choices
 from bots.discord.inputs import AttachmentRef, input_image, precheck
-from bots.discord.launch import defer_status, refuse, start_job, withdraw
+from bots.discord.launch import defer_then_start, refuse
 from engine.canvas import Extend
 from engine.edit_requests import MODES
 from jobs.specs import MAX_SEED, Inpaint, inpaint_spec, parse_extend
@@ -104,19 +104,17 @@ async def inpaint_command(
     except ValueError as exc:
         await refuse(interaction, str(exc))
         return
-    message_id = await defer_status(interaction)
     bot = interaction.client
-    try:
+
+    async def from_uploads() -> Inpaint:
         picture, image_key = await input_image(bot.config.blobs, image_ref)
         mask_image, mask_key = (
             (None, None) if mask_ref is None else await input_image(bot.config.blobs, mask_ref)
         )
-        spec = build_spec(bot, mode, words, options, extension, picture, image_key, mask_image, mask_key)
-    except ValueError as exc:
-        await withdraw(interaction, str(exc))
-        return
+        return build_spec(bot, mode, words, options, extension, picture, image_key, mask_image, mask_key)
+
     title = words or f"{TITLES[mode]} of {image_ref.filename}"
-    await start_job(interaction, message_id, spec, title=title)
+    await defer_then_start(interaction, from_uploads, title=title)
 
 
 def build_spec(

@@ -79,6 +79,21 @@ async def start_job(
     await start(interaction, message_id, submit, title=title)
 
 
+async def defer_then_start(
+    interaction: discord.Interaction[AtelierBot], make_spec: Callable[[], Awaitable[Spec]], *, title: str
+) -> None:
+    """For a request whose spec needs slow work (downloading attachments, reading the server's LoRAs): defer
+    first, then build it; a ValueError from `make_spec` withdraws the deferral with its text, else the job
+    starts."""
+    message_id = await defer_status(interaction)
+    try:
+        spec = await make_spec()
+    except ValueError as exc:
+        await withdraw(interaction, str(exc))
+        return
+    await start_job(interaction, message_id, spec, title=title)
+
+
 async def start(
     interaction: discord.Interaction[AtelierBot], message_id: int, submit: Submit, *, title: str
 ) -> None:

@@ -14,7 +14,7 @@ import discord
 from discord import app_commands
 
 from bots.discord.inputs import AttachmentRef, input_image, precheck
-from bots.discord.launch import defer_status, refuse, start_job, withdraw
+from bots.discord.launch import defer_then_start, refuse
 from jobs.specs import Enhance, Upscale, enhance_spec, upscale_spec
 
 if TYPE_CHECKING:
@@ -58,16 +58,14 @@ async def upscale_command(
     except ValueError as exc:
         await refuse(interaction, str(exc))
         return
-    message_id = await defer_status(interaction)
     bot = interaction.client
-    try:
+
+    async def from_upload() -> Upscale | Enhance:
         picture, key = await input_image(bot.config.blobs, ref)
-        spec = build_spec(bot, picture, key, scale, faces)
-    except ValueError as exc:
-        await withdraw(interaction, str(exc))
-        return
+        return build_spec(bot, picture, key, scale, faces)
+
     what = "Upscale and enhanced faces" if faces else "Upscale"
-    await start_job(interaction, message_id, spec, title=f"{what} of {ref.filename}")
+    await defer_then_start(interaction, from_upload, title=f"{what} of {ref.filename}")
 
 
 def setup(bot: AtelierBot) -> None:
