@@ -23,7 +23,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.commands import CommandError, merge_options, parse_prompt
 from bots.slack import answers
 from bots.slack.services import SlackServices
-from bots.slack.submit import command_request_id, submit
+from bots.slack.submit import submit, submit_command
 from bots.slack.workspace import Workspace
 from engine.lora import LoraLibrary, TenantLoras
 from engine.registry import Registry
@@ -78,19 +78,11 @@ def register(app: AsyncApp, services: SlackServices) -> None:
         ack: AsyncAck, command: dict, client: AsyncWebClient, respond: AsyncRespond, context: AsyncBoltContext
     ) -> None:
         await ack()
-        # trigger_id is unique per invocation: a redelivered command (Socket Mode) maps to the same job.
-        request_id = command_request_id(command)
+        # trigger_id is unique per invocation: a redelivered command (Socket Mode) maps to the same job
+        # (submit_command's request id).
         try:
             spec = await imagine_request(services, context["workspace"], command.get("text", ""))
-            await submit(
-                client,
-                services,
-                spec,
-                request_id=request_id,
-                channel=command["channel_id"],
-                thread_ts=None,
-                workspace=context["workspace"],
-            )
+            await submit_command(client, services, spec, command, context["workspace"])
         except CommandError as exc:
             await answers.warn(respond, exc)
 

@@ -20,7 +20,7 @@ from bots.commands import CommandError, parse_prompt
 from bots.slack import answers, files
 from bots.slack.inpaint import NEEDS_MASK, build_inpaint
 from bots.slack.services import SlackServices
-from bots.slack.submit import command_request_id, submit
+from bots.slack.submit import submit_command
 from engine.edit_requests import MODES
 from jobs.specs import parse_extend
 
@@ -100,14 +100,6 @@ def register(app: AsyncApp, services: SlackServices) -> None:
                 extend=extend,
                 options=options,
             )
-            await submit(
-                client,
-                services,
-                spec,
-                request_id=command_request_id(command),
-                channel=command["channel_id"],
-                thread_ts=None,
-                workspace=context["workspace"],
-            )
+            await submit_command(client, services, spec, command, context["workspace"])
         except CommandError as exc:
             await answers.warn(respond, exc)

@@ -9,8 +9,24 @@ as JSON, never in the process's memory: a submission after a restart still finds
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from slack_sdk.web.async_client import AsyncWebClient
 
 MAX_METADATA_CHARS = 3000  # Slack's limit for private_metadata
+
+
+async def open_on_message(
+    client: AsyncWebClient, shortcut: dict, build: Callable[[list[dict], str, str], dict], images: list[dict]
+) -> None:
+    """Open the modal `build(images, channel, thread_ts)` for a message shortcut; its results go to the
+    message's thread (the thread it is in, or a new one under it)."""
+    message = shortcut.get("message") or {}
+    thread_ts = message.get("thread_ts") or message["ts"]
+    view = build(images, shortcut["channel"]["id"], thread_ts)
+    await client.views_open(trigger_id=shortcut["trigger_id"], view=view)
 
 
 def modal(callback_id: str, title: str, submit: str, blocks: list[dict], metadata: dict) -> dict:

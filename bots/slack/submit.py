@@ -71,6 +71,25 @@ async def submit(
     )
 
 
+async def submit_command(
+    client: AsyncWebClient,
+    services: SlackServices,
+    spec: Imagine | Upscale | Enhance | Vary | Inpaint,
+    command: dict,
+    workspace: Workspace,
+) -> str | None:
+    """`submit` for a slash command: its status message starts a thread in the command's channel."""
+    return await submit(
+        client,
+        services,
+        spec,
+        request_id=command_request_id(command),
+        channel=command["channel_id"],
+        thread_ts=None,
+        workspace=workspace,
+    )
+
+
 def reply_data(channel: str, thread_ts: str | None, workspace: Workspace) -> dict:
     """A job's Slack address before its status message exists (the reply target's `data`)."""
     return {"channel": channel, "thread_ts": thread_ts, "team": workspace.team_id, "user": workspace.user_id}

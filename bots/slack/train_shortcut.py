@@ -98,11 +98,7 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
         except CommandError as exc:
             await answers.warn(respond, exc)
             return
-        channel = shortcut["channel"]["id"]
-        thread_ts = message.get("thread_ts") or message["ts"]
-        await client.views_open(
-            trigger_id=shortcut["trigger_id"], view=train_modal(images, channel, thread_ts)
-        )
+        await modals.open_on_message(client, shortcut, train_modal, images)
 
     @app.view(MODAL)
     async def train_submitted(

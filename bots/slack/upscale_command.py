@@ -17,7 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.commands import CommandError
 from bots.slack import answers, derive, files
 from bots.slack.services import SlackServices
-from bots.slack.submit import command_request_id, submit
+from bots.slack.submit import submit_command
 
 USAGE = "Usage: `/upscale <link to an image in Slack>` (in the image's menu: *Copy link*)"
 
@@ -36,14 +36,6 @@ def register(app: AsyncApp, services: SlackServices) -> None:
             file = await files.linked_file(client, command["text"])
             image, key = await files.input_image(services, file, client.token or "")
             spec = derive.derived_spec(services, "upscale", image, key)
-            await submit(
-                client,
-                services,
-                spec,
-                request_id=command_request_id(command),
-                channel=command["channel_id"],
-                thread_ts=None,
-                workspace=context["workspace"],
-            )
+            await submit_command(client, services, spec, command, context["workspace"])
         except CommandError as exc:
             await answers.warn(respond, exc)
