@@ -7,6 +7,8 @@ not only the one that called it), ``close_db`` closes it. The schema comes only 
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -135,12 +137,18 @@ async def _apply_pending(connection: BaseDBAsyncClient) -> list[str]:
 
 @asynccontextmanager
 async def _migration_lock(connection: BaseDBAsyncClient) -> AsyncIterator[None]:
-    """On PostgreSQL, hold an advisory lock so that workers starting together migrate one at a time.
+    """Migrate one process at a time, however many start together: the others wait, then find nothing pending.
 
-    The lock lives on one pooled connection while the migrations run on others, so the pool needs two.
-    SQLite is the single-host embedded default and gets no lock.
+    PostgreSQL: an advisory lock, held on one pooled connection while the migrations run on others, so the pool
+    needs two. SQLite: an exclusive lock on a file beside the database (`<file>.migrate.lock`), since two
+    processes on one machine share it (an in-memory database is private to its process and needs none).
     """
-    if connection.capabilities.dialect != "postgres":
+    dialect = connection.capabilities.dialect
+    if dialect == "sqlite":
+        async with _sqlite_file_lock(getattr(connection, "filename", ":memory:")):
+            yield
+        return
+    if dialect != "postgres":
         yield
         return
     if getattr(connection, "pool_maxsize", 2) < 2:
@@ -153,3 +161,14 @@ async def _migration_lock(connection: BaseDBAsyncClient) -> AsyncIterator[None]:
             yield
         finally:
             await lock_connection.execute("SELECT pg_advisory_unlock($1)", _PG_MIGRATION_LOCK_KEY)
+
+
+@asynccontextmanager
+async def _sqlite_file_lock(filename: str) -> AsyncIterator[None]:
+    if filename == ":memory:" or filename.startswith("file:"):
+        yield
+        return
+    with open(f"{filename}.migrate.lock", "a") as lock_file:  # noqa: ASYNC230  (creating an empty file)
+        # flock blocks until the other process is done: wait in a thread, not on the event loop.
+        await asyncio.to_thread(fcntl.flock, lock_file, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
