@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	ATELIER_DATA_DIR=data $(BIN)/atelier demo
+	$(BIN)/atelier demo
 
 test: install
 	$(BIN)/pytest -q

@@ -25,17 +25,26 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ATELIER_", env_file=".env", extra="ignore")
 
     # Where state lives in the embedded mode.
-    data_dir: Path = Field(Path("data"), description="Folder for the SQLite file, local blobs, model cache.")
+    data_dir: Path = Field(
+        Path("data"),
+        description="Folder of everything local: the SQLite file, blobs, model cache, LoRAs, training files and "
+        "the embedded Redis (each unless its own setting is given). Processes on one folder share its queue.",
+    )
 
     # Services.
     redis_url: str | None = Field(
-        None, description="Redis to queue on, e.g. redis://127.0.0.1:6379/0. Unset: start an embedded one."
+        None,
+        description="Redis to queue on, e.g. redis://127.0.0.1:6379/0. Unset: the embedded one of "
+        "ATELIER_DATA_DIR, started by the first process on that folder and shared by the others.",
     )
-    database_url: str = Field(
-        "sqlite://data/atelier.db", description="tortoise URL: sqlite://… or postgres://…"
+    # Both are filled from data_dir when unset (see _local_defaults): strings once Settings is built.
+    database_url: str | None = Field(
+        None,
+        description="tortoise URL: sqlite://… or postgres://… (default: sqlite://<data dir>/atelier.db).",
     )
-    blob_url: str = Field(
-        "data/blobs", description="A local folder, or s3://bucket/prefix for S3-compatible."
+    blob_url: str | None = Field(
+        None,
+        description="A local folder, or s3://bucket/prefix for S3-compatible (default: <data dir>/blobs).",
     )
     s3_endpoint_url: str | None = Field(None, description="S3 API endpoint (MinIO, R2, …); unset for AWS.")
     s3_region: str | None = Field(None, description="S3 region.")
@@ -154,6 +163,15 @@ class Settings(BaseSettings):
             if values.get(name) is None and os.environ.get(file_var):
                 values[name] = Path(os.environ[file_var]).read_text().strip()
         return values
+
+    @model_validator(mode="after")
+    def _local_defaults(self) -> Settings:
+        """The database and the blob folder live in the data folder unless given: ATELIER_DATA_DIR moves both."""
+        if self.database_url is None:
+            self.database_url = f"sqlite://{self.data_dir / 'atelier.db'}"
+        if self.blob_url is None:
+            self.blob_url = str(self.data_dir / "blobs")
+        return self
 
     @field_validator("discord_guild_ids", mode="before")
     @classmethod
