@@ -100,6 +100,8 @@ GROUP_MODULES: tuple[str, ...] = (
     "atelier.cli_admin",
     "atelier.cli_enhance",
     "atelier.cli_lora",
+    "atelier.cli_serve",
+    "atelier.cli_doctor",
 )
 
 
@@ -304,8 +306,8 @@ async def _run_and_wait(
             poll_delay=settings.poll_delay,
             job_timeout=settings.job_timeout,
             max_tries=settings.max_tries,
-            burst=True,
             handle_signals=False,
+            only_jobs={queued.job_id},
         )
 
     terminal = TerminalReplier(runtime.blobs, out_dir)
@@ -321,13 +323,17 @@ async def _run_and_wait(
 
 async def while_serving(runtime, queue_name: str, local_worker, waiting: Coroutine) -> None:
     """Await `waiting` (following a job) while making sure some worker serves `queue_name`: whenever no worker's
-    heartbeat is seen, `local_worker()` runs here in burst mode (until the queue is empty). Checking again every
-    heartbeat period covers a worker that dies, or a stale heartbeat, while we wait."""
+    heartbeat is seen, `local_worker()` (a worker for this command's own job only, see jobs.worker's
+    `OwnJobsWorker`) runs here until that job has run. Checking again every heartbeat period covers a worker
+    that dies, or a stale heartbeat, while we wait."""
     from jobs.heartbeat import HEARTBEAT_TTL_S, live_workers
+
+    workers: list = []
 
     async def serve_if_unserved(serving: asyncio.Task | None) -> asyncio.Task | None:
         if (serving is None or serving.done()) and await live_workers(runtime.redis, queue_name) == 0:
-            return asyncio.create_task(local_worker().async_run())
+            workers.append(local_worker())
+            return asyncio.create_task(workers[-1].async_run())
         return serving
 
     # The first check comes before following starts: building a worker imports torch, which blocks the loop
@@ -343,8 +349,15 @@ async def while_serving(runtime, queue_name: str, local_worker, waiting: Corouti
     finally:
         follower.cancel()
         if serving is not None:
+            # Our job is done. A local worker that took it is finishing it (arq removes it from the queue
+            # after the result is out): wait for that. One that never took it (a real worker did) would wait
+            # for it forever: stop it.
+            if not serving.done() and not workers[-1].started_any():
+                import signal
+
+                workers[-1].handle_sig(signal.SIGTERM)
             with contextlib.suppress(asyncio.CancelledError):
-                await serving  # a burst worker ends when the queue is empty
+                await serving
 
 
 async def _worker(settings: Settings, args: argparse.Namespace) -> int:
@@ -386,7 +399,10 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
                 settings.metrics_host, settings.metrics_port, lambda: runtime.redis.ping()
             )
         try:
-            await asyncio.gather(*(worker.async_run() for worker in workers))
+            # arq stops a worker on SIGINT/SIGTERM by cancelling its main task (running jobs are handed back):
+            # that is this command's normal end, not an error.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*(worker.async_run() for worker in workers))
         finally:
             for worker in workers:
                 await worker.close()
@@ -399,8 +415,11 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def create_train_worker(settings: Settings, services, *, burst: bool, handle_signals: bool = True):
-    """A worker of the training queue (ATELIER_TRAIN_QUEUE_NAME), its checkpoints under `<data dir>/training`."""
+def create_train_worker(
+    settings: Settings, services, *, burst: bool, handle_signals: bool = True, only_jobs=None
+):
+    """A worker of the training queue (ATELIER_TRAIN_QUEUE_NAME), its checkpoints under `<data dir>/training`;
+    `only_jobs` as in `jobs.worker.create_worker`."""
     from jobs.worker import TrainWorkerSettings, create_worker
 
     return create_worker(
@@ -414,6 +433,7 @@ def create_train_worker(settings: Settings, services, *, burst: bool, handle_sig
         handle_signals=handle_signals,
         functions=TrainWorkerSettings.functions,
         training_dir=settings.data_dir / "training",
+        only_jobs=only_jobs,
     )
 
 

@@ -168,7 +168,9 @@ async def _train(runtime, tenant, args: argparse.Namespace, dataset: bytes) -> i
     await while_serving(
         runtime,
         settings.train_queue_name,
-        lambda: create_train_worker(settings, runtime.worker_services(), burst=True, handle_signals=False),
+        lambda: create_train_worker(
+            settings, runtime.worker_services(), burst=True, handle_signals=False, only_jobs={queued.job_id}
+        ),
         follow(),
     )
     if error is not None:

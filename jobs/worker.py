@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 from arq.worker import Worker, func
 
@@ -66,16 +68,20 @@ def create_worker(
     handle_signals: bool = True,
     functions: tuple = WorkerSettings.functions,
     training_dir: Path | None = None,
+    only_jobs: Collection[str] | None = None,
 ) -> Worker:
     """An arq worker on `services.redis` serving `queue_name`, with a heartbeat while it runs.
 
     `max_jobs` None: `default_max_jobs(services.max_batch)`. `functions`: the image jobs by default;
-    `TrainWorkerSettings.functions` for the training queue, whose checkpoints go under `training_dir`."""
+    `TrainWorkerSettings.functions` for the training queue, whose checkpoints go under `training_dir`.
+    `only_jobs`: a stand-in that runs just these jobs and then stops (see `OwnJobsWorker`); it beats no
+    heartbeat, since it serves nobody else."""
     worker_id = uuid.uuid4().hex[:12]
     beat: dict[str, asyncio.Task] = {}
 
     async def on_startup(ctx: dict) -> None:
-        beat["task"] = asyncio.create_task(heartbeat.beat(services.redis, queue_name, worker_id))
+        if only_jobs is None:
+            beat["task"] = asyncio.create_task(heartbeat.beat(services.redis, queue_name, worker_id))
 
     async def on_shutdown(ctx: dict) -> None:
         task = beat.pop("task", None)
@@ -86,7 +92,12 @@ def create_worker(
         await services.redis.delete(heartbeat.heartbeat_key(queue_name, worker_id))
         await services.batcher.aclose()
 
-    return Worker(
+    options = {}
+    if only_jobs is not None:
+        options = {"only_jobs": frozenset(only_jobs), "max_burst_jobs": len(only_jobs)}
+        burst = True
+    return (OwnJobsWorker if only_jobs is not None else Worker)(
+        **options,
         functions=functions,
         queue_name=queue_name,
         redis_pool=services.redis,
@@ -102,3 +113,25 @@ def create_worker(
         burst=burst,
         handle_signals=handle_signals,
     )
+
+
+class OwnJobsWorker(Worker):
+    """A worker that takes only `only_jobs` from a shared queue, then stops: the CLI's stand-in when no worker
+    serves the queue. Every other job stays where it is: a chat job needs a worker that can post to its
+    platform, and a job of another CLI is that CLI's to run. Its own job stays on the shared queue until it
+    starts, so a real worker that appears meanwhile may take it instead, and nothing is stranded if the CLI dies.
+    """
+
+    def __init__(self, *args: Any, only_jobs: frozenset[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.only_jobs = only_jobs
+
+    def started_any(self) -> bool:
+        """Whether it has taken one of its jobs (which it then finishes before `async_run` returns)."""
+        return self._jobs_started() > 0
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        # arq hands over the queue's first ids; ours may be further back, so ask for ours by id. arq's own
+        # checks (still queued, due, not running elsewhere) apply to them as to any job.
+        del job_ids
+        await super().start_jobs([job_id.encode() for job_id in sorted(self.only_jobs)])
