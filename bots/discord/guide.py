@@ -53,10 +53,12 @@ Set it up once:
        {invite_url("APPLICATION_ID")}
      Scopes: {", ".join(SCOPES)}.
 {_wrap(f"Permissions ({PERMISSIONS_VALUE}): {', '.join(PERMISSIONS)}.")}
-  5. Start it: `atelier discord`, next to `atelier worker --queues images,train` (the train queue runs
-     /atelier lora train). Commands are registered globally at start-up, which can take up to an
-     hour to reach every server; set ATELIER_DISCORD_GUILD_IDS=ID1,ID2 to register them in those servers
-     only, instantly (right-click a server with Developer Mode on to copy its id).
+  5. Start it: `atelier serve` runs this bot and a worker per GPU together (`atelier doctor` first checks
+     the token and every service). Or `atelier discord` next to `atelier worker --queues images,train` (the
+     train queue runs /atelier lora train), both in the same folder or with the same shared settings.
+     Commands are registered globally at start-up, which can take up to an hour to reach every server; set
+     ATELIER_DISCORD_GUILD_IDS=ID1,ID2 to register them in those servers only, instantly (right-click a
+     server with Developer Mode on to copy its id).
 
 Settings (environment variables):
   ATELIER_DISCORD_TOKEN, ATELIER_DISCORD_TOKEN_FILE   the bot token (required)
@@ -65,5 +67,6 @@ Settings (environment variables):
                                  besides members with Manage Server (optional)
   ATELIER_DISCORD_API_BASE       REST base URL (default https://discord.com/api/v10; an API proxy)
   ATELIER_DISCORD_GATEWAY_URL    gateway URL (default wss://gateway.discord.gg/)
-  and the shared ATELIER_REDIS_URL, ATELIER_DATABASE_URL, ATELIER_BLOB_URL: the same as the workers'.
+  and the shared ATELIER_REDIS_URL, ATELIER_DATABASE_URL, ATELIER_BLOB_URL: the same as the workers'
+  (unset: the embedded ones of ATELIER_DATA_DIR, shared by every process started on that folder).
 """
