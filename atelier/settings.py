@@ -66,7 +66,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Most images in one batched text-to-image call (compatible jobs share it); 1: no batching.",
     )
-    job_timeout: int = Field(1800, ge=1, description="Seconds before a running job is abandoned.")
+    job_timeout: int = Field(
+        1800,
+        ge=1,
+        description="Seconds a job may run; past it, it is stopped, failed, refunded and its user told.",
+    )
     max_tries: int = Field(3, ge=1, description="Times a job is attempted when its worker dies mid-job.")
     train_queue_name: str = Field(
         "atelier:train",

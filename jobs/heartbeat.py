@@ -7,12 +7,16 @@ Torch-free and light on purpose: front-ends import it on their event loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from jobs import metrics
+
+log = logging.getLogger(__name__)
 
 HEARTBEAT_TTL_S = 6
 HEARTBEAT_EVERY_S = 2
@@ -28,9 +32,22 @@ async def live_workers(redis: Redis, queue_name: str) -> int:
 
 
 async def beat(redis: Redis, queue_name: str, worker_id: str) -> None:
-    """Refresh the worker's key (and the queue-length gauge) until cancelled."""
+    """Refresh the worker's key (and the queue-length gauge) until cancelled. A Redis error (a restart, a
+    network blip) is logged once per outage and the beat goes on: the worker is alive, and says so again as
+    soon as Redis answers."""
     key = heartbeat_key(queue_name, worker_id)
+    failing = False
     while True:
-        await redis.set(key, f"{socket.gethostname()}:{os.getpid()}", ex=HEARTBEAT_TTL_S)
-        metrics.QUEUE_LENGTH.labels(queue_name).set(await redis.zcard(queue_name))
+        try:
+            await redis.set(key, f"{socket.gethostname()}:{os.getpid()}", ex=HEARTBEAT_TTL_S)
+            metrics.QUEUE_LENGTH.labels(queue_name).set(await redis.zcard(queue_name))
+            if failing:
+                log.info("heartbeat: Redis answers again")
+            failing = False
+        except (RedisError, OSError) as exc:
+            if not failing:
+                log.warning(
+                    "heartbeat: Redis does not answer (%s); retrying every %d s", exc, HEARTBEAT_EVERY_S
+                )
+            failing = True
         await asyncio.sleep(HEARTBEAT_EVERY_S)

@@ -102,15 +102,17 @@ async def run_job(ctx: dict, job_id: str, produce: Produce) -> dict:
         return await _already_ended(services, job, replier)
     job.status, job.started_at, job.attempts = JobStatus.RUNNING, now, job.attempts + 1
     meter = gpu_time.start()
+    limit_s = ctx.get("job_timeout")  # the worker's ATELIER_JOB_TIMEOUT (or the training one)
+    limit = asyncio.timeout(limit_s)
     try:
-        async with CancelWatch(services.redis, job_id) as watch:
+        async with CancelWatch(services.redis, job_id) as watch, limit:
             try:
                 if watch.event.is_set():
                     raise JobCancelled(0, int(job.spec.get("steps", 0)))
                 async with ProgressPump(asyncio.get_running_loop(), replier, job) as pump:
                     produced = await produce(services, job, _cancellable(pump.report, watch.event))
             except asyncio.CancelledError:
-                # arq cancelled this task (shutdown, timeout or its own abort). The GPU thread cannot be
+                # Cancelled: the time limit, or arq (shutdown, or its own abort). The GPU thread cannot be
                 # interrupted: stop it at its next step. A shutdown's job is retried and settles then.
                 watch.event.set()
                 if await Job.filter(id=job_id, status=JobStatus.CANCELLED).exists():
@@ -121,9 +123,17 @@ async def run_job(ctx: dict, job_id: str, produce: Produce) -> dict:
     except ValueError as exc:  # the request cannot be done (a limit, an unknown model): the user's to fix
         await ledger.refund(job_id)
         return await _fail(job, replier, str(exc))
-    except Exception:
-        log.exception("job %s failed", job_id)
+    except Exception as exc:
         await ledger.refund(job_id)
+        if isinstance(exc, TimeoutError) and limit.expired():
+            log.warning("job %s stopped at its time limit of %s s", job_id, limit_s)
+            return await _fail(
+                job,
+                replier,
+                f"This job took longer than the {limit_s:.0f} s limit and was stopped; nothing was charged. "
+                f"Reference: {job_id}",
+            )
+        log.exception("job %s failed", job_id)
         return await _fail(job, replier, f"Something went wrong on our side. Reference: {job_id}")
     gpu_seconds = meter.seconds
 
@@ -138,6 +148,36 @@ async def run_job(ctx: dict, job_id: str, produce: Produce) -> dict:
     _export_cache_stats(services)
     await _deliver(job, replier, stored)
     return {"status": job.status.value, "images": len(stored), "gpu_seconds": gpu_seconds}
+
+
+async def abandon(services: WorkerServices, job_id: str) -> None:
+    """Close a job that arq gave up on without running it (its tries used up by workers that died under it,
+    or its queue entry expired): failed, refunded and told to its user, unless it had already ended."""
+    job = await Job.get_or_none(id=job_id)
+    if job is None:
+        return
+    replier = replier_for(services, job)
+    if job.attempts:
+        message = (
+            f"This job was interrupted {job.attempts} times by a worker that stopped (a crash or a restart) and "
+            f"was given up; nothing was charged. Reference: {job_id}"
+        )
+    else:
+        message = f"This job could not be started and was given up; nothing was charged. Reference: {job_id}"
+    ended = await Job.filter(id=job_id, status__in=(JobStatus.QUEUED, JobStatus.RUNNING)).update(
+        status=JobStatus.FAILED, finished_at=datetime.now(UTC), error=message
+    )
+    await job.refresh_from_db()
+    if not ended:
+        if job.delivered_at is None:  # e.g. cancelled while queued, then dropped by arq: still owed a word
+            await _already_ended(services, job, replier)
+        return
+    log.warning("job %s given up by arq after %d attempts", job_id, job.attempts)
+    await ledger.refund(job_id)
+    metrics.JOBS.labels(job.kind, job.model, "failed").inc()
+    await replier.failure(job, message)
+    job.delivered_at = datetime.now(UTC)
+    await job.save(update_fields=["delivered_at"])
 
 
 async def _already_ended(services: WorkerServices, job: Job, replier: Replier) -> dict:

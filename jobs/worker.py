@@ -3,20 +3,31 @@
 `WorkerSettings` is the whole arq configuration; `create_worker` builds a worker from it around the services the
 composition root made (arq's ctx carries them to the job functions). Each worker keeps a heartbeat key in Redis
 so a CLI can tell whether any worker serves its queue, and starts one in-process when none does.
+
+Leases: arq claims a job with an in-progress key that lives as long as the job may run (job timeout + 10 s), so a
+worker killed mid-job (SIGKILL, OOM, a lost machine) would hold its job for half an hour. `AtelierWorker` claims
+for `lease_s` seconds instead (10 by default) and renews the claims of the jobs it runs every second; a dead
+worker's claims lapse within `lease_s`, and the next worker that polls takes the job, at its place in the queue.
+The job's own time limit is enforced by the job itself (`jobs.lifecycle`, which fails it in plain words) and by
+arq a minute later as a backstop. A job arq gives up on (its tries used up by crashes, or expired) is marked
+failed, refunded and told to its user (`jobs.lifecycle.abandon`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from arq.constants import in_progress_key_prefix
 from arq.worker import Worker, func
+from redis.exceptions import RedisError
 
-from jobs import edit, enhance, functions, heartbeat, training
+from jobs import edit, enhance, functions, heartbeat, lifecycle, training
 from jobs.services import WorkerServices
 from jobs.tenant_loras import fetching_tenant_loras
 
@@ -50,6 +61,13 @@ class TrainWorkerSettings:
     job_timeout = 6 * 3600
 
 
+LEASE_S = 10.0  # how long a job stays claimed by a worker that stopped renewing (died)
+RENEW_EVERY_S = 1.0
+ARQ_TIMEOUT_MARGIN_S = 60  # arq's own timeout backstops the job's (jobs.lifecycle enforces the real one)
+
+log = logging.getLogger(__name__)
+
+
 def default_max_jobs(max_batch: int) -> int:
     """Jobs a worker takes at once unless configured: one without batching; with it, twice the batch, so the
     next batch is already waiting, complete, when the running one ends (see jobs.batching)."""
@@ -69,13 +87,14 @@ def create_worker(
     functions: tuple = WorkerSettings.functions,
     training_dir: Path | None = None,
     only_jobs: Collection[str] | None = None,
+    lease_s: float = LEASE_S,
 ) -> Worker:
     """An arq worker on `services.redis` serving `queue_name`, with a heartbeat while it runs.
 
     `max_jobs` None: `default_max_jobs(services.max_batch)`. `functions`: the image jobs by default;
     `TrainWorkerSettings.functions` for the training queue, whose checkpoints go under `training_dir`.
     `only_jobs`: a stand-in that runs just these jobs and then stops (see `OwnJobsWorker`); it beats no
-    heartbeat, since it serves nobody else."""
+    heartbeat, since it serves nobody else. `lease_s`: see the module's docstring."""
     worker_id = uuid.uuid4().hex[:12]
     beat: dict[str, asyncio.Task] = {}
 
@@ -96,17 +115,18 @@ def create_worker(
     if only_jobs is not None:
         options = {"only_jobs": frozenset(only_jobs), "max_burst_jobs": len(only_jobs)}
         burst = True
-    return (OwnJobsWorker if only_jobs is not None else Worker)(
+    return (OwnJobsWorker if only_jobs is not None else AtelierWorker)(
         **options,
+        lease_s=lease_s,
         functions=functions,
         queue_name=queue_name,
         redis_pool=services.redis,
-        ctx={"services": services, "training_dir": training_dir},
+        ctx={"services": services, "training_dir": training_dir, "job_timeout": job_timeout},
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         poll_delay=poll_delay,
         max_jobs=default_max_jobs(services.max_batch) if max_jobs is None else max_jobs,
-        job_timeout=job_timeout,
+        job_timeout=job_timeout + ARQ_TIMEOUT_MARGIN_S,
         max_tries=max_tries,
         keep_result=WorkerSettings.keep_result,
         allow_abort_jobs=WorkerSettings.allow_abort_jobs,
@@ -115,7 +135,54 @@ def create_worker(
     )
 
 
-class OwnJobsWorker(Worker):
+class AtelierWorker(Worker):
+    """arq's worker with short, renewed claims on its running jobs, and a word to the user for every job arq
+    gives up on (see the module's docstring)."""
+
+    def __init__(self, *args: Any, lease_s: float = LEASE_S, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lease_s = lease_s
+        self.in_progress_timeout_s = lease_s  # what arq's claim (SET PX) is set to when a job starts
+
+    async def main(self) -> None:
+        renewing = asyncio.create_task(self._renew_leases())
+        try:
+            await super().main()
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+
+    async def _renew_leases(self) -> None:
+        """Every second, extend the claim of each job this worker has taken; survives Redis outages (a claim
+        that lapsed meanwhile may be taken by another worker: the job is idempotent, see jobs.lifecycle)."""
+        failing = False
+        while True:
+            await asyncio.sleep(RENEW_EVERY_S)
+            job_ids = list(self.tasks)
+            if not job_ids:
+                continue
+            try:
+                async with self.pool.pipeline(transaction=False) as pipe:
+                    for job_id in job_ids:
+                        pipe.pexpire(in_progress_key_prefix + job_id, int(self.lease_s * 1000))
+                    await pipe.execute()
+                if failing:
+                    log.info("renewing job leases again")
+                failing = False
+            except (RedisError, OSError) as exc:
+                if not failing:  # once per outage
+                    log.warning("cannot renew job leases (%s); retrying every %.0f s", exc, RENEW_EVERY_S)
+                failing = True
+
+    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
+        """arq gives up on a job without running it (tries used up, expired, aborted before it started): close
+        it as Atelier's own failures are closed, so nobody waits for it."""
+        await super().finish_failed_job(job_id, result_data)
+        await lifecycle.abandon(self.ctx["services"], job_id)
+
+
+class OwnJobsWorker(AtelierWorker):
     """A worker that takes only `only_jobs` from a shared queue, then stops: the CLI's stand-in when no worker
     serves the queue. Every other job stays where it is: a chat job needs a worker that can post to its
     platform, and a job of another CLI is that CLI's to run. Its own job stays on the shared queue until it

@@ -1,11 +1,8 @@
 """A worker killed with SIGKILL in the middle of a job, then a new worker: the job completes once, keeps its
 place in the queue, and the ledger shows exactly one settle.
 
-arq retries a job only once its in-progress key expires, which is `job_timeout + 10` seconds after it started:
-the test workers run with ATELIER_JOB_TIMEOUT=40 (long enough for the job on a busy 2-core CI machine), so the
-retry comes about 50 s after the job started. The trade-off in
-production: job_timeout must exceed the longest job (it is also the time after which arq gives up on a job), and
-it is also how long a crashed worker's job waits before another worker takes it.
+The dead worker's claim on the job lapses within its lease (jobs.worker.LEASE_S, 10 s), after which the new
+worker takes the job; tests/reliability has the same with two workers side by side.
 """
 
 from __future__ import annotations
