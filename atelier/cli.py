@@ -395,9 +395,7 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
                 loop.add_signal_handler(signum, lambda s=signum: [w.handle_sig(s) for w in workers])
         http = None
         if settings.metrics_port:
-            http = await start_http(
-                settings.metrics_host, settings.metrics_port, lambda: runtime.redis.ping()
-            )
+            http = await start_http(settings.metrics_host, settings.metrics_port, runtime.services_answer)
         try:
             # arq stops a worker on SIGINT/SIGTERM by cancelling its main task (running jobs are handed back):
             # that is this command's normal end, not an error.
@@ -462,8 +460,9 @@ def _slack_api_base(settings: Settings) -> str:
 
 
 async def _slack(settings: Settings, args: argparse.Namespace) -> int:
+    from atelier.observability import start_http
     from atelier.runtime import Runtime
-    from bots.slack.app import run
+    from bots.slack.app import SlackConnection, run
     from bots.slack.config import SlackConfig
     from bots.slack.services import SlackServices
 
@@ -484,6 +483,14 @@ async def _slack(settings: Settings, args: argparse.Namespace) -> int:
     async with Runtime.open(settings) as runtime:
         from quotas.tiers import Tiers
 
+        connection = SlackConnection()
+        http = None
+        if settings.metrics_port:
+
+            async def healthy() -> bool:
+                return await runtime.services_answer() and await connection.up()
+
+            http = await start_http(settings.metrics_host, settings.metrics_port, healthy)
         services = SlackServices(
             redis=runtime.redis,
             registry=runtime.registry,
@@ -494,13 +501,18 @@ async def _slack(settings: Settings, args: argparse.Namespace) -> int:
             loras_dir=settings.loras_dir,
             train_queue_name=settings.train_queue_name,
         )
-        await run(config, services)
+        try:
+            await run(config, services, connection=connection)
+        finally:
+            if http is not None:
+                await http.cleanup()
     return 0
 
 
 async def _discord(settings: Settings, args: argparse.Namespace) -> int:
     import discord
 
+    from atelier.observability import start_http
     from atelier.runtime import Runtime
     from bots.discord.client import AtelierBot, BotConfig, configure_endpoints
     from quotas.tiers import Tiers
@@ -527,7 +539,18 @@ async def _discord(settings: Settings, args: argparse.Namespace) -> int:
         )
         try:
             async with AtelierBot(config) as bot:
-                await bot.start(token)
+                http = None
+                if settings.metrics_port:
+
+                    async def healthy() -> bool:
+                        return await runtime.services_answer() and bot.is_ready() and not bot.is_closed()
+
+                    http = await start_http(settings.metrics_host, settings.metrics_port, healthy)
+                try:
+                    await bot.start(token)
+                finally:
+                    if http is not None:
+                        await http.cleanup()
         except discord.LoginFailure:
             raise UsageError("Discord refused the token (401): copy it again from the Bot page") from None
     return 0

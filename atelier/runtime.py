@@ -7,6 +7,7 @@ only a worker needs (the engine, which imports torch).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -57,6 +58,15 @@ class Runtime:
             stack.push_async_callback(blobs.close)
             registry = Registry.load(settings.models_file)
             yield cls(settings, redis, blobs, registry, embedded)
+
+    async def services_answer(self, timeout_s: float = 3.0) -> bool:
+        """Whether Redis and the database both answer now: what every process's /healthz needs first."""
+        from storage.db import ping
+
+        async with asyncio.timeout(timeout_s):
+            await self.redis.ping()
+        await ping(timeout_s)
+        return True
 
     def worker_services(self, repliers: dict[str, Replier] | None = None) -> WorkerServices:
         """The services a worker's job functions get; the engine is built here, once per process."""

@@ -82,6 +82,15 @@ async def close_db() -> None:
         await context.close_connections()
 
 
+async def ping(timeout_s: float = 3.0) -> None:
+    """Raise unless the database ``init_db`` opened answers a trivial query within ``timeout_s`` (health checks)."""
+    context = _Database.context
+    if context is None:
+        raise RuntimeError("no database is open")
+    async with asyncio.timeout(timeout_s):
+        await context.db(CONNECTION_NAME).execute_query("SELECT 1")
+
+
 async def migrate(url: str) -> list[str]:
     """Apply the migrations the database at ``url`` lacks and return their names, oldest first.
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
@@ -60,9 +61,29 @@ def create_app(config: SlackConfig, services: SlackServices) -> AsyncApp:
     return app
 
 
-async def run(config: SlackConfig, services: SlackServices, stop: asyncio.Event | None = None) -> None:
-    """Serve the app until `stop` is set (by default: until SIGINT or SIGTERM)."""
+class SlackConnection:
+    """Whether the app is connected to Slack now (for /healthz): set by `run` once it serves."""
+
+    def __init__(self) -> None:
+        self._probe: Callable[[], Awaitable[bool]] | None = None
+
+    def serving(self, probe: Callable[[], Awaitable[bool]]) -> None:
+        self._probe = probe
+
+    async def up(self) -> bool:
+        return self._probe is not None and await self._probe()
+
+
+async def run(
+    config: SlackConfig,
+    services: SlackServices,
+    stop: asyncio.Event | None = None,
+    connection: SlackConnection | None = None,
+) -> None:
+    """Serve the app until `stop` is set (by default: until SIGINT or SIGTERM); `connection` then tells
+    whether it is connected (Socket Mode: the WebSocket is open; HTTP mode: it is listening)."""
     stop = stop or _stop_on_signals()
+    connection = connection or SlackConnection()
     app = create_app(config, services)
     # Fail at start, with Slack's reason, on a bad bot token or API base, instead of on the first command.
     identity = await app.client.auth_test()
@@ -72,12 +93,14 @@ async def run(config: SlackConfig, services: SlackServices, stop: asyncio.Event 
         identity.get("user"),
     )
     if config.socket_mode:
-        await _serve_socket_mode(app, config, stop)
+        await _serve_socket_mode(app, config, stop, connection)
     else:
-        await _serve_http(app, config, stop)
+        await _serve_http(app, config, stop, connection)
 
 
-async def _serve_http(app: AsyncApp, config: SlackConfig, stop: asyncio.Event) -> None:
+async def _serve_http(
+    app: AsyncApp, config: SlackConfig, stop: asyncio.Event, connection: SlackConnection
+) -> None:
     async def events(request: web.Request) -> web.Response:
         return await to_aiohttp_response(await app.async_dispatch(await to_bolt_request(request)))
 
@@ -92,12 +115,19 @@ async def _serve_http(app: AsyncApp, config: SlackConfig, stop: asyncio.Event) -
     try:
         await web.TCPSite(runner, config.host, config.port).start()
         log.info("slack: HTTP mode, listening on http://%s:%d%s", config.host, config.port, EVENTS_PATH)
+        connection.serving(_always_up)
         await stop.wait()
     finally:
         await runner.cleanup()
 
 
-async def _serve_socket_mode(app: AsyncApp, config: SlackConfig, stop: asyncio.Event) -> None:
+async def _always_up() -> bool:
+    return True
+
+
+async def _serve_socket_mode(
+    app: AsyncApp, config: SlackConfig, stop: asyncio.Event, connection: SlackConnection
+) -> None:
     handler = AsyncSocketModeHandler(app, config.app_token, web_client=app.client)
     try:
         # Asked once here so a bad app token stops the process with Slack's error; the client's own connect loop
@@ -105,6 +135,7 @@ async def _serve_socket_mode(app: AsyncApp, config: SlackConfig, stop: asyncio.E
         handler.client.wss_uri = await handler.client.issue_new_wss_url()
         await handler.connect_async()
         log.info("slack: Socket Mode, connected")
+        connection.serving(handler.client.is_connected)
         await stop.wait()
     finally:
         await handler.close_async()
