@@ -68,7 +68,7 @@ async def _admin(settings: Settings, args: argparse.Namespace) -> int:
     from quotas.admin import Admin
 
     async with Runtime.open(settings) as runtime:
-        admin = Admin(runtime.redis, settings.queue_name, tiers)
+        admin = Admin(runtime.redis, settings.queue_name, tiers, train_queue_name=settings.train_queue_name)
         try:
             print(await _run(admin, args, limits, clear))
         except (ValueError, LookupError, PermissionError) as exc:

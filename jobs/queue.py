@@ -25,7 +25,7 @@ from tortoise.exceptions import IntegrityError
 from jobs import events
 from jobs.queue_status import queue_position
 from jobs.specs import Imagine, ReplyTarget
-from quotas.admin import held_key
+from quotas.admin import JOB_EXPIRES_S, held_key
 from quotas.estimates import estimate_seconds, spec_shape
 from quotas.fairness import fair_tag
 from quotas.ledger import refund, reserve, settle
@@ -38,9 +38,8 @@ log = logging.getLogger(__name__)
 
 Spec = Imagine
 
-JOB_EXPIRES_S = 24 * 3600
-"""How long a queued job may wait before arq drops it (arq's own default, passed explicitly because fair scores
-lie in the past). Its reservation is then refunded by `reconcile`."""
+# JOB_EXPIRES_S: how long a queued job may wait before arq drops it (arq's own default, passed explicitly because
+# fair scores lie in the past); the worker then fails it and tells its user (jobs.lifecycle.abandon).
 
 RECONCILE_AFTER_S = 60  # a reservation younger than this may belong to a request still being enqueued
 RECONCILE_EVERY_S = 30

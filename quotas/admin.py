@@ -14,6 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from arq.constants import job_key_prefix
 from redis.asyncio import Redis
 
 from quotas.cancel import request_cancel
@@ -35,15 +36,25 @@ local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not score then return 0 end
 redis.call('ZADD', KEYS[2], score, ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('PERSIST', KEYS[3])
 return 1
 """
-# Puts every held job back in the queue with the score it had.
+# Puts every held job back in the queue with the score it had, its arq record given a fresh expiry (ARGV[2] ms;
+# held, it never expires: a pause may last any time). ARGV[1] is arq's job key prefix.
 _RELEASE = """
 local held = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
-for i = 1, #held, 2 do redis.call('ZADD', KEYS[1], held[i + 1], held[i]) end
+for i = 1, #held, 2 do
+  redis.call('ZADD', KEYS[1], held[i + 1], held[i])
+  redis.call('PEXPIRE', ARGV[1] .. held[i], ARGV[2])
+end
 redis.call('DEL', KEYS[2])
 return #held / 2
 """
+
+
+JOB_EXPIRES_S = 24 * 3600
+"""How long a queued job may wait before arq drops it (jobs.queue passes it to arq when enqueueing; a held job
+gets it afresh when released)."""
 
 
 def held_key(queue_name: str, tenant_id: int) -> str:
@@ -111,8 +122,17 @@ class CancelOutcome:
 class Admin:
     """Admin operations on tenants, users and jobs, over the database and the queue `queue_name` on `redis`."""
 
-    def __init__(self, redis: Redis, queue_name: str, tiers: Tiers | None = None) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        queue_name: str,
+        tiers: Tiers | None = None,
+        *,
+        train_queue_name: str | None = None,
+    ) -> None:
         self.redis, self.queue_name, self.tiers = redis, queue_name, tiers or Tiers()
+        # Every queue a tenant's jobs wait in: a pause holds them all.
+        self.queues = [queue_name] + ([train_queue_name] if train_queue_name else [])
 
     # Policy -------------------------------------------------------------------------------------------------
 
@@ -247,7 +267,9 @@ class Admin:
         await row.save(update_fields=["paused", "updated_at"])
         held = 0
         for job_id in await Job.filter(tenant_id=t.id, status=JobStatus.QUEUED).values_list("id", flat=True):
-            held += await self.redis.eval(_HOLD, 2, self.queue_name, held_key(self.queue_name, t.id), job_id)
+            for queue in self.queues:
+                keys = (queue, held_key(queue, t.id), job_key_prefix + job_id)
+                held += await self.redis.eval(_HOLD, 3, *keys, job_id)
         return held
 
     async def resume(self, tenant: TenantRef) -> int:
@@ -257,7 +279,12 @@ class Admin:
         row = await quota_row(t, self.tiers)
         row.paused = False
         await row.save(update_fields=["paused", "updated_at"])
-        return int(await self.redis.eval(_RELEASE, 2, self.queue_name, held_key(self.queue_name, t.id)))
+        released = 0
+        for queue in self.queues:
+            expires_ms = JOB_EXPIRES_S * 1000
+            keys = (queue, held_key(queue, t.id))
+            released += int(await self.redis.eval(_RELEASE, 2, *keys, job_key_prefix, expires_ms))
+        return released
 
     async def ban(self, tenant: TenantRef, user: str, *, reason: str = "") -> None:
         """Refuse every new request of `user` (the platform's user id) in the tenant; their jobs already queued

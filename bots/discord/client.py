@@ -65,7 +65,9 @@ class AtelierBot(discord.Client):
         super().__init__(intents=intents(), allowed_mentions=discord.AllowedMentions.none())
         self.config = config
         self.clock = EditClock(config.redis)
-        self.admin = Admin(config.redis, config.queue_name, config.tiers)
+        self.admin = Admin(
+            config.redis, config.queue_name, config.tiers, train_queue_name=config.train_queue_name
+        )
         self.tree = app_commands.CommandTree(self)
 
     async def setup_hook(self) -> None:

@@ -26,4 +26,5 @@ class SlackServices:
     admin: Admin = field(init=False)  # the quotas admin API: cancelling jobs and the `/atelier` commands
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "admin", Admin(self.redis, self.queue_name, self.tiers))
+        admin = Admin(self.redis, self.queue_name, self.tiers, train_queue_name=self.train_queue_name)
+        object.__setattr__(self, "admin", admin)

@@ -106,6 +106,40 @@ async def test_pause_holds_queued_jobs_in_place_and_resume_puts_them_back(
     assert {j: await runtime.redis.zscore(queue, j) for j in jobs} == scores
 
 
+async def test_pause_holds_every_queue_of_the_tenant_and_held_jobs_never_expire(runtime, imagine) -> None:
+    from arq.constants import job_key_prefix
+
+    from jobs.queue import enqueue
+    from jobs.specs import ReplyTarget, imagine_spec
+    from storage.models import get_or_create_tenant, get_or_create_user
+
+    queue, train = runtime.settings.queue_name, f"{runtime.settings.queue_name}:train-test"
+    admin = Admin(runtime.redis, queue, train_queue_name=train)
+    image_job = (await imagine("discord:hold", "u", "hold-image")).job_id
+    tenant = await get_or_create_tenant("discord", "hold")
+    train_job = (
+        await enqueue(  # any job on the training queue: the hold does not look at what it is
+            runtime.redis,
+            imagine_spec(runtime.registry, tiny=True, prompt="a lora", size="64x64", steps=1, seed=1),
+            request_id="hold-train",
+            reply_target=ReplyTarget(platform="cli"),
+            queue_name=train,
+            tenant=tenant,
+            user=await get_or_create_user(tenant, "u"),
+        )
+    ).job_id
+    score = await runtime.redis.zscore(train, train_job)
+
+    assert await admin.pause("discord:hold") == 2
+    assert await runtime.redis.zscore(train, train_job) is None
+    for job_id in (image_job, train_job):
+        assert await runtime.redis.ttl(job_key_prefix + job_id) == -1  # held: kept however long the pause
+    assert await admin.resume("discord:hold") == 2
+    assert await runtime.redis.zscore(train, train_job) == score
+    for job_id in (image_job, train_job):
+        assert 23 * 3600 < await runtime.redis.ttl(job_key_prefix + job_id) <= 24 * 3600
+
+
 async def test_jobs_are_listed_newest_first_and_cancel_is_scoped_to_the_tenant(admin: Admin, imagine) -> None:
     first = await imagine("discord:L", "u1", "l1")
     second = await imagine("discord:L", "u2", "l2")
