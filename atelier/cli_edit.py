@@ -11,7 +11,9 @@ import argparse
 import secrets
 from pathlib import Path
 
-from atelier.cli import UsageError, _run_and_wait, read_image_file
+from atelier.cli import UsageError
+from atelier.cli_imagine import read_image_file
+from atelier.jobrun import run_and_wait
 from atelier.settings import Settings
 
 INPAINT_HELP = """\
@@ -102,7 +104,7 @@ async def _inpaint(settings: Settings, args: argparse.Namespace) -> int:
         keys = {"image": await store_input(runtime.blobs, image)}
         if mask is not None:
             keys["mask"] = await store_input(runtime.blobs, mask)
-        return await _run_and_wait(runtime, spec.model_copy(update=keys), args.out)
+        return await run_and_wait(runtime, spec.model_copy(update=keys), args.out)
 
 
 async def _vary(settings: Settings, args: argparse.Namespace) -> int:
@@ -136,7 +138,7 @@ async def _vary(settings: Settings, args: argparse.Namespace) -> int:
 
     async with Runtime.open(settings) as runtime:
         key = await store_input(runtime.blobs, image)
-        return await _run_and_wait(runtime, spec.model_copy(update={"image": key}), args.out, *who)
+        return await run_and_wait(runtime, spec.model_copy(update={"image": key}), args.out, *who)
 
 
 COMMANDS = {"inpaint": _inpaint, "vary": _vary}

@@ -12,7 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from atelier.cli import UsageError, _run_and_wait, read_image_file
+from atelier.cli import UsageError
+from atelier.cli_imagine import read_image_file
+from atelier.jobrun import run_and_wait
 from atelier.settings import Settings
 
 ENHANCE_HELP = """\
@@ -107,7 +109,7 @@ async def _store_and_run(settings: Settings, image, spec, out: Path) -> int:
 
     async with Runtime.open(settings) as runtime:
         key = await store_input(runtime.blobs, image)
-        return await _run_and_wait(runtime, spec.model_copy(update={"image": key}), out)
+        return await run_and_wait(runtime, spec.model_copy(update={"image": key}), out)
 
 
 COMMANDS = {"upscale": _upscale, "enhance": _enhance}

@@ -18,7 +18,9 @@ import sys
 import uuid
 from pathlib import Path
 
-from atelier.cli import CLI_TENANT, CLI_USER, UsageError, create_train_worker, while_serving
+from atelier.cli import CLI_TENANT, CLI_USER, UsageError
+from atelier.cli_worker import create_train_worker
+from atelier.jobrun import while_serving
 from atelier.settings import Settings
 
 

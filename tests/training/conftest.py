@@ -96,7 +96,7 @@ def env(settings: Settings) -> dict[str, str]:
 @pytest.fixture
 def run_worker(runtime: Runtime) -> Callable:
     """Drain a queue with a burst worker in this process: the image queue, or the training one (`train=True`)."""
-    from atelier.cli import create_train_worker
+    from atelier.cli_worker import create_train_worker
 
     async def run(*, train: bool = False) -> None:
         services = runtime.worker_services()

@@ -1,0 +1,165 @@
+"""`atelier imagine` and `atelier demo`: generate from a terminal through the same path as a chat command
+(validate, record, enqueue, follow; see atelier.jobrun for how a job is followed and served)."""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+from pathlib import Path
+
+from atelier.cli import UsageError, _add_generation_options, _add_tenant_options
+from atelier.jobrun import run_and_wait
+from atelier.settings import Settings
+
+DEMO_PROMPT = "a lighthouse on a cliff at dawn, watercolour"
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    imagine = sub.add_parser("imagine", help="generate images from a prompt, through the queue")
+    imagine.add_argument("prompt")
+    _add_generation_options(imagine)
+    _add_tenant_options(imagine)
+    imagine.add_argument(
+        "--lora",
+        action="append",
+        metavar="NAME[:WEIGHT]",
+        help="apply a LoRA from ATELIER_LORA_DIR at a weight (default 1), e.g. ink:0.8; repeatable",
+    )
+    imagine.add_argument(
+        "--enhance-faces", action="store_true", help="restore faces after generation (GFPGAN by default)"
+    )
+    imagine.add_argument(
+        "--image",
+        type=Path,
+        help="a starting image: image-to-image, the result follows its layout and colours (it sets the size; "
+        "the same job as `atelier vary IMAGE --prompt PROMPT` and the chat bots' /imagine with an image)",
+    )
+    imagine.add_argument(
+        "--strength",
+        type=float,
+        help="with --image: how far from it to go, above 0, at most 1 (default: 0.6)",
+    )
+
+    demo = sub.add_parser(
+        "demo", help="imagine a fixed prompt with the tiny model, offline, on embedded defaults"
+    )
+    demo.add_argument("--out", type=Path, default=Path("out"), help="folder for the images (default: out)")
+    _add_tenant_options(demo)
+
+
+async def _imagine(settings: Settings, args: argparse.Namespace) -> int:
+    if getattr(args, "image", None) is not None:
+        return await _imagine_from_image(settings, args)
+    if getattr(args, "strength", None) is not None:
+        raise UsageError("--strength needs --image")
+    # Validate before any service starts, so bad input costs nothing and leaves nothing behind.
+    from bots.commands import parse_lora
+    from engine.lora import LoraLibrary, check_loras
+    from engine.registry import Registry
+    from jobs.specs import imagine_spec
+    from quotas.policy import parse_tenant_ref
+
+    try:
+        tenant = parse_tenant_ref(args.tenant)
+        if not args.user:
+            raise ValueError("--user needs the id of the person asking")
+        loras = [parse_lora(text) for text in getattr(args, "lora", None) or []]
+        spec = imagine_spec(
+            Registry.load(settings.models_file),
+            prompt=args.prompt,
+            negative=args.negative,
+            model=args.model,
+            size=args.size,
+            aspect=args.aspect,
+            steps=args.steps,
+            guidance=args.guidance,
+            seed=args.seed,
+            count=args.count,
+            tiny=settings.tiny_models,
+            random_seed=secrets.randbelow(2**32),
+            enhance_faces=getattr(args, "enhance_faces", False),
+        )
+        check_loras(loras)  # count, repeats, weights; the names need the tenant's LoRAs, read below
+        library = LoraLibrary(settings.loras_dir)
+        if not _database_exists(settings.database_url):
+            check_loras(loras, library)  # no database yet, so no tenant has LoRAs of its own
+    except ValueError as exc:
+        raise UsageError(exc) from None
+    from atelier.runtime import Runtime
+
+    async with Runtime.open(settings) as runtime:
+        if loras:
+            spec = await _with_tenant_loras(spec, loras, tenant, library)
+        return await run_and_wait(runtime, spec, args.out, tenant, args.user)
+
+
+async def _imagine_from_image(settings: Settings, args: argparse.Namespace) -> int:
+    """`atelier imagine PROMPT --image PATH`: refuse what image-to-image cannot take, then run it as `vary`."""
+    from atelier.cli_edit import _vary
+    from engine.edit_requests import DEFAULT_VARIATION_STRENGTH
+
+    for flag, given in (
+        ("--size", args.size),
+        ("--ar", args.aspect),
+        ("--lora", args.lora),
+        ("--enhance-faces", args.enhance_faces),
+    ):
+        if given:
+            raise UsageError(
+                f"{flag} does not work with --image (the image sets the size; no LoRAs or faces)"
+            )
+    if args.strength is None:
+        args.strength = DEFAULT_VARIATION_STRENGTH
+    return await _vary(settings, args)
+
+
+def _database_exists(url: str) -> bool:
+    """False only for a SQLite file not created yet (nothing has run here): what can be refused without it is."""
+    path = url.removeprefix("sqlite://") if url.startswith("sqlite://") else None
+    return path is None or path == ":memory:" or Path(path).exists()
+
+
+async def _with_tenant_loras(spec, loras, tenant_ref: tuple[str, str], library):
+    """`spec` with its LoRAs as the tenant sees them: its own trained ones (scoped names) or the shared folder's;
+    UsageError naming a LoRA the tenant does not have."""
+    from engine.lora import check_loras
+    from jobs.training import tenant_loras
+    from storage.models import get_or_create_tenant
+
+    view = await tenant_loras(await get_or_create_tenant(*tenant_ref), library)
+    try:
+        check_loras(loras, view)
+    except ValueError as exc:
+        raise UsageError(exc) from None
+    return spec.model_copy(update={"loras": [(view.spec_name(name), float(w)) for name, w in loras]})
+
+
+async def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    args.prompt, args.negative, args.model, args.seed = DEMO_PROMPT, "", None, 1234
+    args.size = args.aspect = args.steps = args.guidance = args.count = None
+    return await _imagine(settings, args)
+
+
+def read_image_file(path: Path, what: str = "the image"):  # -> PIL.Image.Image (Pillow is imported lazily)
+    """An image file given on the command line, decoded and normalised to RGB, or a UsageError saying why it
+    cannot be used. Runs before any service opens, so bad input leaves nothing behind."""
+    from jobs.inputs import MAX_INPUT_BYTES, InputImageError, read_image
+
+    try:
+        if path.stat().st_size > MAX_INPUT_BYTES:  # refuse before reading a huge file into memory
+            raise UsageError(
+                f"{what} {path} is {path.stat().st_size / 2**20:.1f} MiB; "
+                f"the limit is {MAX_INPUT_BYTES / 2**20:.0f} MiB"
+            )
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise UsageError(f"{what} {path} cannot be read: {exc.strerror}") from None
+    try:
+        return read_image(data, name=f"{what} {path}")
+    except InputImageError as exc:
+        raise UsageError(exc) from None
+
+
+COMMANDS = {"imagine": _imagine, "demo": _demo}
