@@ -229,8 +229,7 @@ async def _cancelled(services: WorkerServices, job: Job, replier: Replier, cance
 def replier_for(services: WorkerServices, job: Job) -> Replier:
     """The job's event stream, plus the replier of the platform it came from (if this worker has one)."""
     stream = StreamReplier(services.redis)
-    platform = (job.reply_target or {}).get("platform", "cli")
-    platform_replier = services.repliers.get(platform)
+    platform_replier = services.repliers.get(_platform(job))
     return Fanout(stream, platform_replier) if platform_replier else stream
 
 
@@ -264,10 +263,37 @@ async def _stored_images(job: Job) -> list[StoredImage]:
     ]
 
 
+DELIVERY_RETRY_S = (1.0, 2.0, 4.0, 8.0, 16.0)  # pauses between tries of posting a job's results
+
+
 async def _deliver(job: Job, replier: Replier, images: list[StoredImage]) -> None:
-    await replier.result(job, images)
+    """Post the results. A post that fails (a network error, a platform 5xx, a 429 beyond its own wait) is tried
+    again after a pause, up to five times; the repliers skip the parts they already posted (jobs.delivery), so
+    nothing is posted twice. When every try fails the user is told the images are ready and could not be posted,
+    with a reference, and the failure is logged and counted."""
+    for pause in (*DELIVERY_RETRY_S, None):
+        try:
+            await replier.result(job, images)
+            break
+        except Exception as exc:
+            if pause is None:
+                log.exception("job %s: posting the results failed; giving up", job.id)
+                metrics.DELIVERIES_FAILED.labels(_platform(job)).inc()
+                try:
+                    await replier.failure(
+                        job, f"The images are ready, but posting them here failed. Reference: {job.id}"
+                    )
+                except Exception:
+                    log.exception("job %s: telling the user about the failed post failed too", job.id)
+                break
+            log.warning("job %s: posting the results failed (%r); trying again in %.0f s", job.id, exc, pause)
+            await asyncio.sleep(pause)
     job.delivered_at = datetime.now(UTC)
     await job.save(update_fields=["delivered_at"])
+
+
+def _platform(job: Job) -> str:
+    return (job.reply_target or {}).get("platform", "cli")
 
 
 async def _fail(job: Job, replier: Replier, message: str) -> dict:

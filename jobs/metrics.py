@@ -12,6 +12,11 @@ GENERATION_SECONDS = Histogram(
     ["kind", "model"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320),
 )
+DELIVERIES_FAILED = Counter(
+    "atelier_deliveries_failed_total",
+    "Jobs whose results could not be posted after every retry.",
+    ["platform"],
+)
 QUEUE_LENGTH = Gauge("atelier_queue_length", "Jobs waiting in the queue.", ["queue"])
 MODEL_CACHE_HITS = Gauge("atelier_model_cache_hits", "Pipeline cache hits since the worker started.")
 MODEL_CACHE_MISSES = Gauge("atelier_model_cache_misses", "Pipeline cache misses (loads) since start.")

@@ -65,6 +65,7 @@ class Fanout:
 
     def __init__(self, *repliers: Replier) -> None:
         self._repliers = repliers
+        self._results_sent: set[int] = set()  # which repliers took the result: a retried delivery skips them
 
     async def queued(self, job: Job, position: int | None, eta_s: float | None) -> None:
         for r in self._repliers:
@@ -75,8 +76,10 @@ class Fanout:
             await r.progress(job, step, total, preview)
 
     async def result(self, job: Job, images: list[StoredImage]) -> None:
-        for r in self._repliers:
-            await r.result(job, images)
+        for number, r in enumerate(self._repliers):
+            if number not in self._results_sent:
+                await r.result(job, images)
+                self._results_sent.add(number)
 
     async def failure(self, job: Job, message: str) -> None:
         for r in self._repliers:

@@ -36,6 +36,7 @@ from bots.discord.status import (
 )
 from bots.discord.target import DiscordTarget
 from jobs import events
+from jobs.delivery import PostedParts
 from jobs.replier import StoredImage
 from storage.blobs import BlobStore
 from storage.models import Job, JobStatus
@@ -174,8 +175,13 @@ class DiscordReplier:
         if withheld:
             caption += "\n" + safety.withheld_line(withheld)
         buttons = result_components(job.id, len(images), job.kind, shown=[s.image.index for s in shown])
+        posted = PostedParts(self._clock.redis, job.id, "discord")
         in_thread = False
         for number, chunk in enumerate(chunks or [[]]):
+            where = await posted.get(f"result:{number}")
+            if where is not None:  # a delivery tried again: this part is there already
+                in_thread = where == "thread"
+                continue
             per_file = min(
                 target.attachment_size_limit, (MAX_REQUEST_BYTES - MULTIPART_MARGIN) // max(1, len(chunk))
             )
@@ -188,8 +194,13 @@ class DiscordReplier:
                 "attachments": [{"id": i, "filename": u.filename} for i, u in enumerate(uploads)],
                 "components": buttons if number == 0 else [],
                 "allowed_mentions": {"parse": [], "users": [str(target.user_id)]},
+                # The same part posted again within minutes (a crash between the post and the record below)
+                # returns Discord's first message instead of a second one; webhooks ignore it.
+                "nonce": f"{job.id}:{number}"[:25],
+                "enforce_nonce": True,
             }
             in_thread = await self._post(target, payload, uploads)
+            await posted.mark(f"result:{number}", "thread" if in_thread else "channel")
         return in_thread
 
     async def _post(self, target: DiscordTarget, payload: dict, uploads: Sequence[UploadFile]) -> bool:

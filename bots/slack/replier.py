@@ -19,15 +19,14 @@ import asyncio
 import io
 import logging
 
-import aiohttp
 from PIL import Image as PILImage
 from redis.asyncio import Redis
-from slack_sdk.errors import SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack import blocks, ids, safety
 from bots.slack.coalesce import CoalescedEdits
 from jobs import events
+from jobs.delivery import PostedParts
 from jobs.replier import StoredImage
 from quotas.cancel import cancel_requested
 from storage.blobs import BlobStore
@@ -88,24 +87,27 @@ class SlackReplier:
         if any(image.flagged for image in images) and await safety.withholds_flagged(job.tenant_id):  # type: ignore[attr-defined]
             posted = [image for image in images if not image.flagged]
         withheld = len(images) - len(posted)
-        try:
-            if posted:
-                await self._upload(job, data, posted)
-            if job.kind == TRAINING:
+        # Each part is recorded once Slack took it: a delivery tried again (jobs.lifecycle retries a failed one)
+        # posts only what is missing. A part that fails raises, for that retry.
+        parts = PostedParts(self._redis, job.id, "slack")
+        if posted and await parts.get("upload") is None:
+            await self._upload(job, data, posted)
+            await parts.mark("upload")
+        if job.kind == TRAINING:
+            if await parts.get("ready") is None:
                 await self._client.chat_postMessage(
                     channel=data["channel"],
                     thread_ts=data.get("thread_ts"),
                     **blocks.lora_ready_message(job.spec, data.get("user"), len(images)),
                 )
-                loss = await latest_loss(self._redis, job.id)
-                final = blocks.trained_status(job.id, job.spec, data.get("user"), loss)
-            else:
+                await parts.mark("ready")
+            loss = await latest_loss(self._redis, job.id)
+            final = blocks.trained_status(job.id, job.spec, data.get("user"), loss)
+        else:
+            if await parts.get("buttons") is None:
                 await self._post_buttons(job, data, posted, withheld)
-                final = blocks.done_status(job.id, job.spec, data.get("user"), len(posted), withheld)
-        except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
-            log.error("job %s: posting the results to Slack failed: %s", job.id, exc)
-            message = f"the images are ready but could not be posted to Slack. Reference: {job.id}"
-            final = blocks.failed_status(job.id, job.spec, data.get("user"), message)
+                await parts.mark("buttons")
+            final = blocks.done_status(job.id, job.spec, data.get("user"), len(posted), withheld)
         self._finish(job, final)
 
     async def failure(self, job: Job, message: str) -> None:

@@ -87,6 +87,7 @@ class Message:
     reference: dict | None = None
     edits: list[float] = field(default_factory=list)
     deleted: bool = False
+    nonce: str | None = None
 
     def custom_ids(self) -> list[str]:
         return [
@@ -124,6 +125,19 @@ class RateLimitRule:
     served: int = 0
 
 
+@dataclass
+class FailureRule:
+    """Answer the next `times` matching requests with `status`; `after_effect`: do what was asked first (a 5xx
+    that Discord sends after it already created the message)."""
+
+    method: str
+    pattern: re.Pattern[str]
+    status: int
+    times: int
+    after_effect: bool
+    served: int = 0
+
+
 class DiscordError(Exception):
     def __init__(self, status: int, code: int, message: str) -> None:
         self.status, self.code, self.message = status, code, message
@@ -156,6 +170,7 @@ class DiscordEmulator:
         self.cdn: dict[str, tuple[bytes, str]] = {}
         self.latency = 0.0
         self.rate_limits: list[RateLimitRule] = []
+        self.failures: list[FailureRule] = []
         self._sockets: list[tuple[web.WebSocketResponse, list[int]]] = []
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -205,6 +220,15 @@ class DiscordEmulator:
         if starting_with_first:
             rule.seen = every - 1
         self.rate_limits.append(rule)
+        return rule
+
+    def fail(
+        self, method: str, path_pattern: str, *, status: int = 500, times: int = 1, after_effect: bool = False
+    ) -> FailureRule:
+        """Answer the next `times` matching requests with `status` (a server error by default), after doing
+        what they asked when `after_effect`."""
+        rule = FailureRule(method, re.compile(path_pattern), status, times, after_effect)
+        self.failures.append(rule)
         return rule
 
     def expire_token(self, token: str) -> None:
@@ -514,6 +538,19 @@ class DiscordEmulator:
                     "X-RateLimit-Scope": "user",
                 }
                 return _json(body, status=429, headers=headers)
+            failing = next(
+                (
+                    f
+                    for f in self.failures
+                    if f.served < f.times and f.method == request.method and f.pattern.search(path)
+                ),
+                None,
+            )
+            if failing is not None:
+                failing.served += 1
+                if failing.after_effect:
+                    await self._route(request.method, path, record)
+                raise DiscordError(failing.status, 0, f"{failing.status}: emulated server error")
             status, body = await self._route(request.method, path, record)
         except DiscordError as exc:
             status, body = exc.status, {"message": exc.message, "code": exc.code}
@@ -682,10 +719,16 @@ class DiscordEmulator:
     def _create(self, channel_id: int, body: dict, files: list[UploadedFile], *, webhook: bool) -> Message:
         if channel_id not in self.channels and not webhook:
             raise DiscordError(404, 10003, "Unknown Channel")
+        nonce = body.get("nonce") if body.get("enforce_nonce") and not webhook else None
+        if nonce is not None:  # Discord returns the author's earlier message with this nonce (a few minutes)
+            for earlier in self.messages_in(channel_id):
+                if earlier.nonce == str(nonce) and earlier.author_id == self.app_id:
+                    return earlier
         message = Message(
             p.mint(), channel_id, self.app_id, time.time(), webhook_id=self.app_id if webhook else None
         )
         message.reference = body.get("message_reference")
+        message.nonce = None if nonce is None else str(nonce)
         self._apply(message, body, files)
         self.messages[message.id] = message
         return message

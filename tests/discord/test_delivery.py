@@ -13,6 +13,7 @@ from tests.discord.helpers import (
     assert_edits_spaced,
     job_id_of,
     results_in,
+    results_of,
     wait_bot_status_edit,
     wait_delivered,
     wait_result,
@@ -141,3 +142,26 @@ async def test_where_no_thread_may_be_started_results_come_next_to_the_status_me
     (result,) = results_in(emulator, emulator.channel_id)[-1:]
     assert result.webhook_id is not None  # a followup through the (young) interaction token
     assert any(f":{job_id_of(command)}:" in c for c in result.custom_ids())
+
+
+async def test_a_result_post_that_fails_is_tried_again_and_the_images_appear_once(stack: Stack) -> None:
+    emulator = stack.emulator
+    await stack.idle_queue()
+    # The first post of the result gets a 500 after Discord made the message (the worker cannot know it is
+    # there); the second a 502 with nothing made. The third goes through: its nonce finds the first message,
+    # so the thread shows the images once.
+    made_anyway = emulator.fail("POST", r"^/channels/\d+/messages$", status=500, after_effect=True)
+    refused = emulator.fail("POST", r"^/channels/\d+/messages$", status=502)
+    command = await emulator.slash("imagine", {"prompt": "a lantern --steps 2 --seed 5", "model": "tiny"})
+    await emulator.wait_response(command)
+    status_id = command.original_message_id
+    job_id = job_id_of(command)
+    await wait_status(emulator, status_id, "✅ Done")
+    await wait_delivered(stack, job_id)
+    assert (made_anyway.served, refused.served) == (1, 1)
+    posts = [
+        r for r in emulator.requests if r.method == "POST" and r.path == f"/channels/{status_id}/messages"
+    ]
+    assert [r.status for r in posts] == [500, 502, 200]
+    assert len({r.payload["nonce"] for r in posts}) == 1  # every try is the same part
+    assert len(results_of(emulator, status_id, job_id)) == 1
