@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from PIL import Image as PILImage
+from redis.exceptions import RedisError
 from tortoise.expressions import F
 
 from engine.output import png_bytes
@@ -141,7 +142,10 @@ async def run_job(ctx: dict, job_id: str, produce: Produce) -> dict:
     job.status, job.finished_at, job.gpu_seconds = JobStatus.SUCCEEDED, datetime.now(UTC), gpu_seconds
     await job.save(update_fields=["status", "finished_at", "gpu_seconds"])
     await ledger.settle(job_id, gpu_seconds=gpu_seconds, images=len(stored))
-    await record_seconds(services.redis, **spec_shape(job.spec) | {"seconds": gpu_seconds})
+    try:  # the estimates learn from it; a Redis outage must not fail a job whose images are stored
+        await record_seconds(services.redis, **spec_shape(job.spec) | {"seconds": gpu_seconds})
+    except (RedisError, OSError) as exc:
+        log.warning("job %s: its GPU time was not recorded for the estimates (%s)", job_id, exc)
     metrics.JOBS.labels(job.kind, job.model, "succeeded").inc()
     metrics.IMAGES.labels(job.model, "succeeded").inc(len(stored))
     metrics.GENERATION_SECONDS.labels(job.kind, job.model).observe(gpu_seconds)

