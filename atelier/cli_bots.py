@@ -23,7 +23,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 async def _slack(settings: Settings, args: argparse.Namespace) -> int:
-    from atelier.observability import start_http
+    from atelier.observability import health_server
     from atelier.runtime import Runtime
     from bots.slack.app import SlackConnection, run
     from bots.slack.config import SlackConfig
@@ -47,13 +47,6 @@ async def _slack(settings: Settings, args: argparse.Namespace) -> int:
         from quotas.tiers import Tiers
 
         connection = SlackConnection()
-        http = None
-        if settings.metrics_port:
-
-            async def healthy() -> bool:
-                return await runtime.services_answer() and await connection.up()
-
-            http = await start_http(settings.metrics_host, settings.metrics_port, healthy)
         services = SlackServices(
             redis=runtime.redis,
             registry=runtime.registry,
@@ -64,18 +57,19 @@ async def _slack(settings: Settings, args: argparse.Namespace) -> int:
             loras_dir=settings.loras_dir,
             train_queue_name=settings.train_queue_name,
         )
-        try:
+
+        async def healthy() -> bool:
+            return await runtime.services_answer() and await connection.up()
+
+        async with health_server(settings.metrics_host, settings.metrics_port, healthy):
             await run(config, services, connection=connection)
-        finally:
-            if http is not None:
-                await http.cleanup()
     return 0
 
 
 async def _discord(settings: Settings, args: argparse.Namespace) -> int:
     import discord
 
-    from atelier.observability import start_http
+    from atelier.observability import health_server
     from atelier.runtime import Runtime
     from bots.discord.client import AtelierBot, BotConfig, configure_endpoints
     from quotas.tiers import Tiers
@@ -102,18 +96,12 @@ async def _discord(settings: Settings, args: argparse.Namespace) -> int:
         )
         try:
             async with AtelierBot(config) as bot:
-                http = None
-                if settings.metrics_port:
 
-                    async def healthy() -> bool:
-                        return await runtime.services_answer() and bot.is_ready() and not bot.is_closed()
+                async def healthy() -> bool:
+                    return await runtime.services_answer() and bot.is_ready() and not bot.is_closed()
 
-                    http = await start_http(settings.metrics_host, settings.metrics_port, healthy)
-                try:
+                async with health_server(settings.metrics_host, settings.metrics_port, healthy):
                     await bot.start(token)
-                finally:
-                    if http is not None:
-                        await http.cleanup()
         except discord.LoginFailure:
             raise UsageError("Discord refused the token (401): copy it again from the Bot page") from None
     return 0

@@ -248,16 +248,11 @@ def _sqlite_file(url: str) -> Path | None:
 
 async def check_blobs(settings: Settings) -> Check:
     """Write a small object under `doctor/<uuid>`, read it back, compare, delete it."""
-    from storage.blobs import LocalBlobStore, open_blob_store
+    from atelier.runtime import blob_store_for
+    from storage.blobs import LocalBlobStore
 
     try:
-        store = open_blob_store(
-            settings.blob_url,
-            endpoint_url=settings.s3_endpoint_url,
-            region=settings.s3_region,
-            access_key_id=settings.secret("s3_access_key_id"),
-            secret_access_key=settings.secret("s3_secret_access_key"),
-        )
+        store = blob_store_for(settings)
     except ValueError as exc:
         return Check("blobs", False, str(exc), BLOBS_FIX)
     if isinstance(store, LocalBlobStore):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -16,6 +17,19 @@ def setup_logging(level: str) -> None:
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+@contextlib.asynccontextmanager
+async def health_server(host: str, port: int, healthy: HealthCheck) -> AsyncIterator[None]:
+    """`start_http` while the block runs, when `port` is set (0: no server); cleaned up after."""
+    if not port:
+        yield
+        return
+    runner = await start_http(host, port, healthy)
+    try:
+        yield
+    finally:
+        await runner.cleanup()
 
 
 async def start_http(host: str, port: int, healthy: HealthCheck) -> web.AppRunner:

@@ -23,6 +23,17 @@ from storage.blobs import BlobStore, open_blob_store
 from storage.db import close_db, init_db
 
 
+def blob_store_for(settings: Settings) -> BlobStore:
+    """The blob store the settings name (a local folder, or S3 with its credentials); ValueError if unusable."""
+    return open_blob_store(
+        settings.blob_url,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        access_key_id=settings.secret("s3_access_key_id"),
+        secret_access_key=settings.secret("s3_secret_access_key"),
+    )
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -48,13 +59,7 @@ class Runtime:
             stack.push_async_callback(redis.aclose)
             await init_db(settings.database_url)
             stack.push_async_callback(close_db)
-            blobs = open_blob_store(
-                settings.blob_url,
-                endpoint_url=settings.s3_endpoint_url,
-                region=settings.s3_region,
-                access_key_id=settings.secret("s3_access_key_id"),
-                secret_access_key=settings.secret("s3_secret_access_key"),
-            )
+            blobs = blob_store_for(settings)
             stack.push_async_callback(blobs.close)
             registry = Registry.load(settings.models_file)
             yield cls(settings, redis, blobs, registry, embedded)

@@ -163,8 +163,8 @@ async def abandon(services: WorkerServices, job_id: str) -> None:
     replier = replier_for(services, job)
     if job.attempts:
         message = (
-            f"This job was interrupted {job.attempts} times by a worker that stopped (a crash or a restart) and "
-            f"was given up; nothing was charged. Reference: {job_id}"
+            f"This job was interrupted {job.attempts} time{'s' if job.attempts != 1 else ''} by a worker that "
+            f"stopped (a crash or a restart) and was given up; nothing was charged. Reference: {job_id}"
         )
     else:
         message = f"This job could not be started and was given up; nothing was charged. Reference: {job_id}"

@@ -13,3 +13,12 @@ pytest_plugins = ["tests.fixtures_services"]
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One model cache for the whole session: tiny presets are built into it once, then loaded from disk."""
     return tmp_path_factory.mktemp("models")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Keep the call phase's report on the item (`item.rep_call`), for fixtures that show logs on failure."""
+    report = yield
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]
+    return report

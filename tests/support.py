@@ -91,13 +91,19 @@ def worker_process(
                 time.sleep(0.1)
             yield worker
         finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+            stop_process(worker)
             client.close()
+
+
+def stop_process(process: subprocess.Popen, within: float = 30) -> None:
+    """SIGTERM, and SIGKILL if it has not exited `within` seconds later."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=within)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def s3_settings(endpoint_url: str) -> dict[str, str]:

@@ -102,13 +102,5 @@ def show_logs_on_failure(stack: Stack, request: pytest.FixtureRequest):
         print(stack.logs(), file=sys.stderr)
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    report = yield
-    if report.when == "call":
-        item.rep_call = report  # type: ignore[attr-defined]
-    return report
-
-
 def _asyncpg_url(url: str) -> str:
     return url.replace("postgres://", "postgresql://", 1)

@@ -5,8 +5,6 @@ first refused connection)."""
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from quotas.ledger import audit
 from storage.models import Job, JobStatus, get_or_create_tenant, get_or_create_user
 from storage.quota_models import LedgerKind, QuotaLedger
 from tests.reliability.redis_server import RedisServer
-from tests.support import WORKER_START_S, atelier_env, start_worker
+from tests.support import WORKER_START_S, atelier_env, start_worker, stop_process
 
 QUEUED = 20
 
@@ -89,9 +87,4 @@ async def test_a_redis_restart_loses_no_job_and_doubles_none(
             assert await runtime.redis.zcard(settings.queue_name) == 0
             assert "Redis answers again" in log.read_text()
         finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+            stop_process(worker)

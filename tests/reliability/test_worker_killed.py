@@ -23,7 +23,7 @@ import pytest_asyncio
 from redis import Redis
 
 from jobs.worker import LEASE_S
-from tests.support import WORKER_START_S, atelier_env, run_atelier, start_worker
+from tests.support import WORKER_START_S, atelier_env, run_atelier, start_worker, stop_process
 
 REDIS_URL = "redis://127.0.0.1:6379/9"
 
@@ -77,19 +77,36 @@ class Workers:
                 return proc
         return None
 
+    def imagine_and_kill_mid_steps(self, *args: str) -> tuple[subprocess.Popen, str, subprocess.Popen]:
+        """Start `atelier imagine "a fox" ARGS`, wait until a worker runs its job and reports a denoising step,
+        and SIGKILL that worker. Returns the CLI's process, the job id and the killed worker."""
+        command = [sys.executable, "-m", "atelier", "imagine", "a fox", *args]
+        cli = subprocess.Popen(
+            command, cwd=self.root, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        redis = Redis.from_url(REDIS_URL)
+        deadline = time.monotonic() + 120
+        while not (queued := redis.zrange(self.env["ATELIER_QUEUE_NAME"], 0, -1)):  # the CLI's only job
+            assert time.monotonic() < deadline and cli.poll() is None, cli.stderr.read() if cli.poll() else ""
+            time.sleep(0.05)
+        job_id = queued[0].decode()
+        while (victim := self.running(job_id)) is None:
+            assert time.monotonic() < deadline, self.logs()
+            time.sleep(0.05)
+        stream = f"atelier:events:{job_id}"
+        while not any(b"progress" in fields.get(b"event", b"") for _, fields in redis.xrange(stream)):
+            assert time.monotonic() < deadline, self.logs()
+            time.sleep(0.05)
+        os.kill(victim.pid, signal.SIGKILL)
+        redis.close()
+        return cli, job_id, victim
+
     def logs(self) -> str:
         return "\n".join(f"--- {log.name} ---\n{log.read_text()[-3000:]}" for _, log in self.procs)
 
     def stop(self) -> None:
         for proc, _ in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc, _ in self.procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
 
 
 def test_a_job_whose_worker_is_killed_mid_steps_finishes_on_the_other_worker_once(
@@ -98,33 +115,9 @@ def test_a_job_whose_worker_is_killed_mid_steps_finishes_on_the_other_worker_onc
     workers = Workers(env, tmp_path)
     workers.start(2)
     try:
-        cli = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "atelier",
-                "imagine",
-                "a fox",
-                *"--count 4 --size 512x512 --steps 50".split(),
-            ],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        cli, job_id, victim = workers.imagine_and_kill_mid_steps(
+            *"--count 4 --size 512x512 --steps 50".split()
         )
-        redis = Redis.from_url(REDIS_URL)
-        # The job's id, from the queue (the CLI's only job), then its worker, once it reports steps.
-        deadline = time.monotonic() + 120
-        while not (queued := redis.zrange(env["ATELIER_QUEUE_NAME"], 0, -1)):
-            assert time.monotonic() < deadline and cli.poll() is None, cli.stderr.read() if cli.poll() else ""
-            time.sleep(0.05)
-        job_id = queued[0].decode()
-        while (victim := workers.running(job_id)) is None or not redis.xrange(f"atelier:events:{job_id}"):
-            assert time.monotonic() < deadline, workers.logs()
-            time.sleep(0.05)
-        wait_for_progress(redis, job_id, deadline)
-        os.kill(victim.pid, signal.SIGKILL)
         killed_at = time.monotonic()
 
         stdout, stderr = cli.communicate(timeout=180)
@@ -149,15 +142,6 @@ def test_a_job_whose_worker_is_killed_mid_steps_finishes_on_the_other_worker_onc
         workers.stop()
 
 
-def wait_for_progress(redis: Redis, job_id: str, deadline: float) -> None:
-    """Until the job's event stream shows a denoising step: the worker is mid-steps."""
-    while not any(
-        b"progress" in fields.get(b"event", b"") for _, fields in redis.xrange(f"atelier:events:{job_id}")
-    ):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("tries", [1])
 def test_a_job_whose_tries_are_used_up_by_crashes_is_failed_refunded_and_told(
     env: dict[str, str], tmp_path: Path, tries: int
@@ -166,30 +150,12 @@ def test_a_job_whose_tries_are_used_up_by_crashes_is_failed_refunded_and_told(
     workers = Workers(env, tmp_path)
     workers.start(1)
     try:
-        cli = subprocess.Popen(
-            [sys.executable, "-m", "atelier", "imagine", "a fox", *"--size 512x512 --steps 50".split()],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        redis = Redis.from_url(REDIS_URL)
-        deadline = time.monotonic() + 120
-        while not (queued := redis.zrange(env["ATELIER_QUEUE_NAME"], 0, -1)):
-            assert time.monotonic() < deadline and cli.poll() is None
-            time.sleep(0.05)
-        job_id = queued[0].decode()
-        while (victim := workers.running(job_id)) is None:
-            assert time.monotonic() < deadline, workers.logs()
-            time.sleep(0.05)
-        wait_for_progress(redis, job_id, deadline)
-        os.kill(victim.pid, signal.SIGKILL)
+        cli, _, _ = workers.imagine_and_kill_mid_steps(*"--size 512x512 --steps 50".split())
         workers.start(1)  # a new worker finds the job's one try used: arq gives up on it
 
         stdout, stderr = cli.communicate(timeout=180)
         assert cli.returncode == 1, stderr
-        assert "interrupted 1 times by a worker that stopped" in stderr and "nothing was charged" in stderr, (
+        assert "interrupted 1 time by a worker that stopped" in stderr and "nothing was charged" in stderr, (
             stderr
         )
         assert stdout == ""

@@ -173,11 +173,3 @@ async def processes(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIter
         if report is not None and report.failed:
             print(running.logs(), file=sys.stderr)
         await running.close()
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    report = yield
-    if report.when == "call":
-        item.rep_call = report  # type: ignore[attr-defined]
-    return report
