@@ -4,6 +4,8 @@ ATELIER_METRICS_PORT is set."""
 from __future__ import annotations
 
 import argparse
+import asyncio
+import signal
 
 from atelier.cli import UsageError
 from atelier.settings import Settings
@@ -100,6 +102,12 @@ async def _discord(settings: Settings, args: argparse.Namespace) -> int:
                 async def healthy() -> bool:
                     return await runtime.services_answer() and bot.is_ready() and not bot.is_closed()
 
+                # SIGTERM/SIGINT close the bot, so this process leaves the services it joined (the embedded
+                # Redis stops with its last user) instead of dying with them held.
+                loop = asyncio.get_running_loop()
+                closing: set[asyncio.Task] = set()
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(signum, lambda: closing.add(loop.create_task(bot.close())))
                 async with health_server(settings.metrics_host, settings.metrics_port, healthy):
                     await bot.start(token)
         except discord.LoginFailure:

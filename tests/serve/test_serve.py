@@ -73,7 +73,9 @@ async def test_serve_runs_the_bot_and_a_worker_on_one_queue_shared_with_the_cli_
     # SIGTERM: the bot stops first, then the worker; exit status 0; the folder's Redis is gone with its last user.
     assert await serve.stop() == 0, serve.text()[-3000:]
     log = serve.text()
-    assert log.index("discord stopped") < log.index("worker-1 stopped"), log[-3000:]
+    assert log.index("discord stopped (exit status 0)") < log.index("worker-1 stopped (exit status 0)"), log[
+        -3000:
+    ]
     assert not socket_path_for((tmp_path / "data" / "redis").resolve()).exists()
 
 
