@@ -6,7 +6,6 @@ import asyncio
 import io
 import os
 import signal
-import sys
 from pathlib import Path
 
 from PIL import Image as PILImage
@@ -58,7 +57,6 @@ async def test_serve_runs_the_bot_and_a_worker_on_one_queue_shared_with_the_cli_
     job_id = image.name.split("-")[0]
     assert PILImage.open(image).size == (64, 64)
     await serve.wait_log(rf"^worker-1\s*\|.*{job_id}:imagine", within=30)
-    assert len(list((tmp_path / "data" / "redis").glob("dump*.rdb"))) <= 1  # one server on the folder's files
 
     # SIGKILL serve's worker, as the OOM killer would: it is restarted, and the next job is delivered.
     pid = int((await serve.wait_log(r"^serve\s*\| worker-1 started \(pid (\d+)\)")).group(1))
@@ -113,4 +111,3 @@ def test_serve_without_a_platform_token_says_which_variables_to_set(tmp_path: Pa
         assert variable in result.stderr
     assert len(result.stderr.splitlines()) <= 24  # one screen
     assert not (tmp_path / "data").exists()  # nothing was started or created
-    print(result.stderr, file=sys.stderr)
