@@ -3,14 +3,22 @@
 `configure_endpoints` points discord.py at the configured REST base and gateway (an API proxy, or the test
 emulator) by setting `discord.http.Route.BASE` and `DiscordWebSocket.DEFAULT_GATEWAY`, the two places
 discord.py reads them. Features live in their own modules, each with `setup(bot)`; the bot only wires them.
+
+Under a burst of interactions the bot acknowledges first (issue 10): REST calls, interaction callbacks
+included, share a pool of `REST_CONNECTIONS` keep-alive connections instead of opening one per request (500
+deferrals at once opened 500 connections, TLS handshakes against discord.com), and admission work (database,
+queue) runs at most `ADMISSIONS_AT_ONCE` at a time, so the deferrals still waiting are not queued behind it.
+`bench/ack_burst.py` measures both.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import discord
 import yarl
 from arq.connections import ArqRedis
@@ -26,6 +34,9 @@ from quotas.tiers import Tiers
 from storage.blobs import BlobStore
 
 log = logging.getLogger(__name__)
+
+REST_CONNECTIONS = 32
+ADMISSIONS_AT_ONCE = 4
 
 
 @dataclass(frozen=True)
@@ -62,8 +73,13 @@ def intents() -> discord.Intents:
 
 class AtelierBot(discord.Client):
     def __init__(self, config: BotConfig) -> None:
-        super().__init__(intents=intents(), allowed_mentions=discord.AllowedMentions.none())
+        super().__init__(
+            intents=intents(),
+            allowed_mentions=discord.AllowedMentions.none(),
+            connector=aiohttp.TCPConnector(limit=REST_CONNECTIONS),
+        )
         self.config = config
+        self.admissions = asyncio.Semaphore(ADMISSIONS_AT_ONCE)  # see the module docstring
         self.clock = EditClock(config.redis)
         self.admin = Admin(
             config.redis, config.queue_name, config.tiers, train_queue_name=config.train_queue_name

@@ -99,6 +99,13 @@ async def start(
 ) -> None:
     """Start a job with `submit` for this interaction, its status message `message_id` (the deferred response):
     a refusal withdraws that message for an ephemeral answer; else the thread opens and the position shows."""
+    async with interaction.client.admissions:
+        await _admit(interaction, message_id, submit, title=title)
+
+
+async def _admit(
+    interaction: discord.Interaction[AtelierBot], message_id: int, submit: Submit, *, title: str
+) -> None:
     request_id = f"discord:interaction:{interaction.id}"
     job_id = job_id_for(request_id)
     try:
