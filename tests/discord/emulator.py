@@ -171,6 +171,9 @@ class DiscordEmulator:
         self.latency = 0.0
         self.rate_limits: list[RateLimitRule] = []
         self.failures: list[FailureRule] = []
+        # Called with ("before", request) once a REST request is read and ("after", request) once it was done,
+        # before the answer goes back: where a fault test kills the process that sent it.
+        self.hooks: list[Callable[[str, Recorded], None]] = []
         self._sockets: list[tuple[web.WebSocketResponse, list[int]]] = []
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -551,7 +554,12 @@ class DiscordEmulator:
                 if failing.after_effect:
                     await self._route(request.method, path, record)
                 raise DiscordError(failing.status, 0, f"{failing.status}: emulated server error")
+            for hook in list(self.hooks):
+                hook("before", record)
             status, body = await self._route(request.method, path, record)
+            record.status = status
+            for hook in list(self.hooks):
+                hook("after", record)
         except DiscordError as exc:
             status, body = exc.status, {"message": exc.message, "code": exc.code}
         record.status = status

@@ -1,0 +1,32 @@
+"""The fault suite (issue 10): each scenario of `tests.reliability.faults` at CI's size, on the real processes.
+`bench/faults.py` runs the same scenarios larger and prints their table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.reliability.faults import FaultStack, worker_kills
+from tests.reliability.redis_server import RedisServer
+
+
+def assert_all_once(outcome) -> None:
+    print(f"\n{outcome.HEADER}\n{outcome.row()}\n" + "\n".join(outcome.notes))
+    assert (outcome.lost, outcome.duplicates) == (0, 0), outcome.notes
+    assert outcome.delivered_once == outcome.charged_once == outcome.jobs, outcome.notes
+
+
+async def test_workers_sigkilled_at_every_stage_lose_and_double_nothing(
+    redis_server: RedisServer, tmp_path: Path, models_dir: Path, postgres_databases
+) -> None:
+    database = await postgres_databases("atelier_test_faults_kills")
+    async with FaultStack.open(
+        tmp_path, redis_url=redis_server.url, database_url=database, models_dir=models_dir
+    ) as stack:
+        try:
+            outcome = await worker_kills(stack, jobs=20, kills=10, seed=10)
+        except BaseException:
+            print(stack.logs())
+            raise
+        assert_all_once(outcome)
+        # Each killed job was delivered within the lease (10 s) plus a run on a loaded machine.
+        assert max(outcome.recovery_s) < 90, outcome.recovery_s
