@@ -3,8 +3,9 @@
 `train_lora` blocks (the worker runs it on its GPU thread). It adds a peft LoRA to the UNet's attention layers,
 trains it on the dataset with the standard noise-prediction loss, reports (step, total, loss) after every step
 (what the callback raises propagates: that is how training is cancelled), saves a checkpoint every
-`checkpoint_every` steps, resumes from the latest checkpoint in `checkpoint_dir` when there is one, and writes the
-result with the pipeline class's own `save_lora_weights`, so `load_lora_weights` reads it back.
+`checkpoint_every` steps and after the last one (handing each to an `on_checkpoint` callback, which the worker
+uses to copy it where any machine can read it), resumes from the checkpoint in `checkpoint_dir` when there is
+one, and writes the result with the pipeline class's own `save_lora_weights`, so `load_lora_weights` reads it back.
 
 Defaults per family (`defaults_for`), chosen as the common community recipes for a character or style LoRA:
 
@@ -117,12 +118,15 @@ def train_lora(
     checkpoint_dir: Path,
     trigger: str,
     progress: TrainProgress | None = None,
+    on_checkpoint: Callable[[Path], None] | None = None,
 ) -> TrainResult:
     """Train a LoRA for `pipeline` (a freshly loaded SD 1.5 or SDXL pipeline, on its device; it is modified:
     do not share it) and write it to `output` (a `.safetensors` path), replacing it atomically.
 
     Resumes from `checkpoint_dir/checkpoint.pt` when present (a checkpoint written by this function for the
-    same config). Sample images of the trigger word, made with the LoRA, come back in the result.
+    same config); one from the last step trains nothing more. `on_checkpoint(path)` is called in this thread
+    after each checkpoint is written, before training goes on; what it raises stops training. Sample images
+    of the trigger word, made with the LoRA, come back in the result.
     """
     from diffusers import DDPMScheduler
     from peft import LoraConfig
@@ -197,12 +201,19 @@ def train_lora(
                 "step": step,
             }
             _atomic_save(lambda path, state=state: torch.save(state, path), checkpoint)
+            if on_checkpoint is not None:
+                on_checkpoint(checkpoint)
         if progress is not None:
             progress(step, config.steps, loss_value)
     unet.eval()
     _save_lora(pipeline, Path(output))
     samples = _samples(pipeline, trigger, config) if config.sample_count else []
     return TrainResult(Path(output), samples, resumed_at=start, last_loss=loss_value)
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    """The step a checkpoint written by `train_lora` was saved at."""
+    return int(torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["step"])
 
 
 def _frozen_modules(pipeline: Any) -> list[torch.nn.Module]:

@@ -8,10 +8,16 @@ it has one GPU thread, so there image jobs wait while a training run holds it).
 
 The job goes through `jobs.lifecycle.run_job` like every other: its images are the sample images made with the
 new LoRA, it is idempotent by job id, charged the GPU seconds it used (quotas settle) or refunded when it fails or
-is cancelled. Checkpoints (LoRA weights, optimiser state, step) are written every `checkpoint_every` steps into a
-per-job folder under the worker's training folder (`<data dir>/training/<job id>/`): a retry after a worker crash
-resumes from the last one when it runs on the same machine, or on any machine that shares that folder; elsewhere
-it starts over. Cancelling stops it after the current step, like an image job.
+is cancelled. Cancelling stops it after the current step, like an image job.
+
+Checkpoints (LoRA weights, optimiser state, step) are written every `checkpoint_every` steps and after the last
+step into a per-job folder under the worker's training folder (`<data dir>/training/<job id>/`), and each is
+copied to the blob store (`checkpoint_key`) before training goes on, so a retry after a worker crash resumes from
+the last one on whichever worker takes it, on any machine. Before training, the blob is fetched into the local
+folder unless the local checkpoint (this machine ran the job before) is as far along: a worker killed between
+writing a checkpoint and storing it leaves its local one ahead. The blob and the folder are deleted once the job
+has ended (succeeded, failed or cancelled) and not before, so a retry after the LoRA was stored but before the
+job was marked succeeded resumes at the last step: it trains nothing again, only remakes the samples.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import asyncio
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -29,7 +36,7 @@ from tortoise.exceptions import IntegrityError
 
 from engine.lora import LORA_NAME, LoraLibrary, TenantLoras
 from engine.registry import Registry
-from engine.training_config import check_trainable, defaults_for
+from engine.training_config import CHECKPOINT_FILE, check_trainable, defaults_for
 from jobs import events
 from jobs.datasets import unpack_dataset
 from jobs.lifecycle import JobCancelled, Produced, Progress, on_gpu, run_job
@@ -37,7 +44,7 @@ from jobs.queue import Enqueued, enqueue, job_id_for
 from jobs.services import WorkerServices
 from jobs.specs import ReplyTarget, TrainLora
 from quotas.tiers import Tiers
-from storage.blobs import BlobStore
+from storage.blobs import BlobNotFound, BlobStore
 from storage.lora_models import LoraModel, LoraStatus
 from storage.models import Job, JobStatus, Tenant, User
 
@@ -50,6 +57,11 @@ LOSS_EVERY_S = 1.0  # how often a training event (step, loss) goes to the job's 
 
 def weights_key(lora: LoraModel) -> str:
     return f"loras/{lora.tenant_id}/{lora.id}.safetensors"  # type: ignore[attr-defined]
+
+
+def checkpoint_key(job_id: str) -> str:
+    """The blob of a training job's latest checkpoint, which any worker resumes from."""
+    return f"training/{job_id}/{CHECKPOINT_FILE}"
 
 
 async def request_training(
@@ -180,9 +192,10 @@ async def list_loras(tenant: Tenant) -> list[LoraModel]:
 
 
 async def delete_lora(blobs: BlobStore, lora: LoraModel) -> None:
-    """Remove a LoRA record and its weights and samples from the blob store (a training run still going fails
-    when it finds its record gone)."""
-    for key in [lora.weights_key, *lora.sample_keys]:
+    """Remove a LoRA record and its weights, samples and training checkpoint from the blob store (a training run
+    still going fails when it finds its record gone). The checkpoint is there when arq gave up on the job."""
+    checkpoint = checkpoint_key(lora.job_id) if lora.job_id else None
+    for key in [lora.weights_key, *lora.sample_keys, checkpoint]:
         if key:
             await blobs.delete(key)
     await lora.delete()
@@ -193,6 +206,7 @@ async def train_lora(ctx: dict, job_id: str) -> dict:
     work_dir = Path(ctx.get("training_dir") or DEFAULT_TRAINING_DIR) / job_id
     result = await run_job(ctx, job_id, partial(_train, work_dir=work_dir))
     if result.get("status") in ("succeeded", "failed", "cancelled"):
+        await ctx["services"].blobs.delete(checkpoint_key(job_id))
         shutil.rmtree(work_dir, ignore_errors=True)
     return result
 
@@ -221,6 +235,8 @@ async def _run_training(
     from engine.loading import load_pipeline
     from engine.training import TrainingConfig, read_dataset, train_lora
 
+    checkpoint_dir = work_dir / "checkpoints"
+    await _fetch_checkpoint(services.blobs, job.id, checkpoint_dir / CHECKPOINT_FILE)
     dataset = work_dir / "dataset"
     shutil.rmtree(dataset, ignore_errors=True)
     unpack_dataset(await services.blobs.get(spec.dataset), dataset)
@@ -239,6 +255,7 @@ async def _run_training(
     preset = services.registry.get(spec.model)
     engine = services.engine
     report = _loss_reporter(services, job, progress)
+    store_checkpoint = _checkpoint_uploader(services.blobs, job.id)
     output = work_dir / f"{spec.name}.safetensors"
 
     def blocking():
@@ -251,9 +268,10 @@ async def _run_training(
             examples,
             config,
             output=output,
-            checkpoint_dir=work_dir / "checkpoints",
+            checkpoint_dir=checkpoint_dir,
             trigger=spec.trigger,
             progress=report,
+            on_checkpoint=store_checkpoint,
         )
 
     result = await on_gpu(services, blocking)
@@ -280,6 +298,49 @@ async def _run_training(
         await services.blobs.delete(key)
         raise ValueError(f"the LoRA {spec.name!r} was deleted while it trained")
     return [Produced(image, spec.seed + i) for i, image in enumerate(result.samples)]
+
+
+async def _fetch_checkpoint(blobs: BlobStore, job_id: str, checkpoint: Path) -> None:
+    """Put the job's stored checkpoint at `checkpoint` for `train_lora` to resume from, unless the local one
+    there is as far along (see the module doc); nothing when none is stored."""
+    try:
+        data = await blobs.get(checkpoint_key(job_id))
+    except BlobNotFound:
+        return
+    await asyncio.to_thread(_keep_further, data, checkpoint)
+
+
+def _keep_further(data: bytes, checkpoint: Path) -> None:
+    from engine.training import checkpoint_step
+
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    fetched = checkpoint.with_name(f".fetched-{checkpoint.name}")
+    fetched.write_bytes(data)
+    if checkpoint.is_file() and checkpoint_step(checkpoint) >= checkpoint_step(fetched):
+        fetched.unlink()
+    else:
+        fetched.replace(checkpoint)
+
+
+def _checkpoint_uploader(blobs: BlobStore, job_id: str) -> Callable[[Path], None]:
+    """The engine's checkpoint callback: copy each checkpoint to the blob store, holding the GPU thread until it
+    is stored, so a worker killed after the step that wrote it resumes there."""
+    loop = asyncio.get_running_loop()
+    key = checkpoint_key(job_id)
+
+    def upload(checkpoint: Path) -> None:
+        stored = asyncio.run_coroutine_threadsafe(blobs.put(key, checkpoint.read_bytes()), loop)
+        while True:
+            try:
+                return stored.result(timeout=1.0)
+            except TimeoutError:
+                # A worker shutting down may close its loop before running the upload: do not wait forever
+                # (the process would hang at exit joining this thread).
+                if loop.is_closed():
+                    stored.cancel()
+                    raise RuntimeError("the worker stopped before the checkpoint was stored") from None
+
+    return upload
 
 
 def _loss_reporter(services: WorkerServices, job: Job, progress: Progress):

@@ -1,5 +1,6 @@
 """Fixtures for LoRA training tests: a dataset of 4 small images, zips built in memory, and a runtime on the
-real services (Redis DB 12, PostgreSQL `atelier_test_lora`, a local blob folder) with the tiny presets."""
+real services (Redis DB 12, PostgreSQL `atelier_test_lora`, a local blob folder, or S3 on moto's server for
+`s3_runtime`) with the tiny presets."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from redis.asyncio import Redis
 
 from atelier.runtime import Runtime
 from atelier.settings import Settings
-from tests.support import atelier_env, drain, run_burst_worker
+from tests.support import atelier_env, create_bucket, drain, run_burst_worker, s3_settings
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
 POSTGRES_DATABASE = "atelier_test_lora"
@@ -73,6 +74,23 @@ async def settings(tmp_path: Path, models_dir: Path, postgres_databases) -> Sett
 @pytest_asyncio.fixture(loop_scope="session")
 async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
     async with Runtime.open(settings) as rt:
+        yield rt
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def s3_runtime(settings: Settings, moto_s3_endpoint: str, tmp_path: Path) -> AsyncIterator[Runtime]:
+    """`runtime`'s services with the blobs on S3 instead of a folder: what workers on several machines share."""
+    on_s3 = Settings(
+        **settings.model_dump(
+            include={"data_dir", "tiny_models", "model_cache_dir", "lora_dir", "poll_delay"}
+        ),
+        redis_url=REDIS_URL,
+        database_url=settings.database_url,
+        blob_url=f"s3://atelier-test-training/{tmp_path.name}",
+        **s3_settings(moto_s3_endpoint),
+    )
+    await create_bucket(on_s3)
+    async with Runtime.open(on_s3) as rt:
         yield rt
 
 

@@ -1,20 +1,26 @@
 """`atelier lora …` and `atelier worker --queues train` as real processes on the real services: training from a
 folder, listing, using the LoRA from `atelier imagine`, and a worker SIGKILLed mid-training whose job resumes
-from its last checkpoint on the next worker."""
+from its last checkpoint on the next worker, on the same machine or on another one (its own data folder, the
+checkpoint fetched from S3)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 from arq.constants import in_progress_key_prefix
 
+from atelier.settings import Settings
 from jobs import events
+from jobs.specs import ReplyTarget
+from jobs.training import checkpoint_key, request_training
 from storage.lora_models import LoraModel, LoraStatus
 from storage.models import Job, JobStatus, get_or_create_tenant
 from tests.support import run_atelier, start_worker
@@ -83,11 +89,6 @@ def _worker(env: dict[str, str], cwd: Path, *extra: str) -> subprocess.Popen:
 async def test_a_killed_training_worker_resumes_from_its_last_checkpoint(
     runtime, env, dataset_zip: bytes, tmp_path: Path
 ) -> None:
-    import uuid
-
-    from jobs.specs import ReplyTarget
-    from jobs.training import request_training
-
     tenant = await get_or_create_tenant("discord", "crash")
     queued = await request_training(
         runtime.redis,
@@ -120,8 +121,7 @@ async def test_a_killed_training_worker_resumes_from_its_last_checkpoint(
             first.kill()
     job = await Job.get(id=queued.job_id)
     assert job.status == JobStatus.RUNNING and job.attempts == 1
-    # arq retries a crashed worker's job once its in-progress key expires (ATELIER_TRAIN_JOB_TIMEOUT + 10 s):
-    # expire it now rather than wait.
+    # Another worker takes a crashed worker's job once its lease lapses (jobs.worker.LEASE_S): lapse it now.
     await runtime.redis.delete(in_progress_key_prefix + queued.job_id)
 
     second = _worker(env, tmp_path, "--burst")
@@ -143,3 +143,109 @@ async def test_a_killed_training_worker_resumes_from_its_last_checkpoint(
     assert job.status == JobStatus.SUCCEEDED and job.attempts == 2, job.error
     assert (await LoraModel.get(tenant=tenant, name="sturdy")).status == LoraStatus.READY
     assert not checkpoint.parent.parent.exists()  # the job's folder is removed once it is done
+
+
+def _machine_env(settings: Settings, machine: Path) -> dict[str, str]:
+    """A worker on a machine of its own: its own data folder (training files included) and LoRA folder; the
+    queue, the database and the blob store (S3) shared, as in a fleet. The tiny models' cache is shared too: it
+    only saves building them again."""
+    return {
+        "ATELIER_DATA_DIR": str(machine / "data"),
+        "ATELIER_LORA_DIR": str(machine / "loras"),
+        "ATELIER_TINY_MODELS": "1",
+        "ATELIER_MODEL_CACHE_DIR": str(settings.model_cache_dir),
+        "ATELIER_REDIS_URL": settings.redis_url or "",
+        "ATELIER_DATABASE_URL": settings.database_url or "",
+        "ATELIER_BLOB_URL": settings.blob_url,
+        "ATELIER_S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
+        "ATELIER_S3_REGION": settings.s3_region or "",
+        "ATELIER_S3_ACCESS_KEY_ID": settings.secret("s3_access_key_id") or "",
+        "ATELIER_S3_SECRET_ACCESS_KEY": settings.secret("s3_secret_access_key") or "",
+        "ATELIER_POLL_DELAY": "0.001",
+    }
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:]
+
+
+@pytest.mark.slow
+async def test_a_killed_training_job_resumes_on_another_machine_from_its_stored_checkpoint(
+    s3_runtime, dataset_zip: bytes, tmp_path: Path
+) -> None:
+    from engine.training import checkpoint_step
+
+    runtime = s3_runtime
+    tenant = await get_or_create_tenant("discord", "fleet")
+    queued = await request_training(
+        runtime.redis,
+        runtime.blobs,
+        runtime.registry,
+        tenant=tenant,
+        user=None,
+        name="nomad",
+        trigger="zq",
+        dataset_zip=dataset_zip,
+        request_id=f"test:{uuid.uuid4()}",
+        reply_target=ReplyTarget(platform="cli"),
+        queue_name=runtime.settings.train_queue_name,
+        tiny=True,
+        steps=150,
+        checkpoint_every=10,
+    )
+    key = checkpoint_key(queued.job_id)
+    machine_a, machine_b = tmp_path / "machine-a", tmp_path / "machine-b"
+    machine_a.mkdir()
+    machine_b.mkdir()
+    log_a, log_b = tmp_path / "worker-a.log", tmp_path / "worker-b.log"
+    with log_a.open("w") as log:
+        first = start_worker(
+            "--queues", "train", cwd=machine_a, env=_machine_env(runtime.settings, machine_a), stdout=log
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not await runtime.blobs.exists(key):
+                assert first.poll() is None, _tail(log_a)
+                assert time.monotonic() < deadline, "no checkpoint was stored"
+                await asyncio.sleep(0.05)
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait(timeout=10)
+        finally:
+            if first.poll() is None:
+                first.kill()
+    assert (machine_a / "data" / "training" / queued.job_id / "checkpoints" / "checkpoint.pt").is_file()
+    stored = tmp_path / "stored.pt"
+    stored.write_bytes(await runtime.blobs.get(key))
+    stored_step = checkpoint_step(stored)
+    assert 10 <= stored_step < 150 and stored_step % 10 == 0
+    shutil.rmtree(machine_a)  # that machine is gone, and its disk with it
+    await runtime.redis.delete(in_progress_key_prefix + queued.job_id)  # its lease lapses now
+
+    with log_b.open("w") as log:
+        second = start_worker(
+            "--queues",
+            "train",
+            "--burst",
+            cwd=machine_b,
+            env=_machine_env(runtime.settings, machine_b),
+            stdout=log,
+        )
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, second.wait, 300)
+        finally:
+            if second.poll() is None:
+                second.kill()
+    assert second.returncode == 0, _tail(log_b)
+    resumed = [
+        data["step"]
+        async for event, data in events.follow(runtime.redis, queued.job_id)
+        if event == "resumed"
+    ]
+    print(f"\nkilled on one machine after step {stored_step} was stored; the other resumed at {resumed}")
+    assert resumed == [stored_step]
+    job = await Job.get(id=queued.job_id)
+    assert job.status == JobStatus.SUCCEEDED and job.attempts == 2, job.error
+    lora = await LoraModel.get(tenant=tenant, name="nomad")
+    assert lora.status == LoraStatus.READY and await runtime.blobs.exists(lora.weights_key)
+    assert not await runtime.blobs.exists(key)  # the checkpoint is deleted once the job is done
+    assert not (machine_b / "data" / "training" / queued.job_id).exists()

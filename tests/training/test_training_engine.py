@@ -1,6 +1,6 @@
 """Training on the tiny presets, on the CPU: a LoRA file that diffusers loads, that changes images at weight 1
 and not at weight 0, and a run stopped after a checkpoint that resumes there and ends where an unbroken run
-ends."""
+ends; a run from the last step's checkpoint trains nothing more."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from engine.training import (
     aspect_buckets,
     bucket_for,
     check_trainable,
+    checkpoint_step,
     defaults_for,
     read_dataset,
     train_lora,
@@ -78,6 +79,7 @@ def test_a_stopped_run_resumes_from_its_last_checkpoint(
     models_dir: Path, dataset_dir: Path, tmp_path: Path
 ) -> None:
     examples = read_dataset(dataset_dir, "zq")
+    stored = []
     unbroken = train_lora(
         _pipeline("tiny", models_dir),
         "sd15",
@@ -86,7 +88,9 @@ def test_a_stopped_run_resumes_from_its_last_checkpoint(
         output=tmp_path / "a.safetensors",
         checkpoint_dir=tmp_path / "a",
         trigger="zq",
+        on_checkpoint=lambda path: stored.append(checkpoint_step(path)),
     )
+    assert stored == [4, 8]
 
     class Crash(Exception):
         pass
@@ -122,6 +126,22 @@ def test_a_stopped_run_resumes_from_its_last_checkpoint(
     assert resumed.resumed_at == 4 and seen == [5, 6, 7, 8]
     a, b = load_file(unbroken.lora_path), load_file(resumed.lora_path)
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+    # A retry after the last checkpoint (the worker died after storing the LoRA): no step runs again.
+    seen.clear()
+    again = train_lora(
+        _pipeline("tiny", models_dir),
+        "sd15",
+        examples,
+        _config(sample_count=0),
+        output=tmp_path / "c.safetensors",
+        checkpoint_dir=tmp_path / "b",
+        trigger="zq",
+        progress=lambda step, total, loss: seen.append(step),
+    )
+    assert again.resumed_at == 8 and seen == []
+    c = load_file(again.lora_path)
+    assert c.keys() == b.keys() and all(torch.equal(b[k], c[k]) for k in b)
 
 
 def test_flux_cannot_be_trained_and_bad_values_are_named() -> None:

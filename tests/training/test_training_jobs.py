@@ -13,7 +13,7 @@ from PIL import Image
 from engine.lora import LoraLibrary, UnknownLoraError, scoped_name
 from jobs.queue import enqueue
 from jobs.specs import Imagine, ReplyTarget
-from jobs.training import request_training, tenant_loras
+from jobs.training import checkpoint_key, request_training, tenant_loras
 from storage.lora_models import LoraModel, LoraStatus
 from storage.models import Image as ImageRow
 from storage.models import Job, JobStatus, get_or_create_tenant, get_or_create_user
@@ -74,6 +74,7 @@ async def test_a_trained_lora_is_used_by_its_tenant_only(runtime, run_worker, da
     assert lora.status == LoraStatus.READY and lora.steps == 8 and lora.base_model == "tiny"
     assert lora.sample_keys == [f"images/{job.id}/0.png", f"images/{job.id}/1.png"]
     assert await runtime.blobs.exists(lora.weights_key)
+    assert not await runtime.blobs.exists(checkpoint_key(job.id))  # deleted once the job is done
 
     library = LoraLibrary(runtime.settings.lora_dir)
     view_a = await tenant_loras(tenant_a, library)
