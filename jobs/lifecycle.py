@@ -4,6 +4,10 @@ A job function (`jobs.functions`) only says how to produce images from its spec;
 same way for every kind. Any job may run more than once (arq retries a job whose worker died), so image keys and
 rows are fixed by (job, index), a job that already succeeded is only re-delivered, a delivered one is left
 alone, and a cancelled one never runs.
+
+A database outage does not fail a job: when a step fails and the database does not answer, `run_job` waits for
+it (logging once, checking with backoff, within the job's time limit) and runs the job again from the start,
+which its idempotence makes safe (images made before the outage are made again; nothing is charged twice).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from jobs.services import WorkerServices
 from quotas import ledger
 from quotas.cancel import CancelWatch, cancel_key
 from quotas.estimates import record_seconds, spec_shape
+from storage import db
 from storage.models import Image, Job, JobStatus
 
 log = logging.getLogger(__name__)
@@ -83,7 +88,31 @@ class JobCancelled(Exception):
         self.step, self.total = step, total
 
 
+DATABASE_WAIT_S = (0.5, 1, 2, 4, 5)  # between checks while the database is down; the last repeats
+
+
 async def run_job(ctx: dict, job_id: str, produce: Produce) -> dict:
+    """Run one job of any kind (see `_run_once`), again from the start after a database outage: a step that
+    fails while the database does not answer waits for it instead of failing the job (see the module doc)."""
+    while True:
+        try:
+            return await _run_once(ctx, job_id, produce)
+        except Exception:
+            if await db.answers():
+                raise
+            await _wait_for_database(job_id)
+
+
+async def _wait_for_database(job_id: str) -> None:
+    log.warning("job %s: the database does not answer; waiting for it to run the job again", job_id)
+    waited = 0
+    while not await db.answers():
+        await asyncio.sleep(DATABASE_WAIT_S[min(waited, len(DATABASE_WAIT_S) - 1)])
+        waited += 1
+    log.warning("job %s: the database answers again; running the job again", job_id)
+
+
+async def _run_once(ctx: dict, job_id: str, produce: Produce) -> dict:
     """Run one job of any kind: `produce` makes the images; this function owns every state change.
 
     The quota reservation is closed exactly once whatever happens: settled with the GPU seconds used on success,
@@ -125,6 +154,8 @@ async def run_job(ctx: dict, job_id: str, produce: Produce) -> dict:
         await ledger.refund(job_id)
         return await _fail(job, replier, str(exc))
     except Exception as exc:
+        if not await db.answers():
+            raise  # an outage, not the job's fault: `run_job` waits for the database and runs it again
         await ledger.refund(job_id)
         if isinstance(exc, TimeoutError) and limit.expired():
             log.warning("job %s stopped at its time limit of %s s", job_id, limit_s)

@@ -91,6 +91,19 @@ async def ping(timeout_s: float = 3.0) -> None:
         await context.db(CONNECTION_NAME).execute_query("SELECT 1")
 
 
+async def answers(timeout_s: float = 1.0) -> bool:
+    """Whether the database answers a trivial query within `timeout_s` now: what a failed request checks to
+    tell an outage (say "try again") from a bug (say "something went wrong"). With no database open it raises
+    RuntimeError, as `ping` does: that is a mistake in the caller, not an outage."""
+    if _Database.context is None:
+        raise RuntimeError("no database is open")
+    try:
+        await ping(timeout_s)
+    except Exception:
+        return False
+    return True
+
+
 async def migrate(url: str) -> list[str]:
     """Apply the migrations the database at ``url`` lacks and return their names, oldest first.
 

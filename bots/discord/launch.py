@@ -8,6 +8,9 @@ together; its id is the message's (Discord gives a thread started from a message
 job's address is known before the thread exists. Where no thread can be made (inside a thread, no permission)
 results go next to the status message.
 
+Each interaction's outcome is counted here (`metering`): `started` once its job is enqueued, `refused` by
+`refuse` and `withdraw`, `error` when starting failed on our side; a failed post of the bot's own is counted too.
+
 The position and Cancel button are written after enqueueing, in the message's next edit slot, and only while the
 job has not ended: the worker's edits share the slots (see `editclock`), so this edit never lands on top of the
 worker's final word.
@@ -23,9 +26,12 @@ from typing import TYPE_CHECKING
 import discord
 
 from bots.discord.cancel import cancel_view
+from bots.discord.metering import outcome
 from bots.discord.safety import age_restricted
 from bots.discord.status import queued_text, running_text
 from bots.discord.target import DEFAULT_ATTACHMENT_LIMIT, DiscordTarget
+from bots.metrics import counted_post
+from bots.outage import outage_message
 from jobs.queue import Enqueued, enqueue, job_id_for
 from jobs.specs import Enhance, Imagine, Inpaint, ReplyTarget, Upscale, Vary
 from quotas.errors import QuotaRefused
@@ -133,19 +139,28 @@ async def _admit(
         except (QuotaRefused, Refused) as refusal:
             await withdraw(interaction, str(refusal))
             return
+        outcome(interaction, "started")
         if in_thread:
             await _open_thread(interaction, message_id, title)
         await _show_queued(interaction, message_id, title, queued)
     except Exception:
+        if outage := await outage_message(interaction.client.config.redis):
+            log.warning("discord: interaction %s refused during an outage: %s", interaction.id, outage)
+            await withdraw(interaction, outage)
+            return
+        outcome(interaction, "error")
         log.exception("discord: interaction %s (job %s) could not be started", interaction.id, job_id)
-        await interaction.edit_original_response(
-            content=f"❌ Something went wrong on our side. Reference: {job_id}", view=None
-        )
+        with counted_post("discord"):
+            await interaction.edit_original_response(
+                content=f"❌ Something went wrong on our side. Reference: {job_id}", view=None
+            )
 
 
 async def refuse(interaction: discord.Interaction, message: str) -> None:
     """The interaction's first response: an ephemeral ❌ for the asker alone (nothing was deferred)."""
-    await interaction.response.send_message(f"❌ {sentence(message)}", ephemeral=True)
+    outcome(interaction, "refused")
+    with counted_post("discord"):
+        await interaction.response.send_message(f"❌ {sentence(message)}", ephemeral=True)
 
 
 def sentence(message: str) -> str:
@@ -156,9 +171,11 @@ def sentence(message: str) -> str:
 
 async def withdraw(interaction: discord.Interaction, message: str) -> None:
     """Replace the public "thinking…" message with an ephemeral answer for the asker alone."""
-    with contextlib.suppress(discord.NotFound):
+    outcome(interaction, "refused")
+    with counted_post("discord"), contextlib.suppress(discord.NotFound):
         await interaction.delete_original_response()
-    await interaction.followup.send(f"❌ {message}", ephemeral=True)
+    with counted_post("discord"):
+        await interaction.followup.send(f"❌ {message}", ephemeral=True)
 
 
 def threads_allowed(interaction: discord.Interaction) -> bool:
@@ -193,4 +210,5 @@ async def _show_queued(
             content = running_text(prompt)
         else:
             return  # it already ended: the worker's final edit stands
-        await interaction.edit_original_response(content=content, view=cancel_view(queued.job_id))
+        with counted_post("discord"):
+            await interaction.edit_original_response(content=content, view=cancel_view(queued.job_id))

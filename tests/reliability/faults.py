@@ -29,7 +29,8 @@ import asyncpg
 from redis.asyncio import Redis
 
 from tests.discord.emulator import DiscordEmulator, Interaction, Recorded
-from tests.discord.helpers import job_id_of, results_of
+from tests.discord.helpers import followups, job_id_of, results_of
+from tests.reliability.postgres_server import PostgresServer
 from tests.support import atelier_env
 
 START_S = 180  # a process importing torch and discord.py on a busy 2-core machine
@@ -49,6 +50,7 @@ class Outcome:
     lost: int = 0
     charged_once: int = 0
     recovery_s: list[float] = field(default_factory=list)
+    answers_s: list[float] = field(default_factory=list)  # commands refused during an outage: time to answer
     notes: list[str] = field(default_factory=list)
 
     HEADER = "| scenario | jobs | delivered once | duplicates | lost | charged once | recovery s p50 / max |"
@@ -343,4 +345,45 @@ async def worker_kills(stack: FaultStack, *, jobs: int, kills: int, seed: int = 
     outcome = await stack.outcome("worker SIGKILLed", interactions, killed_at)
     missed = [j for j, s in pending.items() if s == "missed"]
     outcome.notes.append(f"{len(killed_at)} kills at {sorted(set(plan.values()))}; {len(missed)} missed")
+    return outcome
+
+
+async def postgres_outage(
+    stack: FaultStack, postgres: PostgresServer, *, outage_s: float = 20, commands: int = 5
+) -> Outcome:
+    """PostgreSQL stopped for `outage_s` while one job runs and one waits. `commands` /imagine sent during the
+    outage are each answered, inside Discord's 3 s, with a message to try again, and leave no job behind; after
+    PostgreSQL is back the two jobs and a new one are delivered once. The row's "jobs" are those three."""
+    if not stack.workers:
+        await stack.start_worker()
+    before = [await stack.imagine("before the outage", steps=50), await stack.imagine("waiting", user="bob")]
+    running = job_id_of(before[0])
+    deadline = time.monotonic() + 120
+    while not any(
+        f.get(b"event") == b"progress" for _, f in await stack.redis.xrange(f"atelier:events:{running}")
+    ):
+        assert time.monotonic() < deadline, stack.logs()
+        await asyncio.sleep(0.05)
+    postgres.stop()
+    stopped_at = time.time()
+    refused: list[Interaction] = []
+    for i in range(commands):
+        interaction = await stack.imagine(f"during the outage {i}", user="carol")
+        refused.append(interaction)
+        await stack.emulator.wait_until(lambda i=interaction: followups(stack.emulator, i), 30, "an answer")
+        await asyncio.sleep(max(0.0, stopped_at + (i + 1) * outage_s / commands - time.time()))
+    postgres.start()
+    after = [await stack.imagine("after the outage")]
+    await stack.settled(before + after)
+    outcome = await stack.outcome(
+        f"PostgreSQL stopped {outage_s:.0f} s", before + after, {job_id_of(i): stopped_at for i in before}
+    )
+    for interaction in refused:
+        answer = followups(stack.emulator, interaction)[0]
+        answered_s = answer.created_at - interaction.dispatched_at
+        outcome.answers_s.append(answered_s)
+        if "Try again" not in answer.content or answered_s >= 3:
+            outcome.notes.append(f"answered {answered_s:.1f} s after the command: {answer.content!r}")
+        if await stack.job_row(job_id_of(interaction)) is not None:
+            outcome.notes.append(f"{job_id_of(interaction)} was recorded during the outage")
     return outcome

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.reliability.faults import FaultStack, worker_kills
+from tests.reliability.faults import FaultStack, postgres_outage, worker_kills
+from tests.reliability.postgres_server import PostgresServer
 from tests.reliability.redis_server import RedisServer
 
 
 def assert_all_once(outcome) -> None:
     print(f"\n{outcome.HEADER}\n{outcome.row()}\n" + "\n".join(outcome.notes))
     assert (outcome.lost, outcome.duplicates) == (0, 0), outcome.notes
+    assert not [n for n in outcome.notes if "recorded during" in n or "answered" in n], outcome.notes
     assert outcome.delivered_once == outcome.charged_once == outcome.jobs, outcome.notes
 
 
@@ -30,3 +32,23 @@ async def test_workers_sigkilled_at_every_stage_lose_and_double_nothing(
         assert_all_once(outcome)
         # Each killed job was delivered within the lease (10 s) plus a run on a loaded machine.
         assert max(outcome.recovery_s) < 90, outcome.recovery_s
+
+
+async def test_postgres_stopped_for_20_s_is_answered_at_once_and_loses_nothing(
+    redis_server: RedisServer, tmp_path: Path, models_dir: Path
+) -> None:
+    postgres = PostgresServer()
+    postgres.start()
+    try:
+        async with FaultStack.open(
+            tmp_path, redis_url=redis_server.url, database_url=postgres.url, models_dir=models_dir
+        ) as stack:
+            try:
+                outcome = await postgres_outage(stack, postgres, outage_s=20, commands=5)
+            except BaseException:
+                print(stack.logs())
+                raise
+            assert len(outcome.answers_s) == 5 and max(outcome.answers_s) < 3, outcome.notes
+            assert_all_once(outcome)
+    finally:
+        postgres.remove()
