@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bots.discord.components import CANCEL_TEMPLATE, cancel_id
+from bots.discord.metering import answering
 from bots.discord.permissions import is_admin
 from bots.discord.status import cancelled_text, title_of
 from quotas.admin import CancelOutcome
@@ -40,7 +41,8 @@ class CancelButton(discord.ui.DynamicItem[discord.ui.Button], template=CANCEL_TE
         return cls(match["job_id"])
 
     async def callback(self, interaction: discord.Interaction[AtelierBot]) -> None:
-        await on_cancel(interaction, self.job_id)
+        with answering(interaction):
+            await on_cancel(interaction, self.job_id)
 
 
 def cancel_view(job_id: str) -> discord.ui.View:

@@ -28,6 +28,8 @@ from discord.gateway import DiscordWebSocket
 from bots.discord import admin, imagine, inpaint, lora_admin, reactions, upscale, views
 from bots.discord.editclock import EditClock
 from bots.discord.guide import invite_url
+from bots.discord.metering import MeteredTree, RestWatch, outcome
+from bots.metrics import Tally, show_platform
 from engine.registry import Registry
 from quotas.admin import Admin
 from quotas.tiers import Tiers
@@ -77,14 +79,16 @@ class AtelierBot(discord.Client):
             intents=intents(),
             allowed_mentions=discord.AllowedMentions.none(),
             connector=aiohttp.TCPConnector(limit=REST_CONNECTIONS),
+            http_trace=RestWatch().trace(),  # 429s, retries and acknowledgements (see `metering`)
         )
+        show_platform("discord")
         self.config = config
         self.admissions = asyncio.Semaphore(ADMISSIONS_AT_ONCE)  # see the module docstring
         self.clock = EditClock(config.redis)
         self.admin = Admin(
             config.redis, config.queue_name, config.tiers, train_queue_name=config.train_queue_name
         )
-        self.tree = app_commands.CommandTree(self)
+        self.tree = MeteredTree(self)
 
     async def setup_hook(self) -> None:
         imagine.setup(self)
@@ -107,10 +111,17 @@ class AtelierBot(discord.Client):
             synced = await self.tree.sync(guild=guild)
             log.info("discord: %d commands registered in guild %s", len(synced), guild_id)
 
+    async def on_app_command_completion(
+        self, interaction: discord.Interaction, command: app_commands.Command | app_commands.ContextMenu
+    ) -> None:
+        outcome(interaction, "answered")  # unless the command said started or refused
+
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        tally = Tally("discord", "reaction")
         try:
-            await reactions.on_reaction(self, payload)
+            await reactions.on_reaction(self, payload, tally)
         except Exception:
+            tally.say("error")
             log.exception("discord: reaction %s on message %s failed", payload.emoji, payload.message_id)
 
     async def on_ready(self) -> None:

@@ -24,6 +24,7 @@ from bots.discord.inputs import first_image, input_image
 from bots.discord.safety import age_restricted
 from bots.discord.status import queued_text, running_text
 from bots.discord.target import DiscordTarget
+from bots.metrics import Tally, counted_post
 from jobs.queue import enqueue, job_id_for
 from jobs.specs import Enhance, ReplyTarget, Upscale, enhance_spec, upscale_spec
 from quotas.errors import QuotaRefused
@@ -57,8 +58,9 @@ def request_id_for(payload: discord.RawReactionActionEvent) -> str:
     return f"discord:reaction:{payload.channel_id}:{payload.message_id}:{payload.user_id}:{payload.emoji}"
 
 
-async def on_reaction(bot: AtelierBot, payload: discord.RawReactionActionEvent) -> None:
-    """Start an upscale or face restoration of the reacted-to message's image (see the module's docstring)."""
+async def on_reaction(bot: AtelierBot, payload: discord.RawReactionActionEvent, tally: Tally) -> None:
+    """Start an upscale or face restoration of the reacted-to message's image (see the module's docstring);
+    `tally` counts it as `started` or `refused` (a reaction that means nothing here counts nothing)."""
     if payload.guild_id is None or (bot.user and payload.user_id == bot.user.id):
         return
     action = await action_for(bot, payload.guild_id, str(payload.emoji))
@@ -84,11 +86,16 @@ async def on_reaction(bot: AtelierBot, payload: discord.RawReactionActionEvent) 
         image, key = await input_image(bot.config.blobs, ref)
         spec = _spec(bot, action, image, key)
     except ValueError as exc:
-        await channel.send(f"❌ {mention} {exc}", reference=reply_to, mention_author=False)
+        tally.say("refused")
+        with counted_post("discord"):
+            await channel.send(f"❌ {mention} {exc}", reference=reply_to, mention_author=False)
         return
     title = f"{TITLES[action]} of {ref.filename}"
-    status = await channel.send(f"⏳ {mention} {title}: queued…", reference=reply_to, mention_author=False)
-    await _start(bot, payload, request_id, spec, status, title)
+    with counted_post("discord"):
+        status = await channel.send(
+            f"⏳ {mention} {title}: queued…", reference=reply_to, mention_author=False
+        )
+    await _start(bot, payload, request_id, spec, status, title, tally)
 
 
 async def _start(
@@ -98,6 +105,7 @@ async def _start(
     spec: Upscale | Enhance,
     status: discord.Message,
     title: str,
+    tally: Tally,
 ) -> None:
     guild = bot.get_guild(payload.guild_id)  # type: ignore[arg-type]
     tenant = await get_or_create_tenant("discord", str(payload.guild_id), guild.name if guild else "")
@@ -127,8 +135,11 @@ async def _start(
             tiers=bot.config.tiers,
         )
     except QuotaRefused as refusal:
-        await status.edit(content=f"❌ <@{payload.user_id}> {refusal}")
+        tally.say("refused")
+        with counted_post("discord"):
+            await status.edit(content=f"❌ <@{payload.user_id}> {refusal}")
         return
+    tally.say("started")
     async with bot.clock.turn(status.id):
         statuses = await Job.filter(id=queued.job_id).values_list("status", flat=True)
         state = statuses[0] if statuses else None
@@ -138,7 +149,8 @@ async def _start(
             content = running_text(title)
         else:
             return  # it already ended: the worker's final edit stands
-        await status.edit(content=content, view=cancel_view(queued.job_id))
+        with counted_post("discord"):
+            await status.edit(content=content, view=cancel_view(queued.job_id))
 
 
 async def _channel(bot: AtelierBot, channel_id: int) -> object | None:

@@ -13,6 +13,7 @@ import discord
 from bots.discord.components import RESULT_TEMPLATE
 from bots.discord.derive import on_derive
 from bots.discord.launch import defer_status, start_job, withdraw
+from bots.discord.metering import answering
 from bots.discord.permissions import is_admin, is_owner
 from bots.discord.status import title_of
 from jobs.specs import MAX_SEED, Imagine, Inpaint, Vary
@@ -39,7 +40,8 @@ class ResultButton(discord.ui.DynamicItem[discord.ui.Button], template=RESULT_TE
         return cls(item, match["action"], match["job_id"], int(match["index"]))
 
     async def callback(self, interaction: discord.Interaction[AtelierBot]) -> None:
-        await on_result_button(interaction, self.action, self.job_id, self.index)
+        with answering(interaction):  # U, V, F and reroll say started or refused (`launch`)
+            await on_result_button(interaction, self.action, self.job_id, self.index)
 
 
 async def on_result_button(

@@ -19,6 +19,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 
+from bots.metrics import show_platform
 from bots.slack import (
     actions,
     admin_command,
@@ -33,6 +34,7 @@ from bots.slack import (
 from bots.slack.client import web_client
 from bots.slack.config import EVENTS_PATH, SlackConfig
 from bots.slack.dedupe import event_deduplicator
+from bots.slack.metering import listener_failed, meter_requests
 from bots.slack.services import SlackServices
 from bots.slack.workspace import attach_workspace
 
@@ -47,6 +49,9 @@ def create_app(config: SlackConfig, services: SlackServices) -> AsyncApp:
         # Socket Mode requests come over the authenticated WebSocket and are not signed; HTTP ones always are.
         signing_secret=config.signing_secret or "",
     )
+    show_platform("slack")
+    app.middleware(meter_requests)  # first: it times the ack of every request (see `metering`)
+    app.error(listener_failed)
     app.middleware(event_deduplicator(services.redis))
     app.middleware(attach_workspace)
     imagine.register(app, services)

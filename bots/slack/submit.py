@@ -4,7 +4,8 @@ Enqueueing comes first, so a refused request (a quota, a paused workspace, a ban
 channel, and the status message shows the job's real queue position and ETA. The message's `ts` (the thread the
 worker answers in, for a new thread) is then written into the job's reply target; the worker's replier waits
 for it if the job starts before it is there. A request seen before (a redelivered event, a double click) posts
-nothing. A channel the bot cannot post in cancels the job (refunded, it never runs) and says why.
+nothing. A channel the bot cannot post in cancels the job (refunded, it never runs) and says why. A request
+whose status message is up counts as `started` (`metering`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.commands import CommandError
+from bots.metrics import counted_post
 from bots.slack import blocks
+from bots.slack.metering import outcome
 from bots.slack.services import SlackServices
 from bots.slack.workspace import Workspace
 from jobs.queue import Enqueued, enqueue
@@ -112,7 +115,8 @@ async def post_status(
     status = blocks.queued_status(queued.job_id, spec, data.get("user"), queued.position, queued.eta_s)
     channel, thread_ts = data["channel"], data.get("thread_ts")
     try:
-        posted = await client.chat_postMessage(channel=channel, thread_ts=thread_ts, **status)
+        with counted_post("slack"):
+            posted = await client.chat_postMessage(channel=channel, thread_ts=thread_ts, **status)
     except SlackApiError as exc:
         error = exc.response.get("error", "")
         if error not in CHANNEL_ERRORS:
@@ -130,4 +134,5 @@ async def post_status(
         reply_target=ReplyTarget(platform="slack", data=data).model_dump(mode="json")
     )
     log.info("slack request %s -> job %s (position %s)", request_id, queued.job_id, queued.position)
+    outcome("started")
     return queued.job_id
