@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+import aiohttp
 from PIL import Image as PILImage
 
 from bots.discord import safety
@@ -42,6 +43,9 @@ from storage.blobs import BlobStore
 from storage.models import Job, JobStatus
 
 log = logging.getLogger(__name__)
+
+TRYING = "trying"  # a result part being posted: a delivery that finds it so checks whether it got there
+WEBHOOK_TRIES = 5
 
 MAX_FILES_PER_MESSAGE = 10
 MAX_REQUEST_BYTES = 25 * 1024 * 1024
@@ -179,7 +183,7 @@ class DiscordReplier:
         in_thread = False
         for number, chunk in enumerate(chunks or [[]]):
             where = await posted.get(f"result:{number}")
-            if where is not None:  # a delivery tried again: this part is there already
+            if where in ("thread", "channel"):  # a delivery tried again: this part is there already
                 in_thread = where == "thread"
                 continue
             per_file = min(
@@ -199,6 +203,10 @@ class DiscordReplier:
                 "nonce": f"{job.id}:{number}"[:25],
                 "enforce_nonce": True,
             }
+            if where == TRYING and await self._posted_already(target, uploads):
+                await posted.mark(f"result:{number}", "channel")  # a webhook post whose answer was lost
+                continue
+            await posted.mark(f"result:{number}", TRYING)
             in_thread = await self._post(target, payload, uploads)
             await posted.mark(f"result:{number}", "thread" if in_thread else "channel")
         return in_thread
@@ -218,21 +226,55 @@ class DiscordReplier:
                     "discord: thread %s unusable (%s); posting next to the status", target.thread_id, exc
                 )
         if self._token_usable(target):
-            try:
-                path = f"/webhooks/{target.application_id}/{target.token}"
-                query = {"wait": "true"}
-                await self._rest.request(
-                    "POST", path, payload=payload, files=uploads, bot_auth=False, query=query
-                )
-                return False
-            except TokenExpired:
-                self._token_died(target)
+            path = f"/webhooks/{target.application_id}/{target.token}"
+            for attempt in range(1, WEBHOOK_TRIES + 1):
+                try:
+                    await self._rest.request(
+                        "POST",
+                        path,
+                        payload=payload,
+                        files=uploads,
+                        bot_auth=False,
+                        query={"wait": "true"},
+                        retry_server_errors=False,
+                    )
+                    return False
+                except TokenExpired:
+                    self._token_died(target)
+                    break
+                except (DiscordHTTPError, aiohttp.ClientError, TimeoutError) as exc:
+                    if (isinstance(exc, DiscordHTTPError) and exc.status < 500) or attempt == WEBHOOK_TRIES:
+                        raise
+                    # Webhooks take no nonce, and Discord may have posted it before failing: look first.
+                    await asyncio.sleep(min(2**attempt, 10))
+                    if await self._posted_already(target, uploads):
+                        return False
         reference = {"message_id": str(target.reply_to or target.message_id), "fail_if_not_exists": False}
         path = f"/channels/{target.channel_id}/messages"
         await self._rest.request(
             "POST", path, payload={**payload, "message_reference": reference}, files=uploads
         )
         return False
+
+    async def _posted_already(self, target: DiscordTarget, uploads: Sequence[UploadFile]) -> bool:
+        """Whether a post of `uploads` next to the status message is there already: an earlier try whose
+        answer was a server error, or was lost with the worker. Webhook posts have no nonce, so this reads the
+        channel after the status message (Read Message History; without it, it says no and risks a double)."""
+        names = [u.filename for u in uploads]
+        path = f"/channels/{target.channel_id}/messages"
+        try:
+            found = await self._rest.request(
+                "GET", path, query={"after": str(target.message_id), "limit": "100"}
+            )
+        except (DiscordHTTPError, aiohttp.ClientError, TimeoutError) as exc:
+            log.info("discord: could not check channel %s for an earlier post (%s)", target.channel_id, exc)
+            return False
+        return any(
+            str(m.get("author", {}).get("id")) == str(target.application_id)
+            and [a.get("filename") for a in m.get("attachments", [])] == names
+            for m in found or []
+            if isinstance(m, dict)
+        )
 
     # Tokens.
 

@@ -60,10 +60,13 @@ class DiscordRest:
         files: Sequence[UploadFile] = (),
         bot_auth: bool = True,
         retry_rate_limits: bool = True,
+        retry_server_errors: bool = True,
         query: dict[str, str] | None = None,
-    ) -> dict | None:
+    ) -> dict | list | None:
         """Send one request; return the JSON answer (None for 204). Interaction-webhook paths pass
-        `bot_auth=False`: they are authorised by the token in the path."""
+        `bot_auth=False`: they are authorised by the token in the path. A 5xx is retried unless
+        `retry_server_errors` is false: a caller whose request is not idempotent (a webhook post, which has no
+        nonce: Discord may have done it before failing) checks before sending it again."""
         headers = {"User-Agent": USER_AGENT}
         if bot_auth:
             headers["Authorization"] = f"Bot {self._token}"
@@ -96,7 +99,7 @@ class DiscordRest:
                     continue
                 if response.status in (401, 404) and code in TOKEN_ERRORS:
                     raise TokenExpired(response.status, code, message)
-                if response.status >= 500 and attempt < MAX_TRIES:
+                if response.status >= 500 and retry_server_errors and attempt < MAX_TRIES:
                     await asyncio.sleep(min(2**attempt, 10))
                     continue
                 raise DiscordHTTPError(response.status, code, message)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import secrets
 import time
@@ -138,6 +139,28 @@ class FailureRule:
     served: int = 0
 
 
+FLAKY_RETRY_AFTER_S = 0.3
+
+
+@dataclass
+class Flakiness:
+    """Answer `fraction` of REST requests (those `spare` does not match) with an error, in turn a 500 before
+    doing anything, a 503 after doing what was asked (Discord created the message, the answer got lost) and a
+    429; chosen with a seeded random, so a run repeats."""
+
+    fraction: float
+    spare: re.Pattern[str]
+    rng: random.Random
+    served: dict[int, int] = field(default_factory=dict)
+
+    def answer(self, method: str, path: str) -> int | None:
+        if self.spare.search(f"{method} {path}") or self.rng.random() >= self.fraction:
+            return None
+        status = (500, 503, 429)[sum(self.served.values()) % 3]
+        self.served[status] = self.served.get(status, 0) + 1
+        return status
+
+
 class DiscordError(Exception):
     def __init__(self, status: int, code: int, message: str) -> None:
         self.status, self.code, self.message = status, code, message
@@ -171,6 +194,7 @@ class DiscordEmulator:
         self.latency = 0.0
         self.rate_limits: list[RateLimitRule] = []
         self.failures: list[FailureRule] = []
+        self.flakiness: Flakiness | None = None
         # Called with ("before", request) once a REST request is read and ("after", request) once it was done,
         # before the answer goes back: where a fault test kills the process that sent it.
         self.hooks: list[Callable[[str, Recorded], None]] = []
@@ -233,6 +257,12 @@ class DiscordEmulator:
         rule = FailureRule(method, re.compile(path_pattern), status, times, after_effect)
         self.failures.append(rule)
         return rule
+
+    def flaky(self, fraction: float, *, spare: str, seed: int = 0) -> Flakiness:
+        """Fail `fraction` of the REST requests whose "METHOD /path" `spare` (a regex) does not match; see
+        `Flakiness`. `flaky(0, spare="")` turns it off."""
+        self.flakiness = Flakiness(fraction, re.compile(spare), random.Random(seed)) if fraction else None
+        return self.flakiness
 
     def expire_token(self, token: str) -> None:
         self.interactions[token].expired = True
@@ -527,20 +557,18 @@ class DiscordEmulator:
             if not path.startswith(("/webhooks/", "/interactions/")) and auth != f"Bot {self.bot_token}":
                 raise DiscordError(401, 0, "401: Unauthorized")
             limited = self._rate_limited(request.method, path)
-            if limited is not None:
+            flaky = self.flakiness.answer(request.method, path) if self.flakiness else None
+            if limited is not None or flaky == 429:
                 record.status = 429
                 record.message_id = self._message_id_of(path)
-                body = {
-                    "message": "You are being rate limited.",
-                    "retry_after": limited.retry_after,
-                    "global": False,
-                }
-                headers = {
-                    "Via": "1.1 google",
-                    "Retry-After": str(limited.retry_after),
-                    "X-RateLimit-Scope": "user",
-                }
+                retry_after = limited.retry_after if limited is not None else FLAKY_RETRY_AFTER_S
+                body = {"message": "You are being rate limited.", "retry_after": retry_after, "global": False}
+                headers = {"Via": "1.1 google", "Retry-After": str(retry_after), "X-RateLimit-Scope": "user"}
                 return _json(body, status=429, headers=headers)
+            if flaky is not None:  # a 500 before doing anything, or a 503 after doing what was asked
+                if flaky == 503:
+                    await self._route(request.method, path, record)
+                raise DiscordError(flaky, 0, f"{flaky}: emulated server error")
             failing = next(
                 (
                     f
@@ -673,6 +701,10 @@ class DiscordEmulator:
             raise DiscordError(404, 10003, "Unknown Channel")
         if len(parts) == 2 and method == "GET":
             return 200, self.channels[channel_id]
+        if len(parts) == 3 and parts[2] == "messages" and method == "GET":  # newest first, as Discord lists
+            after, limit = int(record.query.get("after", 0)), min(int(record.query.get("limit", 50)), 100)
+            listed = [m for m in self.messages_in(channel_id) if m.id > after and not m.deleted][:limit]
+            return 200, [self._message_json(m) for m in reversed(listed)]
         if len(parts) == 3 and parts[2] == "messages" and method == "POST":
             message = self._create(channel_id, body, files, webhook=False)
             record.message_id = message.id

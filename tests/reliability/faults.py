@@ -29,7 +29,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from tests.discord.emulator import DiscordEmulator, Interaction, Recorded
-from tests.discord.helpers import followups, job_id_of, results_of
+from tests.discord.helpers import followups, job_id_of
 from tests.reliability.postgres_server import PostgresServer
 from tests.support import atelier_env
 
@@ -51,6 +51,9 @@ class Outcome:
     charged_once: int = 0
     recovery_s: list[float] = field(default_factory=list)
     answers_s: list[float] = field(default_factory=list)  # commands refused during an outage: time to answer
+    problems: list[str] = field(
+        default_factory=list
+    )  # what members would have noticed; empty when all is well
     notes: list[str] = field(default_factory=list)
 
     HEADER = "| scenario | jobs | delivered once | duplicates | lost | charged once | recovery s p50 / max |"
@@ -218,11 +221,12 @@ class FaultStack:
         deadline = time.monotonic() + within
         while True:
             async with self._database() as connection:
-                open_jobs = await connection.fetchval(
-                    "SELECT count(*) FROM jobs WHERE id = ANY($1) AND delivered_at IS NULL"
-                    " AND status NOT IN ('failed', 'cancelled')",
+                ended = await connection.fetchval(
+                    "SELECT count(*) FROM jobs WHERE id = ANY($1) AND"
+                    " (delivered_at IS NOT NULL OR status IN ('failed', 'cancelled'))",
                     ids,
                 )
+            open_jobs = len(ids) - ended
             busy = await self.redis.zcard(self.queue) + len(
                 [k async for k in self.redis.scan_iter(match="arq:in-progress:*")]
             )
@@ -241,17 +245,15 @@ class FaultStack:
             for interaction in interactions:
                 job_id = job_id_of(interaction)
                 row = await connection.fetchrow("SELECT status, delivered_at FROM jobs WHERE id = $1", job_id)
-                thread = interaction.original_message_id
-                posted = (
-                    sum(len(m.attachments) for m in results_of(self.emulator, thread, job_id))
-                    if thread
-                    else 0
-                )
+                posted = self.images_posted(job_id)
                 if posted > images_each:
                     result.duplicates += posted - images_each
+                    result.problems.append(f"{job_id}: {posted} images posted: {self.posts_of(job_id)}")
                 if row is None or row["delivered_at"] is None or posted < images_each:
                     result.lost += 1
-                    result.notes.append(f"{job_id}: {dict(row) if row else 'no row'}, {posted} images posted")
+                    result.problems.append(
+                        f"{job_id}: {dict(row) if row else 'no row'}, {posted} images posted"
+                    )
                 elif posted == images_each:
                     result.delivered_once += 1
                 kinds = await connection.fetch(
@@ -260,12 +262,33 @@ class FaultStack:
                 if [k["kind"] for k in kinds] == ["reserve", "settle"]:
                     result.charged_once += 1
                 else:
-                    result.notes.append(f"{job_id}: ledger {[k['kind'] for k in kinds]}")
+                    result.problems.append(f"{job_id}: ledger {[k['kind'] for k in kinds]}")
                 if job_id in faults and row is not None and row["delivered_at"] is not None:
                     recovery = row["delivered_at"].timestamp() - faults[job_id]
                     result.recovery_s.append(recovery)
                     result.notes.append(f"{job_id}: delivered {recovery:.1f} s after the fault")
         return result
+
+    def images_posted(self, job_id: str) -> int:
+        """Images of `job_id` in any channel (its thread, or next to its status message when it has none)."""
+        return sum(
+            len(m.attachments)
+            for m in list(self.emulator.messages.values())
+            if not m.deleted and m.attachments and any(f":{job_id}:" in c for c in m.custom_ids())
+        )
+
+    def posts_of(self, job_id: str) -> list[str]:
+        """The requests that posted `job_id`'s images: method, path, answer, nonce (to tell a duplicate's cause)."""
+        ids = {
+            m.id
+            for m in list(self.emulator.messages.values())
+            if m.attachments and any(f":{job_id}:" in c for c in m.custom_ids())
+        }
+        return [
+            f"{r.method} {r.path} -> {r.status} nonce={(r.payload or {}).get('nonce')} message={r.message_id}"
+            for r in self.emulator.requests
+            if r.files and (r.message_id in ids or f":{job_id}:" in str(r.payload))
+        ]
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name} ({p.log.name}) ---\n{p.text()[-2500:]}" for p in self.processes)
@@ -383,7 +406,33 @@ async def postgres_outage(
         answered_s = answer.created_at - interaction.dispatched_at
         outcome.answers_s.append(answered_s)
         if "Try again" not in answer.content or answered_s >= 3:
-            outcome.notes.append(f"answered {answered_s:.1f} s after the command: {answer.content!r}")
+            outcome.problems.append(f"answered {answered_s:.1f} s after the command: {answer.content!r}")
         if await stack.job_row(job_id_of(interaction)) is not None:
-            outcome.notes.append(f"{job_id_of(interaction)} was recorded during the outage")
+            outcome.problems.append(f"{job_id_of(interaction)} was recorded during the outage")
+    return outcome
+
+
+FLAKY_SPARED = r"/callback$|^GET /users/@me$|/commands$|/gateway"
+"""What a flaky Discord still answers: the interaction callbacks (the acknowledgement, without which Discord
+shows "interaction failed" whatever the bot does) and the bot's start-up calls."""
+
+
+async def flaky_platform(stack: FaultStack, *, jobs: int, fraction: float = 1 / 3, seed: int = 0) -> Outcome:
+    """`jobs` /imagine while Discord answers `fraction` of the bot's and the workers' calls with a 500, a 503
+    after doing what was asked, or a 429 (see `DiscordEmulator.flaky`): every result delivered, none twice."""
+    for _ in range(2 - len(stack.workers)):
+        await stack.start_worker()
+    flakiness = stack.emulator.flaky(fraction, spare=FLAKY_SPARED, seed=seed)
+    try:
+        interactions = [
+            await stack.imagine(f"flaky {i}", user=("alice", "bob", "carol")[i % 3], steps=4)
+            for i in range(jobs)
+        ]
+        for interaction in interactions:
+            await stack.emulator.wait_response(interaction, within=60)
+        await stack.settled(interactions)
+    finally:
+        stack.emulator.flaky(0, spare="")
+    outcome = await stack.outcome(f"Discord failing {fraction:.0%} of calls", interactions, {})
+    outcome.notes.append(f"errors answered: {flakiness.served}")
     return outcome
