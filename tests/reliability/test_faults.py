@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.reliability.faults import FaultStack, flaky_platform, postgres_outage, worker_kills
+from tests.reliability.faults import FaultStack, flaky_platform, postgres_outage, redis_restart, worker_kills
 from tests.reliability.postgres_server import PostgresServer
 from tests.reliability.redis_server import RedisServer
 
@@ -62,6 +62,21 @@ async def test_discord_failing_a_third_of_calls_still_gets_every_result_once(
     ) as stack:
         try:
             outcome = await flaky_platform(stack, jobs=12, seed=3)
+        except BaseException:
+            print(stack.logs())
+            raise
+        assert_all_once(outcome)
+
+
+async def test_redis_killed_and_restarted_loses_and_doubles_nothing(
+    redis_server: RedisServer, tmp_path: Path, models_dir: Path, postgres_databases
+) -> None:
+    database = await postgres_databases("atelier_test_faults_redis")
+    async with FaultStack.open(
+        tmp_path, redis_url=redis_server.url, database_url=database, models_dir=models_dir
+    ) as stack:
+        try:
+            outcome = await redis_restart(stack, redis_server, jobs=21)
         except BaseException:
             print(stack.logs())
             raise
