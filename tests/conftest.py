@@ -1,4 +1,5 @@
-"""Fixtures every test area shares: the real services (see fixtures_services) and one tiny-model cache."""
+"""Fixtures every test area shares: the real services (see fixtures_services) and one tiny-model cache, and the
+run's own Redis server (tests.support.redis_url), stopped when the run ends."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import stop_run_redis
+
 pytest_plugins = ["tests.fixtures_services"]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    stop_run_redis()
 
 
 @pytest.fixture(scope="session")

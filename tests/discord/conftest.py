@@ -1,13 +1,12 @@
 """One Discord emulator, one `atelier discord` bot and one `atelier worker`, shared by the package's tests.
 
-The bot and the worker are the real entry points, run as subprocesses against the emulator, real Redis (DB 5),
-a real PostgreSQL database (`atelier_test_discord`), a local blob folder and the tiny models. Starting them costs
+The bot and the worker are the real entry points, run as subprocesses against the emulator, the run's Redis (DB 5),
+a real PostgreSQL database (`atelier_test_discord` plus the run's suffix), a local blob folder and the tiny models. Starting them costs
 seconds on two cores, so they are started once; tests that need a quiet queue wait for it.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,8 +18,9 @@ from redis.asyncio import Redis
 
 from tests.discord.emulator import DiscordEmulator
 from tests.discord.stack import QUEUE, TRAIN_QUEUE, Stack
+from tests.support import atelier_env, redis_url
 
-REDIS_URL = "redis://127.0.0.1:6379/5"  # this area's database on the shared server
+REDIS_URL = redis_url(5)  # this area's database on the run's Redis
 DATABASE = "atelier_test_discord"
 
 
@@ -46,31 +46,31 @@ async def services_env(
     # 512², 50-step jobs some tests need to run long. Tests that are about quotas set their own limits.
     tiers = workdir / "tiers.toml"
     tiers.write_text('[new_tenants]\ndiscord = "priority"\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
-    env |= {
-        "ATELIER_REDIS_URL": REDIS_URL,
-        "ATELIER_DATABASE_URL": await postgres_databases(DATABASE),
-        "ATELIER_BLOB_URL": str(workdir / "blobs"),
-        "ATELIER_DATA_DIR": str(workdir / "data"),
-        "ATELIER_TINY_MODELS": "1",
-        "ATELIER_MODEL_CACHE_DIR": str(models_dir),
-        "ATELIER_QUEUE_NAME": QUEUE,
-        "ATELIER_TRAIN_QUEUE_NAME": TRAIN_QUEUE,
-        "ATELIER_TIERS_FILE": str(tiers),
-        # One job at a time, so a job behind another really waits in the queue (the Cancel test needs one);
-        # by default a worker takes several at once to batch them.
-        "ATELIER_MAX_JOBS": "1",
-        "ATELIER_DEVICE": "cpu",  # the same pace on a GPU machine: the timing-based tests assume a CPU
-        "ATELIER_DISCORD_TOKEN": emulator.bot_token,
-        "ATELIER_DISCORD_API_BASE": emulator.api_base,
-        "ATELIER_DISCORD_GATEWAY_URL": emulator.gateway_url,
-        "ATELIER_DISCORD_GUILD_IDS": f"{emulator.guild_id},{emulator.other_guild_id}",
-        "ATELIER_DISCORD_ADMIN_ROLE": str(emulator.admin_role_id),
-        "ATELIER_LOG_LEVEL": "INFO",
-        "PYTHONUNBUFFERED": "1",
-        "WORKDIR": str(workdir),
-    }
-    return env
+    return atelier_env(
+        {
+            "ATELIER_REDIS_URL": REDIS_URL,
+            "ATELIER_DATABASE_URL": await postgres_databases(DATABASE),
+            "ATELIER_BLOB_URL": str(workdir / "blobs"),
+            "ATELIER_DATA_DIR": str(workdir / "data"),
+            "ATELIER_TINY_MODELS": "1",
+            "ATELIER_MODEL_CACHE_DIR": str(models_dir),
+            "ATELIER_QUEUE_NAME": QUEUE,
+            "ATELIER_TRAIN_QUEUE_NAME": TRAIN_QUEUE,
+            "ATELIER_TIERS_FILE": str(tiers),
+            # One job at a time, so a job behind another really waits in the queue (the Cancel test needs one);
+            # by default a worker takes several at once to batch them.
+            "ATELIER_MAX_JOBS": "1",
+            "ATELIER_DEVICE": "cpu",  # the same pace on a GPU machine: the timing-based tests assume a CPU
+            "ATELIER_DISCORD_TOKEN": emulator.bot_token,
+            "ATELIER_DISCORD_API_BASE": emulator.api_base,
+            "ATELIER_DISCORD_GATEWAY_URL": emulator.gateway_url,
+            "ATELIER_DISCORD_GUILD_IDS": f"{emulator.guild_id},{emulator.other_guild_id}",
+            "ATELIER_DISCORD_ADMIN_ROLE": str(emulator.admin_role_id),
+            "ATELIER_LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+            "WORKDIR": str(workdir),
+        }
+    )
 
 
 @pytest_asyncio.fixture(scope="package", loop_scope="session")

@@ -9,8 +9,9 @@ import time
 from redis.asyncio import Redis
 
 from bots.discord.editclock import EditClock
+from tests.support import redis_url
 
-REDIS_URL = "redis://127.0.0.1:6379/5"
+REDIS_URL = redis_url(5)
 
 
 async def test_two_processes_editing_one_message_take_turns_an_interval_apart() -> None:

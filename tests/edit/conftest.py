@@ -17,9 +17,9 @@ from PIL import Image
 from engine.cache import PipelineCache
 from engine.registry import Registry
 from engine.tiny import ensure_built
-from tests.support import run_atelier, service_env, worker_process
+from tests.support import redis_url, run_atelier, service_env, worker_process
 
-REDIS_URL = "redis://127.0.0.1:6379/10"  # this area's database on the shared server
+REDIS_URL = redis_url(10)  # this area's database on the run's Redis
 QUEUE = "atelier:test-edit"
 TINY = ["tiny-inpaint", "tiny-sdxl-inpaint", "tiny-flux-fill", "tiny", "tiny-sdxl", "tiny-flux"]
 

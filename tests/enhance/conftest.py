@@ -20,9 +20,16 @@ from atelier.settings import Settings
 from engine.enhancer import Enhancer
 from engine.faces import FaceRestoration
 from engine.registry import Registry
-from tests.support import create_bucket, run_burst_worker, s3_settings, service_env, worker_process
+from tests.support import (
+    create_bucket,
+    redis_url,
+    run_burst_worker,
+    s3_settings,
+    service_env,
+    worker_process,
+)
 
-REDIS_URL = "redis://127.0.0.1:6379/8"  # this area's database on the shared server
+REDIS_URL = redis_url(8)  # this area's database on the run's Redis
 CLI_QUEUE = "atelier:test-enhance-cli"
 
 

@@ -11,9 +11,9 @@ from redis.asyncio import Redis
 
 from atelier.runtime import Runtime
 from atelier.settings import Settings
-from tests.support import create_bucket, run_burst_worker, s3_settings
+from tests.support import create_bucket, redis_url, run_burst_worker, s3_settings
 
-REDIS_URL = "redis://127.0.0.1:6379/1"  # this area's database on the shared server; flushed per test
+REDIS_URL = redis_url(1)  # this area's database on the run's Redis; flushed per test
 
 
 @pytest_asyncio.fixture(loop_scope="session")

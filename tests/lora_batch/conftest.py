@@ -19,9 +19,9 @@ from atelier.settings import Settings
 from engine.engine import Engine
 from engine.registry import Registry
 from engine.tiny import ensure_built
-from tests.support import create_bucket, run_burst_worker, s3_settings
+from tests.support import create_bucket, redis_url, run_burst_worker, s3_settings
 
-REDIS_URL = "redis://127.0.0.1:6379/11"  # this area's database on the shared server; flushed per test
+REDIS_URL = redis_url(11)  # this area's database on the run's Redis; flushed per test
 POSTGRES_DATABASE = "atelier_test_batch"
 ATTENTION_LAYERS = ["to_q", "to_k", "to_v", "to_out.0"]
 

@@ -18,8 +18,9 @@ from jobs.specs import ReplyTarget, imagine_spec
 from quotas.admin import Admin
 from storage.models import Tenant, get_or_create_tenant, get_or_create_user
 from tests.support import atelier_env, run_burst_worker
+from tests.support import redis_url as run_redis_url
 
-REDIS_URL = "redis://127.0.0.1:6379/7"  # this area's database on the shared server; flushed per test
+REDIS_URL = run_redis_url(7)  # this area's database on the run's Redis; flushed per test
 CLI = ReplyTarget(platform="cli")
 
 

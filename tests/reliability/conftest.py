@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.redis_server import RedisServer
+from tests.support import RedisServer
 
 
 @pytest.fixture

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest_asyncio
 
 from tests.discord.emulator import DiscordEmulator
-from tests.reliability.redis_server import RedisServer, free_port
 from tests.slack.emulator import SlackEmulator
-from tests.support import atelier_env
+from tests.support import RedisServer, atelier_env, free_port
 
 START_S = 180
 

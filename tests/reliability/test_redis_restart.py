@@ -17,8 +17,7 @@ from quotas.admin import Admin
 from quotas.ledger import audit
 from storage.models import Job, JobStatus, get_or_create_tenant, get_or_create_user
 from storage.quota_models import LedgerKind, QuotaLedger
-from tests.reliability.redis_server import RedisServer
-from tests.support import WORKER_START_S, atelier_env, start_worker, stop_process
+from tests.support import WORKER_START_S, RedisServer, atelier_env, start_worker, stop_process
 
 QUEUED = 20
 
@@ -59,7 +58,7 @@ async def test_a_redis_restart_loses_no_job_and_doubles_none(
         long = await submit("running", 0, size="512x512", steps=50)
         waiting = [await submit(f"queued {i}", i + 1, size="64x64", steps=2) for i in range(QUEUED)]
         with log.open("w") as out:
-            env = atelier_env(variables | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+            env = atelier_env(variables | {"PYTHONUNBUFFERED": "1"})
             worker = start_worker(cwd=tmp_path, env=env, stdout=out)
         try:
             deadline = time.monotonic() + WORKER_START_S

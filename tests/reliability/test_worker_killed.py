@@ -23,9 +23,9 @@ import pytest_asyncio
 from redis import Redis
 
 from jobs.worker import LEASE_S
-from tests.support import WORKER_START_S, atelier_env, run_atelier, start_worker, stop_process
+from tests.support import WORKER_START_S, atelier_env, redis_url, run_atelier, start_worker, stop_process
 
-REDIS_URL = "redis://127.0.0.1:6379/9"
+REDIS_URL = redis_url(9)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -42,7 +42,6 @@ async def env(tmp_path: Path, models_dir: Path, postgres_databases) -> dict[str,
             "ATELIER_MODEL_CACHE_DIR": str(models_dir),
             "ATELIER_DEVICE": "cpu",
             "ATELIER_MAX_BATCH": "1",
-            "OMP_NUM_THREADS": "1",
             "PYTHONUNBUFFERED": "1",
         }
     )

@@ -8,7 +8,6 @@ prints. No ATELIER_REDIS_URL and no database URL is set anywhere here: sharing t
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import sys
@@ -23,6 +22,7 @@ from redis.asyncio import Redis
 
 from atelier.embedded_redis import socket_path_for
 from tests.discord.emulator import DiscordEmulator
+from tests.support import atelier_env
 
 START_S = 240  # importing torch, diffusers and discord.py in several processes at once on two busy cores
 
@@ -104,15 +104,15 @@ def stop_embedded_redis(data_dir: Path) -> None:
 
 
 def folder_env(models_dir: Path, **extra: str) -> dict[str, str]:
-    """The environment of a process in a fresh folder: embedded defaults, tiny models, one torch thread."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ATELIER_", "SLACK_"))}
+    """The environment of a process in a fresh folder: embedded defaults, tiny models, one torch thread (so a
+    worker does not starve the bot beside it on two cores)."""
+    env = {k: v for k, v in atelier_env().items() if not k.startswith("SLACK_")}
     return {
         **env,
         "ATELIER_TINY_MODELS": "1",
         "ATELIER_MODEL_CACHE_DIR": str(models_dir),  # tiny models are built once per session
         "ATELIER_DEVICE": "cpu",
         "ATELIER_LOG_LEVEL": "INFO",
-        "OMP_NUM_THREADS": "1",  # a worker must not starve the bot beside it on two cores
         "PYTHONUNBUFFERED": "1",
         **extra,
     }

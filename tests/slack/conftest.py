@@ -1,5 +1,5 @@
 """The Slack end-to-end rig: one emulator, one real `atelier worker` and the real `atelier slack` processes
-(HTTP mode and Socket Mode), on real Redis (DB 6), PostgreSQL (atelier_test_slack), local blobs and tiny models.
+(HTTP mode and Socket Mode), on the run's Redis (DB 6), PostgreSQL (atelier_test_slack plus the run's suffix), local blobs and tiny models.
 
 Everything is session-scoped and started on first use: processes cost seconds on two cores, so tests share
 them and keep apart by using their own channel ids.
@@ -8,9 +8,7 @@ them and keep apart by using their own channel ids.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,8 +23,9 @@ import pytest_asyncio
 import redis
 
 from tests.slack.emulator import SlackEmulator
+from tests.support import atelier_env, free_port, redis_url
 
-REDIS_URL = "redis://127.0.0.1:6379/6"
+REDIS_URL = redis_url(6)  # this area's database on the run's Redis
 DATABASE = "atelier_test_slack"
 SIGNING_SECRET = "emulated-signing-secret"
 BOT_TOKEN = "xoxb-emulated-bot-token"
@@ -64,6 +63,20 @@ class Process:
 STARTED: list[Process] = []  # every process of the rig, so a failing test can show what they logged
 
 
+def rig_process(name: str) -> Process:
+    """The rig's process started as `name` ("worker", "slack-http", "slack-socket")."""
+    return next(process for process in reversed(STARTED) if process.name == name)
+
+
+async def logged(process: Process, text: str, *, times: int = 1, within: float = 10) -> None:
+    """Until `text` is in the process's log `times` times: what a test waits on instead of sleeping to see that
+    nothing more happens, where the process says what it did (a redelivered event dropped)."""
+    deadline = time.monotonic() + within
+    while process.log_path.read_text(errors="replace").count(text) < times:
+        assert time.monotonic() < deadline, f"{text!r} not logged {times} times\n" + process.log()
+        await asyncio.sleep(0.1)
+
+
 def start(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> Process:
     log_path = log_dir / f"{name}.log"
     with open(log_path, "wb") as out:  # the child keeps its own copy of the descriptor
@@ -87,12 +100,6 @@ def pytest_runtest_makereport(
     return report
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def slack_emulator() -> AsyncIterator[SlackEmulator]:
     emulator = SlackEmulator(admins={"UADMIN"}, bot_token=BOT_TOKEN)
@@ -113,10 +120,10 @@ def slack_env(
     models_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, str]:
-    """The environment every process of the rig runs with (no ATELIER_* from the outside leaks in)."""
+    """The environment every process of the rig runs with (no ATELIER_* or SLACK_* from the outside leaks in)."""
     redis.Redis.from_url(REDIS_URL).flushdb()
     data = tmp_path_factory.mktemp("slack-data")
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("ATELIER_", "SLACK_"))}
+    base = {k: v for k, v in atelier_env().items() if not k.startswith("SLACK_")}
     return {
         **base,
         "ATELIER_DATA_DIR": str(data),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from bots.slack.imagine import imagine_from_text
 from bots.slack.replier import encode_for_slack
 from bots.slack.shortcuts import SHORTCUTS
 from engine.registry import Registry
+from tests.support import atelier_env
 
 
 class Recorder:
@@ -193,8 +193,7 @@ def test_imagine_text_takes_discords_flags() -> None:
 
 
 def test_atelier_slack_without_a_signing_secret_in_http_mode_exits_with_the_reason(tmp_path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
-    env["ATELIER_SLACK_BOT_TOKEN"] = "xoxb-1"
+    env = atelier_env({"ATELIER_SLACK_BOT_TOKEN": "xoxb-1"})
     result = subprocess.run(
         [sys.executable, "-m", "atelier", "slack"],
         cwd=tmp_path,

@@ -17,9 +17,9 @@ from redis.asyncio import Redis
 
 from atelier.runtime import Runtime
 from atelier.settings import Settings
-from tests.support import atelier_env, create_bucket, drain, run_burst_worker, s3_settings
+from tests.support import atelier_env, create_bucket, drain, redis_url, run_burst_worker, s3_settings
 
-REDIS_URL = "redis://127.0.0.1:6379/12"
+REDIS_URL = redis_url(12)
 POSTGRES_DATABASE = "atelier_test_lora"
 
 
