@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     train_job_timeout: int = Field(
         6 * 3600,
         ge=1,
-        description="Seconds before a training job is abandoned (a crashed one resumes after it).",
+        description="Seconds a training job may run; past it, it is stopped, failed, refunded and its user told.",
     )
 
     # Models.

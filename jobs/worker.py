@@ -52,9 +52,9 @@ class WorkerSettings:
 
 
 class TrainWorkerSettings:
-    """The training queue's worker (ATELIER_TRAIN_QUEUE_NAME): one job at a time, and a timeout of hours. arq
-    retries a crashed worker's job only once its in-progress key expires (job timeout + 10 s), so a crashed
-    training run resumes after at most that long."""
+    """The training queue's worker (ATELIER_TRAIN_QUEUE_NAME): one job at a time, and a timeout of hours. A
+    crashed worker's claim lapses within `LEASE_S` like any job's, and the retry resumes from the last
+    checkpoint in the blob store (`jobs.training`)."""
 
     functions = (func(training.train_lora, name="train_lora"),)
     max_jobs = 1
