@@ -43,6 +43,7 @@ from jobs.lifecycle import JobCancelled, Produced, Progress, on_gpu, run_job
 from jobs.queue import Enqueued, enqueue, job_id_for
 from jobs.services import WorkerServices
 from jobs.specs import ReplyTarget, TrainLora
+from jobs.text import check_name
 from quotas.tiers import Tiers
 from storage.blobs import BlobNotFound, BlobStore
 from storage.lora_models import LoraModel, LoraStatus
@@ -93,7 +94,7 @@ async def request_training(
         raise ValueError(
             f"LoRA name {name!r}: use 1 to 64 letters, digits, '-' or '_', starting with a letter or digit"
         )
-    trigger = trigger.strip()
+    trigger = check_name("trigger word", trigger.strip())
     if not trigger or len(trigger) > MAX_TRIGGER_CHARS:
         raise ValueError(f"the trigger word must be 1 to {MAX_TRIGGER_CHARS} characters")
     preset = registry.resolve(model, role="txt2img", tiny=tiny)
@@ -107,10 +108,7 @@ async def request_training(
         alpha=None if rank is None else float(rank),
         checkpoint_every=checkpoint_every,
     )
-    with tempfile.TemporaryDirectory(prefix="atelier-dataset-") as scratch:
-        unpack_dataset(
-            dataset_zip, Path(scratch) / "dataset"
-        )  # DatasetError, a ValueError, names the problem
+    await asyncio.to_thread(_check_dataset, dataset_zip)  # DatasetError, a ValueError, names the problem
     job_id = job_id_for(request_id)
     existing = await LoraModel.get_or_none(tenant=tenant, name=name)
     if existing is not None and existing.job_id != job_id:
@@ -229,6 +227,13 @@ async def _train(services: WorkerServices, job: Job, progress: Progress, *, work
     return produced
 
 
+def _check_dataset(dataset_zip: bytes) -> None:
+    """Unpack and check a dataset into a scratch folder, then remove it: blocking work, run off the event loop
+    (on a bot's, 60,000 members or 200 decodes would stall every other command)."""
+    with tempfile.TemporaryDirectory(prefix="atelier-dataset-") as scratch:
+        unpack_dataset(dataset_zip, Path(scratch) / "dataset")
+
+
 async def _run_training(
     services: WorkerServices, job: Job, spec: TrainLora, lora: LoraModel, progress: Progress, work_dir: Path
 ) -> list[Produced]:
@@ -239,7 +244,7 @@ async def _run_training(
     await _fetch_checkpoint(services.blobs, job.id, checkpoint_dir / CHECKPOINT_FILE)
     dataset = work_dir / "dataset"
     shutil.rmtree(dataset, ignore_errors=True)
-    unpack_dataset(await services.blobs.get(spec.dataset), dataset)
+    await asyncio.to_thread(unpack_dataset, await services.blobs.get(spec.dataset), dataset)
     config = TrainingConfig(
         rank=spec.rank,
         alpha=spec.alpha,

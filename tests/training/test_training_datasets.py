@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import stat
+import struct
 import zipfile
 from pathlib import Path
 
@@ -39,18 +40,21 @@ def test_absolute_paths_and_symlinks_are_refused(tmp_path: Path) -> None:
     assert not list((tmp_path / "b").iterdir())
 
 
-def test_a_member_that_expands_past_the_limit_is_stopped_while_extracting(tmp_path: Path) -> None:
+def test_a_member_that_expands_past_its_declared_size_is_stopped_while_extracting(tmp_path: Path) -> None:
+    # Declared sizes are checked before writing (tests/security); one that lies is caught while writing.
     job = tmp_path / "job"
-    bomb = zip_of({"bomb.png": b"\0" * (8 * 2**20)})  # 8 MiB of zeros: a few KiB compressed
-    assert len(bomb) < 64 * 1024
-    with pytest.raises(DatasetError, match=r"bomb\.png expands to more than 1 MiB"):
-        extract_zip(bomb, job, max_member_bytes=2**20)
+    bomb = bytearray(zip_of({"bomb.png": b"\0" * (8 * 2**20)}))  # 8 MiB of zeros: a few KiB compressed
+    central = bomb.index(b"PK\x01\x02")
+    bomb[central + 24 : central + 28] = struct.pack("<I", 100)  # the central directory now claims 100 bytes
+    with pytest.raises(DatasetError, match=r"'bomb\.png' in the zip is damaged"):
+        extract_zip(bytes(bomb), job, max_member_bytes=2**20)
     assert _files(tmp_path) == {job, job / "bomb.png"}
-    assert (job / "bomb.png").stat().st_size <= 2**20  # counted as written, not trusted from the header
-    with pytest.raises(DatasetError, match="the zip expands to more than 1 MiB"):
+    assert (job / "bomb.png").stat().st_size <= 100  # counted as written, never past the declared size
+    with pytest.raises(DatasetError, match=r"the zip expands to 1\.1 MiB; the limit is 1 MiB"):
         extract_zip(
             zip_of({f"{i}.png": b"\0" * 600_000 for i in range(2)}), tmp_path / "total", max_total_bytes=2**20
         )
+    assert not list((tmp_path / "total").iterdir())
 
 
 def test_too_few_images_non_images_and_orphan_captions_are_named(tmp_path: Path) -> None:
