@@ -10,6 +10,7 @@ from jobs.enhance import restore_generated_faces
 from jobs.lifecycle import Produced, Progress, generated, run_job
 from jobs.services import WorkerServices
 from jobs.specs import Imagine
+from jobs.tenant_loras import check_tenant_loras
 from storage.models import Job
 
 
@@ -19,6 +20,7 @@ async def imagine(ctx: dict, job_id: str) -> dict:
 
 
 async def _imagine(services: WorkerServices, job: Job, progress: Progress) -> list[Produced]:
+    await check_tenant_loras(job)  # every job, the file cached or not: another tenant's LoRA is unknown here
     spec = Imagine.model_validate(job.spec)
     preset = services.registry.get(spec.model)
     request = spec.request()

@@ -15,8 +15,9 @@ import discord
 
 from bots.discord.components import CANCEL_TEMPLATE, cancel_id
 from bots.discord.metering import answering
-from bots.discord.permissions import is_admin
+from bots.discord.permissions import is_admin, job_here, refuse_foreign
 from bots.discord.status import cancelled_text, title_of
+from jobs.ownership import ForeignJob
 from quotas.admin import CancelOutcome
 from storage.models import Job, JobStatus, get_or_create_tenant, get_or_create_user
 
@@ -52,6 +53,11 @@ def cancel_view(job_id: str) -> discord.ui.View:
 
 
 async def on_cancel(interaction: discord.Interaction[AtelierBot], job_id: str) -> None:
+    try:
+        await job_here(interaction, job_id)  # another server's job is refused before anything else
+    except ForeignJob:
+        await refuse_foreign(interaction)
+        return
     await interaction.response.defer()  # acknowledge the click; nothing visible yet
     bot = interaction.client
     guild = interaction.guild

@@ -4,7 +4,8 @@ U upscales it (the default upscaler, 4×), V makes variations of it (the source 
 count, a new seed; of an inpainting result, with the default text-to-image model), F restores the faces in it. The source image is read back from the blob store by
 (job, index), so the buttons work however old the message is. The click is deferred first (a database and blob
 read follow); a request the models' limits refuse (an image too large to upscale again, say) withdraws the
-public "thinking…" message and answers ephemerally.
+public "thinking…" message and answers ephemerally, as does a click naming an image the safety filter withheld
+(it had no button: such a click was made by hand).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import discord
 from PIL import Image as PILImage
 
 from bots.discord.launch import defer_status, start_job, withdraw
+from bots.discord.safety import withheld
 from jobs.specs import MAX_SEED, Enhance, Upscale, Vary, enhance_spec, upscale_spec, vary_spec
 from storage.models import Image, Job
 
@@ -25,18 +27,22 @@ if TYPE_CHECKING:
     from bots.discord.client import AtelierBot
 
 TITLES = {"upscale": "Upscale", "vary": "Variations", "faces": "Enhanced faces"}
+WITHHELD = "That image was withheld by this server's safety filter; it can't be used."
 TEXT_TO_IMAGE_KINDS = frozenset({"imagine", "vary"})  # jobs whose model (and steps) V can use again
 
 
 async def on_derive(
-    interaction: discord.Interaction[AtelierBot], action: str, job_id: str, index: int
+    interaction: discord.Interaction[AtelierBot], action: str, source: Job | None, index: int
 ) -> None:
+    """`action` on image `index` of `source`, a job of this server (`results` checked it)."""
     message_id = await defer_status(interaction)
     bot = interaction.client
-    source = await Job.get_or_none(id=job_id)
-    row = await Image.get_or_none(job_id=job_id, index=index)
+    row = None if source is None else await Image.get_or_none(job_id=source.id, index=index)
     if source is None or row is None:
         await withdraw(interaction, "That image is gone; it can no longer be used.")
+        return
+    if await withheld(source, row):
+        await withdraw(interaction, WITHHELD)
         return
     data = await bot.config.blobs.get(row.blob_key)
     image = await asyncio.to_thread(_decode, data)

@@ -1,5 +1,6 @@
 """The buttons under a result: U/V/F (a new job from one image, see `derive`), reroll (the same request with a
-new seed) and delete (the asker or an admin).
+new seed) and delete (the asker or an admin). Every one acts only on a job of the server it is clicked in
+(`permissions.job_here`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from bots.discord.components import RESULT_TEMPLATE
 from bots.discord.derive import on_derive
 from bots.discord.launch import defer_status, start_job, withdraw
 from bots.discord.metering import answering
-from bots.discord.permissions import is_admin, is_owner
+from bots.discord.permissions import is_admin, is_owner, job_here, refuse_foreign
 from bots.discord.status import title_of
+from jobs.ownership import ForeignJob
 from jobs.specs import MAX_SEED, Imagine, Inpaint, Vary
 from storage.models import Job
 
@@ -47,18 +49,24 @@ class ResultButton(discord.ui.DynamicItem[discord.ui.Button], template=RESULT_TE
 async def on_result_button(
     interaction: discord.Interaction[AtelierBot], action: str, job_id: str, index: int
 ) -> None:
+    """Act on the job the button names, if it is this server's; another server's is refused before anything is
+    deferred, posted or enqueued."""
+    try:
+        job = await job_here(interaction, job_id)
+    except ForeignJob:
+        await refuse_foreign(interaction)
+        return
     if action == "reroll":
-        await on_reroll(interaction, job_id)
+        await on_reroll(interaction, job)
     elif action == "delete":
-        await on_delete(interaction, job_id)
+        await on_delete(interaction, job)
     else:
-        await on_derive(interaction, action, job_id, index)
+        await on_derive(interaction, action, job, index)
 
 
-async def on_reroll(interaction: discord.Interaction[AtelierBot], job_id: str) -> None:
+async def on_reroll(interaction: discord.Interaction[AtelierBot], job: Job | None) -> None:
     """The same request with a new seed, as a new job whose status message appears where the button was."""
     message_id = await defer_status(interaction)
-    job = await Job.get_or_none(id=job_id)
     if job is None or job.kind not in SEEDED:
         await withdraw(interaction, "That job is gone, or has no seed to change; use /imagine again.")
         return
@@ -68,9 +76,8 @@ async def on_reroll(interaction: discord.Interaction[AtelierBot], job_id: str) -
     await start_job(interaction, message_id, spec, title=title_of(job))
 
 
-async def on_delete(interaction: discord.Interaction[AtelierBot], job_id: str) -> None:
+async def on_delete(interaction: discord.Interaction[AtelierBot], job: Job | None) -> None:
     await interaction.response.defer()
-    job = await Job.get_or_none(id=job_id)
     owner = job is not None and await is_owner(job, interaction.user.id)
     if not (owner or is_admin(interaction, interaction.client.config.admin_role)):
         await interaction.followup.send(

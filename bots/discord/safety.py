@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from jobs.replier import StoredImage
-from storage.models import Image, Tenant
+from storage.models import Image, Job, Tenant
 from storage.preferences import preferences_of
 
 INPUTS = "inputs/"  # jobs.inputs.store_input's keys: inputs/<sha256 of the PNG>.png
@@ -64,6 +64,15 @@ async def source_flagged(spec: dict) -> bool:
         digest = PurePosixPath(key).stem
         return await Image.filter(sha256=digest, flagged=True).exists()
     return await Image.filter(blob_key=key, flagged=True).exists()
+
+
+async def withheld(job: Job, image: Image) -> bool:
+    """Whether `image` of `job` is withheld by the rules above (the server's preference as it is now): a button
+    or reaction must not act on it."""
+    if not (image.flagged or await source_flagged(job.spec)):
+        return False
+    restricted = bool((job.reply_target or {}).get("data", {}).get("age_restricted"))
+    return await safety_on(job.tenant_id) and not restricted  # type: ignore[attr-defined]
 
 
 def sort_out(

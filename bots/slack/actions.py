@@ -1,7 +1,9 @@
 """The buttons: Cancel on a status message; U1…, V1…, Reroll and Enhance faces under results.
 
 Every button's id is `<action>:<job_id>:<index>` (see `ids`), so a click after a restart finds its job in the
-database. Cancel goes through the quotas admin API (`quotas.admin.Admin.cancel_job`), as the CLI and Discord do:
+database. A click is acted on only when the job is the clicker's workspace's (`derive.source_job`): in a Slack
+Connect channel, or from a hand-made payload, another workspace's job is refused and nothing is posted or
+enqueued. Cancel goes through the quotas admin API (`quotas.admin.Admin.cancel_job`), as the CLI and Discord do:
 a queued job is refunded and never runs, a running one stops after its current step; the worker then writes the
 status message's last word. U, V and Enhance faces start a new job from that one image (`derive`) in the same
 thread; Reroll repeats a seeded job (imagine, variations, inpainting) with a new seed.
@@ -44,6 +46,11 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
         job_id = ids.decode(action["action_id"]).job_id
         workspace = context["workspace"]
         clicker = workspace.user_id or ""
+        try:
+            await derive.source_job(workspace, job_id, gone="This job no longer exists.")
+        except CommandError as exc:
+            await answers.warn(respond, exc)
+            return
         tenant = await workspace.tenant()
         try:
             try:
@@ -94,17 +101,17 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
     ) -> None:
         await ack()
         ref = ids.decode(action["action_id"])
-        job = await Job.get_or_none(id=ref.job_id)
-        if job is None or job.kind not in SEEDED:
-            await answers.warn(respond, "I can't find the job these images came from any more.")
-            return
-        data = (job.reply_target or {}).get("data", {})
-        spec = (
-            SEEDED[job.kind]
-            .model_validate(job.spec)
-            .model_copy(update={"seed": secrets.randbelow(MAX_SEED + 1)})
-        )
+        gone = "I can't find the job these images came from any more."
         try:
+            job = await derive.source_job(context["workspace"], ref.job_id, gone=gone)
+            if job.kind not in SEEDED:
+                raise CommandError(gone)
+            data = (job.reply_target or {}).get("data", {})
+            spec = (
+                SEEDED[job.kind]
+                .model_validate(job.spec)
+                .model_copy(update={"seed": secrets.randbelow(MAX_SEED + 1)})
+            )
             await submit(
                 client,
                 services,
@@ -129,7 +136,8 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
         await ack()
         ref = ids.decode(action["action_id"])
         try:
-            source, image, key = await derive.result_image(services, ref.job_id, ref.index)
+            source = await derive.source_job(context["workspace"], ref.job_id)
+            image, key = await derive.result_image(services, source, ref.index)
             spec = derive.derived_spec(services, ref.action, image, key, source.spec)
             data = (source.reply_target or {}).get("data", {})
             await submit(

@@ -2,7 +2,8 @@
 on an image Atelier made; the message shortcuts on an image someone posted.
 
 A result image is read back from the blob store by (job, index), so buttons and reactions work however old the
-message is. Specs are built with the same builders as the CLI (`upscale_spec`, `vary_spec`, `enhance_spec`):
+message is. The job must be the asker's workspace's (`source_job`), and an image the safety filter withheld is
+never acted on: it had no button, so a click naming it is refused. Specs are built with the same builders as the CLI (`upscale_spec`, `vary_spec`, `enhance_spec`):
 an image the models' limits refuse is a CommandError with the reason, and nothing is enqueued.
 """
 
@@ -10,27 +11,51 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import secrets
 
 from PIL import Image as PILImage
 
 from bots.commands import CommandError
+from bots.slack import safety
 from bots.slack.services import SlackServices
+from bots.slack.workspace import Workspace
+from jobs.ownership import ForeignJob
 from jobs.specs import MAX_SEED, Enhance, Upscale, Vary, enhance_spec, upscale_spec, vary_spec
 from storage.models import Image, Job
 
+log = logging.getLogger(__name__)
+
 ACTIONS = ("upscale", "variations", "faces")
 TITLES = {"upscale": "Upscale", "variations": "Variations", "faces": "Enhanced faces"}
+FOREIGN = "That button belongs to another workspace."
+GONE = "That image is gone; it can no longer be used."
+WITHHELD = "That image was withheld by this workspace's safety filter; it can't be used."
 
 
-async def result_image(services: SlackServices, job_id: str, index: int) -> tuple[Job, PILImage.Image, str]:
-    """The source job, image `index` of its results decoded, and that image's blob key."""
-    source = await Job.get_or_none(id=job_id)
-    row = await Image.get_or_none(job_id=job_id, index=index)
-    if source is None or row is None:
-        raise CommandError("That image is gone; it can no longer be used.")
+async def source_job(workspace: Workspace, job_id: str, *, foreign: str = FOREIGN, gone: str = GONE) -> Job:
+    """The job a button or reaction names, if it is `workspace`'s: else a CommandError saying `foreign` (another
+    workspace's job) or `gone` (no such job)."""
+    try:
+        job = await workspace.job(job_id)
+    except ForeignJob:
+        log.warning("slack: team %s acted on job %s of another workspace: refused", workspace.team_id, job_id)
+        raise CommandError(foreign) from None
+    if job is None:
+        raise CommandError(gone)
+    return job
+
+
+async def result_image(services: SlackServices, source: Job, index: int) -> tuple[PILImage.Image, str]:
+    """Image `index` of `source`'s results decoded, and its blob key; a CommandError when there is none or the
+    safety filter withheld it."""
+    row = await Image.get_or_none(job_id=source.id, index=index)
+    if row is None:
+        raise CommandError(GONE)
+    if row.flagged and await safety.withholds_flagged(source.tenant_id):  # type: ignore[attr-defined]
+        raise CommandError(WITHHELD)
     data = await services.blobs.get(row.blob_key)
-    return source, await asyncio.to_thread(_decode, data), row.blob_key
+    return await asyncio.to_thread(_decode, data), row.blob_key
 
 
 def derived_spec(

@@ -9,7 +9,8 @@ The worker records which job each results message shows (`ids.result_message_key
 after restarts too. Each image of that job becomes a new job (`derive`) in the same thread. Event retries never
 reach this listener twice (`dedupe`), and the request id names the message, reaction, person and image, so
 removing and adding the reaction again does not start the work twice either. A refusal (a quota, an image too
-large to upscale) is told to the person who reacted only.
+large to upscale) is told to the person who reacted only, and so is a reaction from another workspace (a Slack
+Connect channel) on this one's results: a job is acted on for its own workspace only (`jobs.ownership`).
 """
 
 from __future__ import annotations
@@ -26,10 +27,13 @@ from bots.slack import answers, derive, ids, safety
 from bots.slack.config import SlackConfig
 from bots.slack.services import SlackServices
 from bots.slack.submit import submit
-from storage.models import Image, Job
+from jobs.ownership import ForeignJob
+from storage.models import Image
 from storage.preferences import Preferences, preferences_of
 
 log = logging.getLogger(__name__)
+
+FOREIGN = "That message belongs to another workspace: I act on reactions to its images there only."
 
 
 def reaction_actions(configured: Mapping[str, str], preferences: Preferences) -> dict[str, str]:
@@ -57,7 +61,20 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
         if action is None:
             return  # a reaction that means nothing to Atelier in this workspace
         job_id = raw.decode() if isinstance(raw, bytes) else raw
-        job = await Job.get_or_none(id=job_id)
+        try:
+            job = await context["workspace"].job(job_id)
+        except ForeignJob:
+            team = context["workspace"].team_id
+            log.warning(
+                "reaction by %s of team %s on job %s of another workspace: refused",
+                event["user"],
+                team,
+                job_id,
+            )
+            await answers.warn_in(
+                client, channel=item["channel"], user=event["user"], thread_ts=None, problem=FOREIGN
+            )
+            return
         if job is None:
             return
         data = (job.reply_target or {}).get("data", {})
@@ -73,8 +90,8 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
                 f"{event['user']}:{index}"
             )
             try:
-                source, image, key = await derive.result_image(services, job_id, index)
-                spec = derive.derived_spec(services, action, image, key, source.spec)
+                image, key = await derive.result_image(services, job, index)
+                spec = derive.derived_spec(services, action, image, key, job.spec)
                 await submit(
                     client,
                     services,

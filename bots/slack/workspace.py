@@ -10,7 +10,8 @@ from collections.abc import Awaitable, Callable
 
 from slack_bolt.context.async_context import AsyncBoltContext
 
-from storage.models import Tenant, User, get_or_create_tenant, get_or_create_user
+from jobs.ownership import job_for
+from storage.models import Job, Tenant, User, get_or_create_tenant, get_or_create_user
 
 
 class Workspace:
@@ -33,6 +34,11 @@ class Workspace:
         if self._user is None:
             self._user = await get_or_create_user(await self.tenant(), self.user_id, self._user_name)
         return self._user
+
+    async def job(self, job_id: str) -> Job | None:
+        """Job `job_id` if it is this workspace's; None when there is none; `jobs.ownership.ForeignJob` when it
+        is another workspace's (a click or reaction from a Slack Connect channel, or a forged payload)."""
+        return await job_for(job_id, "slack", self.team_id)
 
 
 async def attach_workspace(
