@@ -81,7 +81,8 @@ async def _run(admin, args: argparse.Namespace, limits: dict[str, int], clear: l
 
     action = args.admin_command
     if action in TENANT_ACTIONS:
-        return await run_tenant_action(admin, args, args.tenant, limits, clear)
+        # The terminal is the operator's: no ceiling applies (quotas.ceilings).
+        return await run_tenant_action(admin, args, args.tenant, limits, clear, operator=True)
     if action == "jobs":
         rows = await admin.jobs(args.tenant, status=args.status, user=args.user, limit=args.limit)
         return "\n".join(row.describe() for row in rows) or "no jobs"

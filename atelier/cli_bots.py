@@ -40,6 +40,7 @@ async def _slack(settings: Settings, args: argparse.Namespace) -> int:
             host=settings.slack_host,
             port=settings.slack_port,
             admins=frozenset(settings.slack_admins),
+            operators=frozenset(settings.slack_operators),
             reactions=dict(settings.slack_reactions),
         )
     except ValueError as exc:
@@ -92,6 +93,7 @@ async def _discord(settings: Settings, args: argparse.Namespace) -> int:
             tiny_models=settings.tiny_models,
             guild_ids=tuple(settings.discord_guild_ids),
             admin_role=settings.discord_admin_role,
+            operators=frozenset(settings.discord_operators),
             loras_dir=settings.loras_dir,
             train_queue_name=settings.train_queue_name,
             tiers=Tiers.load(settings.tiers_file),

@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     slack_admins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Slack user ids allowed admin actions, comma-separated."
     )
+    slack_operators: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Slack user ids of Atelier's operators, comma-separated: in /atelier they may set any tier "
+        "and raise limits (workspace admins may only lower them and choose self-service tiers).",
+    )
     slack_reactions: dict[str, str] = Field(
         default_factory=lambda: {"mag": "upscale", "sparkles": "faces"},
         description='Reaction name -> action on an Atelier image, as JSON: {"mag": "upscale", "sparkles": "faces"}.',
@@ -144,6 +149,11 @@ class Settings(BaseSettings):
     )
     discord_admin_role: str | None = Field(
         None, description="Role id or name whose members may administer the bot, besides Manage Server."
+    )
+    discord_operators: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Discord user ids of Atelier's operators, comma-separated: in /atelier they may set any tier "
+        "and raise limits (server admins may only lower them and choose self-service tiers).",
     )
 
     # Observability.
@@ -191,7 +201,7 @@ class Settings(BaseSettings):
             return [int(part) for part in parts]
         return value
 
-    @field_validator("slack_admins", mode="before")
+    @field_validator("slack_admins", "slack_operators", "discord_operators", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         """`U1,U2` (or a JSON list) -> ["U1", "U2"]."""

@@ -49,7 +49,12 @@ def add_tenant_actions(commands: argparse._SubParsersAction, *, tenant: bool) ->
         return parser
 
     tier = action("tier", "show or set the tier")
-    tier.add_argument("tier", nargs="?", help="the tier to set (free, standard, priority, or one configured)")
+    tier.add_argument(
+        "tier",
+        nargs="?",
+        help="the tier to set (free, standard, priority, or one configured); in a chat, only a self-service tier "
+        "unless you are one of Atelier's operators",
+    )
 
     quota = action("quota", "show, set or clear the limits and timezone")
     for name, what in LIMIT_FLAGS.items():
@@ -130,21 +135,34 @@ def check(args: argparse.Namespace, tiers: Tiers) -> tuple[dict[str, int], list[
 
 
 async def run_tenant_action(
-    admin: Admin, args: argparse.Namespace, tenant: TenantRef, limits: dict[str, int], clear: list[str]
+    admin: Admin,
+    args: argparse.Namespace,
+    tenant: TenantRef,
+    limits: dict[str, int],
+    clear: list[str],
+    *,
+    operator: bool,
 ) -> str:
-    """Carry out a checked tenant action on `tenant`; return what to show (the policy, usage or outcome)."""
+    """Carry out a checked tenant action on `tenant`; return what to show (the policy, usage or outcome).
+
+    `operator` says who asks: Atelier's operator (the CLI, a configured operator id) or only a chat admin, whose
+    tier and limits stay under the operator's ceilings (`quotas.ceilings`; a refusal is `OperatorOnly`, raised
+    before anything changes)."""
     action = args.admin_command
     name = str(tenant)
     if action == "tier":
-        policy = await (admin.set_tier(tenant, args.tier) if args.tier else admin.policy(tenant))
-        return policy.describe()
+        if not args.tier:
+            return (await admin.policy(tenant)).describe()
+        return (await admin.set_tier(tenant, args.tier, by_operator=operator)).describe()
     if action == "quota":
+        if limits and not operator:
+            await admin.check_limits(tenant, limits, cleared=clear)
         if clear:
             await admin.clear_limits(tenant, *clear)
         if args.timezone is not None:
             await admin.set_timezone(tenant, args.timezone)
         if limits:
-            await admin.set_limits(tenant, **limits)
+            await admin.set_limits(tenant, by_operator=operator, **limits)
         return (await admin.policy(tenant)).describe()
     if action == "usage":
         return (await admin.usage(tenant, args.period)).describe()

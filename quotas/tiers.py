@@ -3,13 +3,16 @@
 The built-in tiers are `free`, `standard` and `priority`. A tier's weight is its share of the GPU while tenants of
 several tiers wait: each job advances its tenant's virtual time by cost / weight, so weight 4 gets four turns for
 every one of weight 1 (and weight 1 still gets its turn). A tier's limits are what its tenants get unless an admin
-overrides them. ``ATELIER_TIERS_FILE`` names a TOML
-file whose ``[tiers.NAME]`` tables replace or add tiers, and whose ``[new_tenants]`` table picks the tier a tenant
-gets when first seen, per platform::
+overrides them (a chat admin only downwards: `quotas.ceilings`). A tier is *self-service* when a chat admin may put
+their own server or workspace on it; any other tier only Atelier's operator assigns (the CLI, or the operator user
+ids). Built in, only `free` is self-service. ``ATELIER_TIERS_FILE`` names a TOML file whose ``[tiers.NAME]`` tables
+replace or add tiers, and whose ``[new_tenants]`` table picks the tier a tenant gets when first seen, per
+platform::
 
     [tiers.free]
     weight = 1
     images_per_day = 50            # leave a limit out for "no limit"
+    self_service = true            # default: true for a tier named free, false for any other
     [new_tenants]
     default = "free"
     cli = "priority"
@@ -57,12 +60,25 @@ class Limits:
             **{n: overrides.get(n) if overrides.get(n) is not None else getattr(self, n) for n in LIMIT_NAMES}
         )
 
+    def no_higher_than(self, other: Limits) -> bool:
+        """True when no limit here allows more than the same limit of `other` (None: no limit, the most)."""
+        return all(_at_most(getattr(self, n), getattr(other, n)) for n in LIMIT_NAMES)
+
+
+def _at_most(value: int | None, ceiling: int | None) -> bool:
+    return ceiling is None or (value is not None and value <= ceiling)
+
 
 @dataclass(frozen=True)
 class Tier:
     name: str
     weight: float
     limits: Limits = field(default_factory=Limits)
+    self_service: bool = False  # a chat admin may choose it for their own tenant
+
+    def no_higher_than(self, other: Tier) -> bool:
+        """True when this tier gives nothing `other` does not: no more weight, no higher limit."""
+        return self.weight <= other.weight and self.limits.no_higher_than(other.limits)
 
 
 DEFAULT_TIERS: dict[str, Tier] = {
@@ -76,6 +92,7 @@ DEFAULT_TIERS: dict[str, Tier] = {
             queued_jobs_per_user=3,
             concurrent_jobs=10,
         ),
+        self_service=True,
     ),
     "standard": Tier(
         "standard",
@@ -120,6 +137,10 @@ class Tiers:
         except KeyError:
             raise ValueError(f"unknown tier {name!r}: choose one of {', '.join(self.tiers)}") from None
 
+    def self_service(self) -> list[str]:
+        """The tiers a chat admin may choose, in the configured order."""
+        return [name for name, tier in self.tiers.items() if tier.self_service]
+
     def for_new_tenant(self, platform: str) -> str:
         return self.new_tenants.get(platform, self.new_tenants.get("default", next(iter(self.tiers))))
 
@@ -140,7 +161,7 @@ class Tiers:
 
 
 def _tier_from_table(name: str, table: Mapping[str, object], path: Path) -> Tier:
-    allowed = {"weight", *LIMIT_NAMES}
+    allowed = {"weight", "self_service", *LIMIT_NAMES}
     unknown = set(table) - allowed
     if unknown:
         raise ValueError(
@@ -149,8 +170,11 @@ def _tier_from_table(name: str, table: Mapping[str, object], path: Path) -> Tier
     weight = table.get("weight", 1)
     if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
         raise ValueError(f"{path}: tier {name!r} needs a positive weight (got {weight!r})")
+    self_service = table.get("self_service", name == "free")
+    if not isinstance(self_service, bool):
+        raise ValueError(f"{path}: tier {name!r}: self_service is true or false (got {self_service!r})")
     limits = {n: parse_limit(n, table[n]) for n in LIMIT_NAMES if n in table}
-    return Tier(name, float(weight), Limits(**limits))
+    return Tier(name, float(weight), Limits(**limits), self_service)
 
 
 def parse_limit(name: str, value: object) -> int:

@@ -1,8 +1,10 @@
 """`/atelier tier|quota|usage|pause|resume|ban|unban|safety|emoji|queue`: the server's tier, limits, pause, bans,
 safety filter and reaction emoji (`/atelier lora …` is in `lora_admin`).
 
-The admin actions are for members with Manage Server (or Administrator) or the configured admin role; everyone
-else gets an ephemeral refusal and nothing changes. Typed options are turned into the words of the shared admin
+The admin actions are for members with Manage Server (or Administrator) or the configured admin role, and for
+Atelier's operators (`ATELIER_DISCORD_OPERATORS`); everyone else gets an ephemeral refusal and nothing changes.
+A server's admins run it below the operator's ceilings (`quotas.ceilings`): they may lower limits and choose a
+self-service tier; raising limits and other tiers are the operator's, and the refusal says so. Typed options are turned into the words of the shared admin
 parser (`quotas.admin_args`, the CLI's `atelier admin` and Slack's `/atelier`), so all three check and run them
 the same way, on the server the command comes from. `/atelier queue` is for everyone: the caller's own jobs
 here and where each stands in the queue. Every answer is ephemeral.
@@ -57,9 +59,15 @@ def quota_words(values: dict[str, int | None], timezone: str | None, clear: str 
     return words
 
 
+def is_operator(interaction: discord.Interaction[AtelierBot]) -> bool:
+    """Whether the caller is one of Atelier's operators (ATELIER_DISCORD_OPERATORS), whatever the server."""
+    return str(interaction.user.id) in interaction.client.config.operators
+
+
 async def admin_only(interaction: discord.Interaction[AtelierBot], action: str) -> bool:
-    """True for an admin; for anyone else, answer the ephemeral refusal (as the first response) and say False."""
-    if is_admin(interaction, interaction.client.config.admin_role):
+    """True for an admin or an operator; for anyone else, answer the ephemeral refusal (as the first response)
+    and say False."""
+    if is_admin(interaction, interaction.client.config.admin_role) or is_operator(interaction):
         return True
     await _answer(interaction, "🚫 " + REFUSED.format(action=action))
     return False
@@ -81,7 +89,9 @@ async def run_action(interaction: discord.Interaction[AtelierBot], words: list[s
         return
     await interaction.response.defer(ephemeral=True, thinking=True)
     try:
-        text = await run_tenant_action(admin, args, tenant_of(interaction), limits, clear)
+        text = await run_tenant_action(
+            admin, args, tenant_of(interaction), limits, clear, operator=is_operator(interaction)
+        )
     except (ValueError, LookupError, PermissionError) as exc:
         await interaction.edit_original_response(content=f"⚠️ {exc}")
         return

@@ -52,6 +52,8 @@ class BotConfig:
     tiny_models: bool = False
     guild_ids: tuple[int, ...] = ()
     admin_role: str | None = None
+    # ATELIER_DISCORD_OPERATORS: user ids that /atelier lets above the operator's ceilings (quotas.ceilings)
+    operators: frozenset[str] = frozenset()
     upscale_emoji: str = reactions.UPSCALE_EMOJI  # a reaction that upscales the message's image
     faces_emoji: str = reactions.FACES_EMOJI  # a reaction that restores its faces
     loras_dir: Path | None = None  # the shared LoRA folder (ATELIER_LORA_DIR), beside each server's own

@@ -1,7 +1,9 @@
 """`/atelier tier|quota|usage|pause|resume|ban|unban|lora …`: the workspace's quotas, tier, pause, bans and LoRAs.
 
-Only the workspace's admins and owners (`users.info`) or the configured admin list may use it, and only on
-the workspace the command comes from. Arguments are the CLI's (`quotas.admin_args`, shared with `atelier admin`):
+Only the workspace's admins and owners (`users.info`), the configured admin list and Atelier's operators
+(`ATELIER_SLACK_OPERATORS`) may use it, and only on the workspace the command comes from. Workspace admins stay
+below the operator's ceilings (`quotas.ceilings`): they may lower limits and choose a self-service tier; raising
+limits and other tiers are the operator's, and the refusal says so. Arguments are the CLI's (`quotas.admin_args`, shared with `atelier admin`):
 `/atelier quota --images-per-day 20 --clear concurrent-jobs`, `/atelier ban @someone --reason spam`. Every answer,
 refusals and mistakes included, is ephemeral: only the admin who typed it sees it. `lora` has its own
 module (`lora_command`): it trains, lists and deletes the workspace's LoRAs.
@@ -46,7 +48,8 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
     ) -> None:
         await ack()
         user = command.get("user_id", "")
-        if not await is_admin(client, config.admins, user):
+        operator = user in config.operators
+        if not operator and not await is_admin(client, config.admins, user):
             await answers.tell(respond, f":no_entry_sign: {REFUSED}")
             return
         text = command.get("text", "")
@@ -69,7 +72,7 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
             return
         tenant = await context["workspace"].tenant()
         try:
-            text = await run_tenant_action(services.admin, args, tenant, limits, clear)
+            text = await run_tenant_action(services.admin, args, tenant, limits, clear, operator=operator)
         except (ValueError, LookupError, PermissionError) as exc:
             await answers.tell(respond, f":warning: {exc}")
             return

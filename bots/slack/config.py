@@ -28,6 +28,8 @@ class SlackConfig:
     host: str = "0.0.0.0"
     port: int = 3000
     admins: frozenset[str] = frozenset()
+    # ATELIER_SLACK_OPERATORS: user ids that /atelier lets above the operator's ceilings (quotas.ceilings)
+    operators: frozenset[str] = frozenset()
     reactions: Mapping[str, str] = field(default_factory=lambda: {"mag": "upscale", "sparkles": "faces"})
 
     def __post_init__(self) -> None:
