@@ -9,7 +9,7 @@ import pytest
 
 from tests.support import stop_run_redis
 
-pytest_plugins = ["tests.fixtures_services"]
+pytest_plugins = ["tests.fixtures_services", "tests.slack.rig"]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -1,7 +1,8 @@
 """Input images from Discord attachments: checked, downloaded at once (CDN URLs expire) and stored as blobs.
 
 An attachment is refused before any byte is read when Discord says it is not an image or is over the byte
-limit, and while streaming when it turns out larger than it said; the bytes are then decoded by
+limit, and while streaming when it turns out larger than it said. Downloads come from Discord's CDN only (and the
+configured API base's origin), redirects to another host are refused (`bots.fetch`); the bytes are then decoded by
 `jobs.inputs.read_image` (pixel limit, truncation, decompression bombs) and stored content-addressed, so a job
 carries a blob key. Every refusal is an `InputImageError` whose message can be shown as it is.
 """
@@ -9,18 +10,19 @@ carries a blob key. Every refusal is an `InputImageError` whose message can be s
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from pathlib import PurePath
+from urllib.parse import urlsplit
 
-import aiohttp
 import discord
 from PIL import Image as PILImage
 
+from bots.fetch import BadStatus, FetchError, NotAllowed, Sources, discord_sources, fetch
 from jobs.inputs import MAX_INPUT_BYTES, MAX_INPUT_PIXELS, InputImageError, read_image, store_input
 from storage.blobs import BlobStore
 
-DOWNLOAD_TIMEOUT_S = 60
-CHUNK_BYTES = 64 * 1024
+log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 
 
@@ -76,25 +78,32 @@ def precheck(ref: AttachmentRef, *, max_bytes: int = MAX_INPUT_BYTES) -> None:
 
 
 async def download(ref: AttachmentRef, *, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
-    """The attachment's bytes; a file that grows past `max_bytes` while streaming is cut off and refused."""
-    timeout = aiohttp.ClientTimeout(total=DOWNLOAD_TIMEOUT_S)
+    """The attachment's bytes, from Discord's CDN only (`bots.fetch`, no redirect to another host); a file that
+    grows past `max_bytes` while streaming is cut off and refused."""
     try:
-        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(ref.url) as response:
-            if response.status != 200:
-                raise InputImageError(
-                    f"I could not download {ref.filename} (Discord answered {response.status}): attach it again"
-                )
-            chunks, size = [], 0
-            async for chunk in response.content.iter_chunked(CHUNK_BYTES):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise InputImageError(
-                        f"{ref.filename} is larger than the limit of {max_bytes / 2**20:.0f} MiB"
-                    )
-                chunks.append(chunk)
-            return b"".join(chunks)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise InputImageError(f"I could not download {ref.filename}: {exc or type(exc).__name__}") from None
+        return (await fetch(ref.url, sources(), name=ref.filename, max_bytes=max_bytes)).data
+    except NotAllowed as exc:
+        log.warning(
+            "refused to download %s from %s: not one of Discord's CDN hosts", ref.filename, _host(ref.url)
+        )
+        raise InputImageError(str(exc)) from None
+    except BadStatus as exc:
+        raise InputImageError(f"{exc}: attach it again") from None
+    except FetchError as exc:
+        raise InputImageError(str(exc)) from None
+
+
+def sources() -> Sources:
+    """Discord's CDN hosts, and the origin of the API base the bot talks to (`configure_endpoints` sets it from
+    `ATELIER_DISCORD_API_BASE`: an emulator or proxy that serves attachments too)."""
+    return discord_sources(discord.http.Route.BASE)
+
+
+def _host(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
 
 
 async def input_image(

@@ -2,7 +2,9 @@
 download them, bounded.
 
 Slack serves a file's `url_private_download` only with the bot token (`Authorization: Bearer`, scope
-`files:read`). The byte limit is enforced from the file's declared size and again while streaming, so an
+`files:read`). That URL is whatever `files.info` says, which for an external file (a remote file, Google Drive)
+is another host: downloads go through `bots.fetch`, which fetches from Slack's file servers (and the configured
+API base's origin) only, follows no redirect elsewhere, and so sends the token nowhere else. The byte limit is enforced from the file's declared size and again while streaming, so an
 oversized or lying file is cut off instead of read into memory; the bytes are then decoded by
 `jobs.inputs.read_image` (pixel limits, truncation, decompression bombs) and stored as a blob.
 """
@@ -10,19 +12,20 @@ oversized or lying file is cut off instead of read into memory; the bytes are th
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+from urllib.parse import urlsplit
 
-import aiohttp
 from PIL import Image as PILImage
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.commands import CommandError
+from bots.fetch import BadStatus, FetchError, NotAllowed, fetch, slack_sources
 from bots.slack.services import SlackServices
 from jobs.inputs import MAX_INPUT_BYTES, InputImageError, read_image, store_input
 
-DOWNLOAD_TIMEOUT_S = 60
-CHUNK_BYTES = 64 * 1024
+log = logging.getLogger(__name__)
 FILE_ID = re.compile(r"/files(?:-pri)?/[^/]+/(F[A-Z0-9]+)")
 COPY_LINK = "(in the file's menu: *Copy link*)"
 
@@ -83,42 +86,40 @@ def check_declared_size(file: dict, max_bytes: int = MAX_INPUT_BYTES) -> None:
         raise CommandError(_too_big(display_name(file), declared, max_bytes))
 
 
-async def download(url: str, token: str, *, name: str, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
-    """The file at `url`, read with the bot token; over `max_bytes` it is refused while streaming."""
-    timeout = aiohttp.ClientTimeout(total=DOWNLOAD_TIMEOUT_S)
+async def download(url: str, client: AsyncWebClient, *, name: str, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
+    """The file at `url`, read with the bot token from Slack's file servers only (`bots.fetch`); over
+    `max_bytes` it is refused while streaming."""
+    sources = slack_sources(client.base_url)
     try:
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            async with session.get(url, headers={"Authorization": f"Bearer {token}"}) as response:
-                if response.status != 200:
-                    raise CommandError(
-                        f"I could not download {name} (Slack answered {response.status}): "
-                        "check that the app has the files:read scope."
-                    )
-                if response.content_type == "text/html":  # Slack's sign-in page: the token was not accepted
-                    raise CommandError(f"I could not download {name}: the app needs the files:read scope.")
-                chunks, size = [], 0
-                async for chunk in response.content.iter_chunked(CHUNK_BYTES):
-                    size += len(chunk)
-                    if size > max_bytes:  # the declared size lied: stop reading here
-                        raise CommandError(f"{name} is larger than the limit of {max_bytes / 2**20:.0f} MiB.")
-                    chunks.append(chunk)
-                return b"".join(chunks)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise CommandError(f"I could not download {name}: {exc or type(exc).__name__}") from None
+        download = await fetch(url, sources, name=name, max_bytes=max_bytes, token=client.token or "")
+    except NotAllowed as exc:
+        log.warning(
+            "refused to download %s from %s: not one of Slack's file servers", name, urlsplit(url).hostname
+        )
+        raise CommandError(str(exc)) from None
+    except BadStatus as exc:
+        raise CommandError(f"{exc}: check that the app has the files:read scope.") from None
+    except FetchError as exc:
+        raise CommandError(str(exc)) from None
+    if download.content_type == "text/html":  # Slack's sign-in page: the token was not accepted
+        raise CommandError(f"I could not download {name}: the app needs the files:read scope.")
+    return download.data
 
 
-async def file_bytes(file: dict, token: str, *, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
+async def file_bytes(file: dict, client: AsyncWebClient, *, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
     """The bytes of a Slack file object, downloaded with the bot token; over `max_bytes` refused."""
     check_declared_size(file, max_bytes)
     url = file.get("url_private_download") or file.get("url_private")
     if not url:
         raise CommandError(f"Slack gave me no way to download {display_name(file)}.")
-    return await download(url, token, name=display_name(file), max_bytes=max_bytes)
+    return await download(url, client, name=display_name(file), max_bytes=max_bytes)
 
 
-async def fetch_image(file: dict, token: str, *, max_bytes: int = MAX_INPUT_BYTES) -> PILImage.Image:
+async def fetch_image(
+    file: dict, client: AsyncWebClient, *, max_bytes: int = MAX_INPUT_BYTES
+) -> PILImage.Image:
     """Download and decode one image file (pixel limits, truncation, bombs); nothing is stored yet."""
-    data = await file_bytes(file, token, max_bytes=max_bytes)
+    data = await file_bytes(file, client, max_bytes=max_bytes)
     try:
         return await asyncio.to_thread(read_image, data, name=display_name(file), max_bytes=max_bytes)
     except InputImageError as exc:
@@ -126,10 +127,10 @@ async def fetch_image(file: dict, token: str, *, max_bytes: int = MAX_INPUT_BYTE
 
 
 async def input_image(
-    services: SlackServices, file: dict, token: str, *, max_bytes: int = MAX_INPUT_BYTES
+    services: SlackServices, file: dict, client: AsyncWebClient, *, max_bytes: int = MAX_INPUT_BYTES
 ) -> tuple[PILImage.Image, str]:
     """Download, check and store one of a message's files; return the image and its blob key."""
-    image = await fetch_image(file, token, max_bytes=max_bytes)
+    image = await fetch_image(file, client, max_bytes=max_bytes)
     return image, await store_input(services.blobs, image)
 
 

@@ -54,7 +54,7 @@ def default_extend(width: int) -> Extend:
 
 async def build_inpaint(
     services: SlackServices,
-    token: str,
+    client: AsyncWebClient,
     *,
     mode: str,
     image_file: dict,
@@ -65,8 +65,8 @@ async def build_inpaint(
 ) -> Inpaint:
     """Download and check the image (and mask), build the spec with the model's checks, and only then store the
     inputs; every problem is a CommandError with the reason."""
-    image = await files.fetch_image(image_file, token)
-    mask = None if mask_file is None else await files.fetch_image(mask_file, token)
+    image = await files.fetch_image(image_file, client)
+    mask = None if mask_file is None else await files.fetch_image(mask_file, client)
     if mode == "outpaint" and extend is None:
         extend = default_extend(image.width)
     try:
@@ -189,7 +189,7 @@ def register(app: AsyncApp, services: SlackServices) -> None:
             extend_text = modals.text_value(view, "extend")
             spec = await build_inpaint(
                 services,
-                client.token or "",
+                client,
                 mode=mode,
                 image_file=image_file,
                 mask_file=mask_file,

@@ -92,7 +92,7 @@ def register(app: AsyncApp, services: SlackServices) -> None:
             mask_file = await files.linked_file(client, own["--mask"]) if "--mask" in own else None
             spec = await build_inpaint(
                 services,
-                client.token or "",
+                client,
                 mode=mode,
                 image_file=image_file,
                 mask_file=mask_file,

@@ -44,7 +44,7 @@ def _listener(services: SlackServices, action: str):  # -> a bolt listener
         channel = (shortcut.get("channel") or {}).get("id")
         try:
             file = files.image_file(message)
-            image, key = await files.input_image(services, file, client.token or "")
+            image, key = await files.input_image(services, file, client)
             spec = derive.derived_spec(services, action, image, key)
             await submit(
                 client,

@@ -120,7 +120,7 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
                 workspace=context["workspace"],
                 name=name,
                 trigger=modals.text_value(view, "trigger"),
-                dataset_zip=await zip_of_images(images, client.token or ""),
+                dataset_zip=await zip_of_images(images, client),
                 steps=int(steps) if steps else None,
                 request_id=f"slack:view:{view['id']}",
                 channel=meta["channel"],

@@ -92,16 +92,16 @@ async def zip_from_link(client: AsyncWebClient, link: str) -> bytes:
     name = files.display_name(file)
     if file.get("mimetype") not in ZIP_TYPES and file.get("filetype") != "zip" and not name.endswith(".zip"):
         raise CommandError(f"{name} is not a zip: zip the images (and any .txt captions) and post that.")
-    return await files.file_bytes(file, client.token or "", max_bytes=MAX_TOTAL_BYTES)
+    return await files.file_bytes(file, client, max_bytes=MAX_TOTAL_BYTES)
 
 
-async def zip_of_images(images: list[dict], token: str) -> bytes:
+async def zip_of_images(images: list[dict], client: AsyncWebClient) -> bytes:
     """The images of a message as a dataset zip (`jobs.datasets.zip_folder`), each downloaded bounded and named
     by its position, so names from Slack never become paths here."""
     with tempfile.TemporaryDirectory(prefix="atelier-slack-dataset-") as scratch:
         folder = Path(scratch)
         for i, file in enumerate(images):
-            (folder / f"image{i + 1:03d}{_suffix(file)}").write_bytes(await files.file_bytes(file, token))
+            (folder / f"image{i + 1:03d}{_suffix(file)}").write_bytes(await files.file_bytes(file, client))
         return zip_folder(folder)
 
 

@@ -34,7 +34,7 @@ def register(app: AsyncApp, services: SlackServices) -> None:
             if not command.get("text", "").strip():
                 raise CommandError(USAGE)
             file = await files.linked_file(client, command["text"])
-            image, key = await files.input_image(services, file, client.token or "")
+            image, key = await files.input_image(services, file, client)
             spec = derive.derived_spec(services, "upscale", image, key)
             await submit_command(client, services, spec, command, context["workspace"])
         except CommandError as exc:

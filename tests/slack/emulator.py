@@ -78,6 +78,7 @@ class SlackEmulator:
         self._changed = asyncio.Event()
         self._files: dict[str, tuple[bytes, str]] = {}  # file id -> (bytes, content type)
         self.file_objects: dict[str, dict] = {}  # file id -> what files.info answers
+        self.file_redirects: dict[str, str] = {}  # file id -> where its download redirects to
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -281,6 +282,8 @@ class SlackEmulator:
         token = request.headers.get("Authorization", "").removeprefix("Bearer ") or None
         self.calls.append(Call("file", file_id, dict(request.query), time.monotonic(), token))
         self._changed.set()
+        if file_id in self.file_redirects:
+            return web.Response(status=302, headers={"Location": self.file_redirects[file_id]})
         if file_id not in self._files:
             return web.Response(status=404, text="file_not_found")
         if token is None or (self.bot_token is not None and token != self.bot_token):
