@@ -10,6 +10,8 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
+from jobs.text import check_name, check_text
+
 
 class CommandError(ValueError):
     """Something the user typed is wrong; the message says what, in words they can act on."""
@@ -41,7 +43,13 @@ class ParsedPrompt:
 def parse_prompt(text: str, *, allow_empty: bool = False) -> ParsedPrompt:
     """Split `text` into the prompt and its flags. `--no` takes every word up to the next flag.
 
-    A prompt of only flags is refused unless `allow_empty` (an edit such as removal needs no words)."""
+    A prompt of only flags is refused unless `allow_empty` (an edit such as removal needs no words). A control
+    character other than newline and tab (a NUL, an escape) is refused, naming it (`jobs.text`): not stripped,
+    so what runs is what was typed."""
+    try:
+        check_text("prompt", text)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     try:
         words = shlex.split(text)
     except ValueError as exc:
@@ -96,6 +104,10 @@ def parse_lora(text: str) -> tuple[str, float]:
     name, _, weight = text.partition(":")
     if not name:
         raise CommandError(f"a LoRA needs a name, as in name:0.8 (got {text!r})")
+    try:
+        check_name("LoRA name", name)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     try:
         value = float(weight) if weight else 1.0
     except ValueError:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from engine.canvas import Extend
 from engine.edit_requests import (
@@ -26,6 +26,7 @@ from engine.enhance_presets import DEFAULT_FIDELITY, face_restorer_for, upscale_
 from engine.generate import TextToImage
 from engine.lora import LoraLibrary, check_loras
 from engine.registry import MIN_SIDE, Preset, Registry
+from jobs.text import check_name, check_text
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -33,13 +34,18 @@ if TYPE_CHECKING:
 MAX_PROMPT_CHARS = 1000
 MAX_SEED = 2**32 - 1
 
+PromptText = Annotated[str, AfterValidator(lambda text: check_text("prompt", text))]
+"""A prompt or negative prompt: no control character but newline and tab (`jobs.text`), checked again on every
+spec, so a builder that forgets cannot store a NUL."""
+NameText = Annotated[str, AfterValidator(lambda text: check_name("name", text))]
+
 
 class Imagine(BaseModel):
     """Text-to-image: `count` images, image i seeded with `seed + i`."""
 
     kind: Literal["imagine"] = "imagine"
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
-    negative: str = Field("", max_length=MAX_PROMPT_CHARS)
+    prompt: PromptText = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    negative: PromptText = Field("", max_length=MAX_PROMPT_CHARS)
     model: str
     width: int
     height: int
@@ -123,6 +129,7 @@ def imagine_spec(
     `random_seed` is used when `seed` is None; the caller draws it, so this function stays deterministic.
     `loras` are (name, weight) pairs looked up in `lora_library`; without a library, LoRAs are refused.
     """
+    _check_texts(prompt, negative)
     prompt = prompt.strip()
     if not prompt:
         raise ValueError("the prompt is empty: describe the image you want")
@@ -177,8 +184,8 @@ class Inpaint(BaseModel):
     mode: Literal["insertion", "removal", "outpaint"]
     image: str
     mask: str | None = None
-    prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
-    negative: str = Field("", max_length=MAX_PROMPT_CHARS)
+    prompt: PromptText = Field("", max_length=MAX_PROMPT_CHARS)
+    negative: PromptText = Field("", max_length=MAX_PROMPT_CHARS)
     extend: Extend = Field(default_factory=Extend)
     model: str
     steps: int
@@ -193,8 +200,8 @@ class Vary(BaseModel):
 
     kind: Literal["vary"] = "vary"
     image: str
-    prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
-    negative: str = Field("", max_length=MAX_PROMPT_CHARS)
+    prompt: PromptText = Field("", max_length=MAX_PROMPT_CHARS)
+    negative: PromptText = Field("", max_length=MAX_PROMPT_CHARS)
     strength: float = Field(gt=0, le=1)
     model: str
     steps: int
@@ -327,7 +334,10 @@ def vary_spec(
 
 
 def _check_texts(prompt: str, negative: str) -> None:
+    """Length, and no control character but newline and tab (`jobs.text`: refused, not stripped), so nothing
+    with a NUL reaches PostgreSQL."""
     for what, text in (("prompt", prompt), ("negative prompt", negative)):
+        check_text(what, text)
         if len(text.strip()) > MAX_PROMPT_CHARS:
             raise ValueError(f"the {what} is {len(text.strip())} characters; the limit is {MAX_PROMPT_CHARS}")
 
@@ -425,8 +435,8 @@ class TrainLora(BaseModel):
 
     kind: Literal["train_lora"] = "train_lora"
     lora_id: int
-    name: str
-    trigger: str = Field(min_length=1, max_length=100)
+    name: NameText
+    trigger: NameText = Field(min_length=1, max_length=100)
     dataset: str
     model: str
     family: str
