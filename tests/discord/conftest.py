@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
+from tests.discord import payloads as p
 from tests.discord.emulator import DiscordEmulator
 from tests.discord.stack import QUEUE, TRAIN_QUEUE, Stack
 from tests.support import atelier_env, redis_url
@@ -46,6 +47,8 @@ async def services_env(
     # 512², 50-step jobs some tests need to run long. Tests that are about quotas set their own limits.
     tiers = workdir / "tiers.toml"
     tiers.write_text('[new_tenants]\ndiscord = "priority"\n')
+    # olga runs Atelier: /atelier lets her above the operator's ceilings (quotas.ceilings) in any server.
+    operator = emulator.users.setdefault("olga", p.user(p.mint(), "olga"))
     return atelier_env(
         {
             "ATELIER_REDIS_URL": REDIS_URL,
@@ -66,6 +69,7 @@ async def services_env(
             "ATELIER_DISCORD_GATEWAY_URL": emulator.gateway_url,
             "ATELIER_DISCORD_GUILD_IDS": f"{emulator.guild_id},{emulator.other_guild_id}",
             "ATELIER_DISCORD_ADMIN_ROLE": str(emulator.admin_role_id),
+            "ATELIER_DISCORD_OPERATORS": str(operator["id"]),
             "ATELIER_LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
             "WORKDIR": str(workdir),

@@ -137,6 +137,7 @@ def slack_env(
         "ATELIER_SLACK_BOT_TOKEN": BOT_TOKEN,
         "ATELIER_SLACK_API_BASE": slack_emulator.api_base,
         "ATELIER_SLACK_ADMINS": "UCONFIGADMIN",
+        "ATELIER_SLACK_OPERATORS": "UOPERATOR",  # runs Atelier: above the operator's ceilings (quotas.ceilings)
         "ATELIER_LOG_LEVEL": "INFO",
         # One job at a time (no batching): a second job really waits in the queue, as the cancel test needs.
         "ATELIER_MAX_BATCH": "1",
