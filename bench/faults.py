@@ -7,6 +7,7 @@ cluster (stoppable), with the real `atelier discord` bot and `atelier worker` pr
 Discord emulator, on the tiny model. It takes about ten minutes on two cores.
 
     python bench/faults.py [--kill-jobs 40] [--kills 20] [--redis-jobs 100] [--flaky-jobs 40] [--outage-s 20]
+        [--only kills,redis,postgres,flaky]
 """
 
 from __future__ import annotations
@@ -70,10 +71,17 @@ async def main(options: argparse.Namespace) -> int:
                 print(outcome.row(), *outcome.problems, sep="\n", flush=True)
 
             print(Outcome.HEADER, "|---|---|---|---|---|---|---|", sep="\n", flush=True)
-            await run("kills", worker_kills, jobs=options.kill_jobs, kills=options.kills, seed=1)
-            await run("redis", redis_restart, jobs=options.redis_jobs)
-            await run("postgres", postgres_outage, own_postgres=True, outage_s=options.outage_s, commands=10)
-            await run("flaky", flaky_platform, jobs=options.flaky_jobs, seed=1)
+            wanted = options.only.split(",")
+            if "kills" in wanted:
+                await run("kills", worker_kills, jobs=options.kill_jobs, kills=options.kills, seed=1)
+            if "redis" in wanted:
+                await run("redis", redis_restart, jobs=options.redis_jobs)
+            if "postgres" in wanted:
+                await run(
+                    "postgres", postgres_outage, own_postgres=True, outage_s=options.outage_s, commands=10
+                )
+            if "flaky" in wanted:
+                await run("flaky", flaky_platform, jobs=options.flaky_jobs, seed=1)
     finally:
         postgres.remove()
     print()
@@ -105,4 +113,7 @@ if __name__ == "__main__":
     parser.add_argument("--redis-jobs", type=int, default=100)
     parser.add_argument("--flaky-jobs", type=int, default=40)
     parser.add_argument("--outage-s", type=float, default=20)
+    parser.add_argument(
+        "--only", default="kills,redis,postgres,flaky", help="scenarios to run, comma-separated"
+    )
     sys.exit(asyncio.run(main(parser.parse_args())))

@@ -210,6 +210,15 @@ class FaultStack:
             row = await connection.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
         return dict(row) if row else None
 
+    async def running_jobs(self, interactions: list[Interaction]) -> list[str]:
+        """The ids of `interactions`' jobs whose row says running."""
+        async with self._database() as connection:
+            rows = await connection.fetch(
+                "SELECT id FROM jobs WHERE id = ANY($1) AND status = 'running'",
+                [job_id_of(i) for i in interactions],
+            )
+        return [r["id"] for r in rows]
+
     async def admitted(self, interactions: list[Interaction]) -> int:
         """How many of `interactions` have a job row (were admitted)."""
         async with self._database() as connection:
@@ -313,8 +322,9 @@ async def _value(value):
 
 async def worker_kills(stack: FaultStack, *, jobs: int, kills: int, seed: int = 0) -> Outcome:
     """`jobs` /imagine from three members with three workers serving them; `kills` of those jobs each see the
-    worker running them SIGKILLed at one of `STAGES` (in turn, on jobs picked at random), and a new worker
-    started in the dead one's place, as a supervisor would."""
+    worker running them SIGKILLed at one of `STAGES` (in turn, on jobs picked at random; at "queued", a worker
+    picked at random dies while the job waits, hitting whatever it ran), and a new worker started in the dead
+    one's place, as a supervisor would. Recovery is timed for the jobs a kill hit."""
     rng = random.Random(seed)
     targets = sorted(rng.sample(range(jobs), kills))
     plan = {t: STAGES[k % len(STAGES)] for k, t in enumerate(targets)}
@@ -361,10 +371,12 @@ async def worker_kills(stack: FaultStack, *, jobs: int, kills: int, seed: int = 
                 row = await stack.job_row(job_id)
                 status = row["status"] if row else None
                 if stage == "queued" and status == "queued" and stack.workers:
+                    # A worker dies while this job waits: the job it was running, if any, is the one hit.
                     victim = rng.choice(stack.workers)
-                    stack.kill(victim)  # a worker dies while this job waits
-                    killed_at[job_id] = time.time()
-                    print(f"killed {victim.log.name} at {pending.pop(job_id)} of {job_id}")
+                    hit = [j for j in await stack.running_jobs(interactions) if stack.running(j) is victim]
+                    stack.kill(victim)
+                    killed_at.update(dict.fromkeys(hit, time.time()))
+                    print(f"killed {victim.log.name} while {pending.pop(job_id)} waited, hitting {hit}")
                     asyncio.get_running_loop().create_task(stack.start_worker(wait=False))
                 elif stage in ("loading", "steps") and status == "running":
                     stepped = await stack.redis.xrange(f"atelier:events:{job_id}")
@@ -380,7 +392,9 @@ async def worker_kills(stack: FaultStack, *, jobs: int, kills: int, seed: int = 
         stack.emulator.hooks.remove(on_post)
     outcome = await stack.outcome("worker SIGKILLed", interactions, killed_at)
     missed = [j for j, s in pending.items() if s == "missed"]
-    outcome.notes.append(f"{len(killed_at)} kills at {sorted(set(plan.values()))}; {len(missed)} missed")
+    outcome.notes.append(
+        f"{kills - len(missed)} kills at {sorted(set(plan.values()))} hit {len(killed_at)} jobs; {len(missed)} missed"
+    )
     return outcome
 
 
