@@ -53,11 +53,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 async def _admin(settings: Settings, args: argparse.Namespace) -> int:
     from quotas.admin_args import check
     from quotas.policy import parse_tenant_ref
-    from quotas.tiers import Tiers
 
     # Check everything checkable before any service opens.
     try:
-        tiers = Tiers.load(settings.tiers_file)
+        tiers = settings.load_tiers()
         if getattr(args, "tenant", None) is not None:
             parse_tenant_ref(args.tenant)
         limits, clear = check(args, tiers)

@@ -47,8 +47,6 @@ async def _slack(settings: Settings, args: argparse.Namespace) -> int:
         raise UsageError(exc) from None
 
     async with Runtime.open(settings) as runtime:
-        from quotas.tiers import Tiers
-
         connection = SlackConnection()
         services = SlackServices(
             redis=runtime.redis,
@@ -56,7 +54,7 @@ async def _slack(settings: Settings, args: argparse.Namespace) -> int:
             queue_name=settings.queue_name,
             blobs=runtime.blobs,
             tiny_models=settings.tiny_models,
-            tiers=Tiers.load(settings.tiers_file),
+            tiers=settings.load_tiers(),
             loras_dir=settings.loras_dir,
             train_queue_name=settings.train_queue_name,
         )
@@ -75,7 +73,6 @@ async def _discord(settings: Settings, args: argparse.Namespace) -> int:
     from atelier.observability import health_server
     from atelier.runtime import Runtime
     from bots.discord.client import AtelierBot, BotConfig, configure_endpoints
-    from quotas.tiers import Tiers
 
     token = settings.secret("discord_token")
     if not token:
@@ -96,7 +93,7 @@ async def _discord(settings: Settings, args: argparse.Namespace) -> int:
             operators=frozenset(settings.discord_operators),
             loras_dir=settings.loras_dir,
             train_queue_name=settings.train_queue_name,
-            tiers=Tiers.load(settings.tiers_file),
+            tiers=settings.load_tiers(),
         )
         try:
             async with AtelierBot(config) as bot:

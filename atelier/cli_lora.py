@@ -123,7 +123,6 @@ async def _train(runtime, tenant, args: argparse.Namespace, dataset: bytes) -> i
     from jobs.replier import StoredImage
     from jobs.specs import ReplyTarget
     from jobs.training import request_training
-    from quotas.tiers import Tiers
     from storage.models import get_or_create_user
 
     settings = runtime.settings
@@ -140,7 +139,7 @@ async def _train(runtime, tenant, args: argparse.Namespace, dataset: bytes) -> i
             request_id=f"cli:{uuid.uuid4()}",
             reply_target=ReplyTarget(platform="cli"),
             queue_name=settings.train_queue_name,
-            tiers=Tiers.load(settings.tiers_file),
+            tiers=settings.load_tiers(),
             model=args.model,
             tiny=settings.tiny_models,
             steps=args.steps,

@@ -21,7 +21,6 @@ async def run_and_wait(
     from jobs.specs import ReplyTarget
     from jobs.terminal import TerminalReplier
     from jobs.worker import create_worker
-    from quotas.tiers import Tiers
     from storage.models import Job, get_or_create_tenant, get_or_create_user
 
     settings = runtime.settings
@@ -34,7 +33,7 @@ async def run_and_wait(
         queue_name=settings.queue_name,
         tenant=tenant,
         user=await get_or_create_user(tenant, user_id),
-        tiers=Tiers.load(settings.tiers_file),
+        tiers=settings.load_tiers(),
     )
 
     def local_worker():

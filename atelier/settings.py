@@ -105,6 +105,18 @@ class Settings(BaseSettings):
         None,
         description="TOML of tiers (weights, default limits) replacing or adding to free/standard/priority.",
     )
+    max_queued_jobs: int = Field(
+        1000,
+        ge=1,
+        description="Unfinished jobs of all servers and workspaces together; past it, requests are told "
+        "Atelier is busy and nothing is charged.",
+    )
+    max_queued_share: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="The share of ATELIER_MAX_QUEUED_JOBS one server or workspace may hold (0.25: a quarter).",
+    )
 
     # Slack app (`atelier slack`, and the worker's Slack replier when the bot token is set).
     slack_bot_token: SecretStr | None = Field(None, description="Slack bot token, xoxb-… (or ..._FILE).")
@@ -219,6 +231,12 @@ class Settings(BaseSettings):
     @property
     def loras_dir(self) -> Path:
         return self.lora_dir or self.data_dir / "loras"
+
+    def load_tiers(self):  # -> quotas.tiers.Tiers (imported here: settings load before the packages)
+        """The tiers in force (`ATELIER_TIERS_FILE`) under the queue cap (`ATELIER_MAX_QUEUED_*`)."""
+        from quotas.tiers import QueueCap, Tiers
+
+        return Tiers.load(self.tiers_file, QueueCap(self.max_queued_jobs, self.max_queued_share))
 
     def secret(self, name: str) -> str | None:
         """The plain value of a secret setting, for the one place that hands it to a client."""

@@ -36,6 +36,17 @@ class QuotaExceeded(QuotaRefused):
         )
 
 
+@dataclass
+class QueueBusy(QuotaRefused):
+    """The installation's queue is full, or this tenant holds its whole share of it (`quotas.tiers.QueueCap`);
+    `waiting` is the number of unfinished jobs of all tenants."""
+
+    waiting: int
+
+    def __str__(self) -> str:
+        return f"Atelier is busy right now ({self.waiting} jobs waiting); try again in a few minutes."
+
+
 class TenantPaused(QuotaRefused):
     def __str__(self) -> str:
         return "An admin has paused image requests here; try again once they resume them."

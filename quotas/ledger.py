@@ -7,6 +7,15 @@ rolls back and nothing is reserved. PostgreSQL re-checks the WHERE on the locked
 queue on the counter row and can never over-admit; SQLite runs one writing transaction at a time. Counters are
 always touched in the same order, so concurrent transactions cannot deadlock.
 
+The installation's queue cap (`quotas.tiers.QueueCap`) is checked in the same transaction. Its share per tenant
+is one more bound on the tenant's unfinished-jobs counter (the conditional UPDATE above). The global cap counts
+open reservations (an unfinished job holds one) after taking a transaction-scoped PostgreSQL advisory lock, which
+every admission takes first, so two admissions cannot both see room for the last job; SQLite runs one writing
+transaction at a time. A refusal by either is `QueueBusy`, and nothing is reserved.
+
+`precheck` asks the same questions without reserving anything, for front-ends that must know before they fetch
+a request's inputs or post anything (a reaction by a banned member downloads nothing).
+
 `settle` and `refund` close a reservation: a conditional UPDATE from `open` lets exactly one of them win, in the
 same transaction as the counter changes and the ledger entry (whose unique (job_id, phase) is a second guard). A
 job that runs twice therefore settles once, and a cancelled job that still ran is refunded or settled, not both.
@@ -22,10 +31,10 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
-from quotas.errors import QuotaExceeded, TenantPaused, UserBanned
+from quotas.errors import QueueBusy, QuotaExceeded, QuotaRefused, TenantPaused, UserBanned
 from quotas.periods import day_key, month_key, next_day, next_month, utcnow
 from quotas.policy import Policy, policy_for
-from quotas.tiers import LIMIT_LABELS, Tiers
+from quotas.tiers import LIMIT_LABELS, QueueCap, Tiers
 from storage.db import CONNECTION_NAME
 from storage.models import Tenant, User
 from storage.quota_models import (
@@ -39,6 +48,8 @@ from storage.quota_models import (
 
 IMAGES, GPU_MS, IN_FLIGHT = "images", "gpu_ms", "in_flight"
 TENANT_SCOPE = "tenant"
+QUEUE_SHARE = "queue_share"  # the limit name of a tenant's share of the queue cap
+QUEUE_LOCK = 0x61746C_71636170  # the advisory lock of the global queue cap ("atl" "qcap")
 
 
 def user_scope(user_id: int) -> str:
@@ -73,6 +84,55 @@ class _Refused(Exception):
         self.charge = charge
 
 
+class _Busy(Exception):
+    def __init__(self, waiting: int) -> None:
+        self.waiting = waiting
+
+
+async def precheck(
+    tenant: Tenant, user: User | None, tiers: Tiers, *, images: int = 1, now: datetime | None = None
+) -> None:
+    """Raise the refusal `reserve` would raise for a job of `images` images (a pause, a ban, the queue cap, a
+    limit already reached), reserving nothing; `reserve` still decides atomically afterwards."""
+    now = now or utcnow()
+    policy = await policy_for(tenant, tiers)
+    await _gate(policy, user)
+    waiting = await _waiting()
+    if waiting >= tiers.queue_cap.max_jobs:
+        raise QueueBusy(waiting)
+    for charge in _charges(policy, user, images, 0, now, tiers.queue_cap):
+        if charge.limit is None:
+            continue
+        used = await QuotaCounter.filter(
+            tenant_id=tenant.id, scope=charge.scope, metric=charge.metric, period=charge.period
+        ).values_list("used", flat=True)
+        if (used[0] if used else 0) > charge.limit - charge.amount:
+            raise await _refusal(tenant, charge)
+
+
+async def _gate(policy: Policy, user: User | None) -> None:
+    if policy.paused:
+        raise TenantPaused()
+    if user is not None and await UserBan.exists(user_id=user.id):
+        raise UserBanned()
+
+
+async def _waiting(conn=None) -> int:
+    """Unfinished jobs of all tenants: their open reservations."""
+    query = QuotaReservation.filter(state=ReservationState.OPEN)
+    return await (query.using_db(conn) if conn is not None else query).count()
+
+
+async def _hold_queue(conn, cap: QueueCap) -> None:
+    """Within an admission's transaction: wait for the global cap's lock (PostgreSQL; released at commit or
+    rollback), then raise _Busy when the installation already holds `cap.max_jobs` unfinished jobs."""
+    if conn.capabilities.dialect == "postgres":
+        await conn.execute_query("SELECT pg_advisory_xact_lock($1)", [QUEUE_LOCK])
+    waiting = await _waiting(conn)
+    if waiting >= cap.max_jobs:
+        raise _Busy(waiting)
+
+
 async def reserve(
     job_id: str,
     *,
@@ -88,15 +148,14 @@ async def reserve(
     unfinished job. Raises QuotaExceeded naming the limit, TenantPaused or UserBanned; reserves nothing then."""
     now = now or utcnow()
     policy = await policy_for(tenant, tiers)
-    if policy.paused:
-        raise TenantPaused()
-    if user is not None and await UserBan.exists(user_id=user.id):
-        raise UserBanned()
-    charges = _charges(policy, user, images, gpu_ms, now)
+    await _gate(policy, user)
+    charges = _charges(policy, user, images, gpu_ms, now, tiers.queue_cap)
     await _ensure_counters(tenant, charges)
     day, month = day_key(now, policy.timezone), month_key(now, policy.timezone)
     try:
         async with in_transaction(CONNECTION_NAME) as conn:
+            if not await QuotaReservation.filter(job_id=job_id).using_db(conn).exists():
+                await _hold_queue(conn, tiers.queue_cap)  # a repeat of an admitted job is never busy
             await QuotaReservation.create(
                 job_id=job_id,
                 tenant=tenant,
@@ -135,7 +194,9 @@ async def reserve(
             raise
         return Admission(job_id, existing.tier, policy.tier.weight, existing.gpu_ms, created=False)
     except _Refused as refused:
-        raise await _exceeded(tenant, refused.charge) from None
+        raise await _refusal(tenant, refused.charge) from None
+    except _Busy as busy:
+        raise QueueBusy(busy.waiting) from None
     return Admission(job_id, policy.tier.name, policy.tier.weight, gpu_ms, created=True)
 
 
@@ -180,8 +241,11 @@ async def _close(job_id: str, kind: LedgerKind, used: tuple[int, int] | None) ->
     return True
 
 
-def _charges(policy: Policy, user: User | None, images: int, gpu_ms: int, now: datetime) -> list[_Charge]:
-    """What admitting one job adds to each counter, in the fixed order every transaction uses."""
+def _charges(
+    policy: Policy, user: User | None, images: int, gpu_ms: int, now: datetime, cap: QueueCap
+) -> list[_Charge]:
+    """What admitting one job adds to each counter, in the fixed order every transaction uses. The tenant's
+    unfinished jobs are bounded by the lower of its concurrent-jobs limit and its share of the queue cap."""
     tz, limits = policy.timezone, policy.limits
     day, month = day_key(now, tz), month_key(now, tz)
     tomorrow, next_first = next_day(now, tz), next_month(now, tz)
@@ -189,7 +253,7 @@ def _charges(policy: Policy, user: User | None, images: int, gpu_ms: int, now: d
     charges = [
         _Charge(TENANT_SCOPE, IMAGES, day, images, "images_per_day", limits.images_per_day, tomorrow),
         _Charge(TENANT_SCOPE, GPU_MS, month, gpu_ms, "gpu_seconds_per_month", gpu_limit, next_first),
-        _Charge(TENANT_SCOPE, IN_FLIGHT, "", 1, "concurrent_jobs", limits.concurrent_jobs, None),
+        _in_flight_charge(limits.concurrent_jobs, cap),
     ]
     if user is not None:
         scope = user_scope(user.id)
@@ -208,13 +272,23 @@ def _charges(policy: Policy, user: User | None, images: int, gpu_ms: int, now: d
     return charges
 
 
+def _in_flight_charge(concurrent_jobs: int | None, cap: QueueCap) -> _Charge:
+    if concurrent_jobs is not None and concurrent_jobs <= cap.per_tenant:
+        return _Charge(TENANT_SCOPE, IN_FLIGHT, "", 1, "concurrent_jobs", concurrent_jobs, None)
+    return _Charge(TENANT_SCOPE, IN_FLIGHT, "", 1, QUEUE_SHARE, cap.per_tenant, None)
+
+
 async def _ensure_counters(tenant: Tenant, charges: Iterable[_Charge]) -> None:
     """Create the counter rows the charges need (INSERT … ON CONFLICT DO NOTHING), outside the transaction."""
     rows = [QuotaCounter(tenant=tenant, scope=c.scope, metric=c.metric, period=c.period) for c in charges]
     await QuotaCounter.bulk_create(rows, ignore_conflicts=True)
 
 
-async def _exceeded(tenant: Tenant, charge: _Charge) -> QuotaExceeded:
+async def _refusal(tenant: Tenant, charge: _Charge) -> QuotaRefused:
+    """What a refused charge tells the user: the limit it hit, or that Atelier is busy (a tenant that holds its
+    whole share of the queue is told the queue is busy, which it is, for that tenant)."""
+    if charge.limit_name == QUEUE_SHARE:
+        return QueueBusy(await _waiting())
     used = await QuotaCounter.get(
         tenant_id=tenant.id, scope=charge.scope, metric=charge.metric, period=charge.period
     ).values_list("used", flat=True)

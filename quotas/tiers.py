@@ -119,11 +119,31 @@ DEFAULT_NEW_TENANT_TIERS = {"default": "free", "cli": "priority"}
 
 
 @dataclass(frozen=True)
+class QueueCap:
+    """The installation's cap on unfinished (queued or running) jobs of all tenants together, and the share of it
+    one tenant may hold (`ATELIER_MAX_QUEUED_JOBS`, `ATELIER_MAX_QUEUED_SHARE`): many throwaway servers on the
+    free tier must not be able to fill the queue. Enforced at admission (`quotas.ledger.reserve`)."""
+
+    max_jobs: int = 1000
+    max_share: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.max_jobs < 1 or not 0 < self.max_share <= 1:
+            raise ValueError(f"a queue cap needs max_jobs >= 1 and 0 < max_share <= 1 (got {self})")
+
+    @property
+    def per_tenant(self) -> int:
+        """The most unfinished jobs one tenant may hold (at least one)."""
+        return max(1, int(self.max_jobs * self.max_share))
+
+
+@dataclass(frozen=True)
 class Tiers:
-    """The tiers in force, and which one a tenant gets when first seen."""
+    """The tiers in force, which one a tenant gets when first seen, and the installation's queue cap."""
 
     tiers: Mapping[str, Tier] = field(default_factory=lambda: dict(DEFAULT_TIERS))
     new_tenants: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_NEW_TENANT_TIERS))
+    queue_cap: QueueCap = field(default_factory=QueueCap)
 
     def __post_init__(self) -> None:
         for platform, name in self.new_tenants.items():
@@ -145,10 +165,12 @@ class Tiers:
         return self.new_tenants.get(platform, self.new_tenants.get("default", next(iter(self.tiers))))
 
     @classmethod
-    def load(cls, path: Path | None) -> Tiers:
-        """The built-in tiers, with those of the TOML file at `path` (if any) replacing or adding to them."""
+    def load(cls, path: Path | None, queue_cap: QueueCap | None = None) -> Tiers:
+        """The built-in tiers, with those of the TOML file at `path` (if any) replacing or adding to them, under
+        `queue_cap` (the default one when None)."""
+        queue_cap = queue_cap or QueueCap()
         if path is None:
-            return cls()
+            return cls(queue_cap=queue_cap)
         try:
             data = tomllib.loads(Path(path).read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -157,7 +179,7 @@ class Tiers:
         for name, table in data.get("tiers", {}).items():
             tiers[name] = _tier_from_table(name, table, path)
         new_tenants = {**DEFAULT_NEW_TENANT_TIERS, **data.get("new_tenants", {})}
-        return cls(tiers, new_tenants)
+        return cls(tiers, new_tenants, queue_cap)
 
 
 def _tier_from_table(name: str, table: Mapping[str, object], path: Path) -> Tier:

@@ -110,7 +110,8 @@ class QuotaReservation(Model):
     class Meta:
         table = "quota_reservations"
         table_description = "What admitting one job reserved, until it settles or is refunded"
-        indexes = (("tenant_id", "state"),)
+        # By state alone: admission counts every tenant's open reservations (the queue cap, quotas.ledger).
+        indexes = (("tenant_id", "state"), ("state",))
 
 
 class LedgerKind(StrEnum):
