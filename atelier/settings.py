@@ -160,7 +160,9 @@ class Settings(BaseSettings):
         description="Guild ids, comma-separated: sync commands to these guilds (instant) instead of globally.",
     )
     discord_admin_role: str | None = Field(
-        None, description="Role id or name whose members may administer the bot, besides Manage Server."
+        None,
+        description="Role id (a number; names are not accepted) whose members may administer the bot, besides "
+        "Manage Server.",
     )
     discord_operators: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -231,6 +233,17 @@ class Settings(BaseSettings):
     @property
     def loras_dir(self) -> Path:
         return self.lora_dir or self.data_dir / "loras"
+
+    @field_validator("discord_admin_role")
+    @classmethod
+    def _role_id(cls, value: str | None) -> str | None:
+        """A role id: a role name could be copied by anyone who can make a role, so names are refused."""
+        if value is not None and value.strip() and not value.strip().isdigit():
+            raise ValueError(
+                f"ATELIER_DISCORD_ADMIN_ROLE takes the role's id (Server Settings → Roles → Copy Role ID), not a "
+                f"name (got {value!r})"
+            )
+        return value.strip() if value else None
 
     def load_tiers(self):  # -> quotas.tiers.Tiers (imported here: settings load before the packages)
         """The tiers in force (`ATELIER_TIERS_FILE`) under the queue cap (`ATELIER_MAX_QUEUED_*`)."""

@@ -63,7 +63,7 @@ Set it up once:
 Settings (environment variables):
   ATELIER_DISCORD_TOKEN, ATELIER_DISCORD_TOKEN_FILE   the bot token (required)
   ATELIER_DISCORD_GUILD_IDS      servers to register commands in directly (optional)
-  ATELIER_DISCORD_ADMIN_ROLE     role id or name that may delete anyone's images and cancel anyone's jobs,
+  ATELIER_DISCORD_ADMIN_ROLE     role id (not name) that may delete anyone's images and cancel anyone's jobs,
                                  besides members with Manage Server (optional)
   ATELIER_DISCORD_API_BASE       REST base URL (default https://discord.com/api/v10; an API proxy)
   ATELIER_DISCORD_GATEWAY_URL    gateway URL (default wss://gateway.discord.gg/)

@@ -38,12 +38,15 @@ async def refuse_foreign(interaction: discord.Interaction) -> None:
 
 
 def is_admin(interaction: discord.Interaction, admin_role: str | None) -> bool:
-    """Administrator or Manage Server in this channel, or holding `admin_role` (a role id or name)."""
+    """Administrator or Manage Server in this channel, or holding the role whose id is `admin_role`.
+
+    By id only: a name can be given to a new role by anyone who may manage roles (or by the owner of any other
+    server the bot is in), so a role merely named like the admin role, or named as its id, gives no rights."""
     permissions = interaction.permissions
     if permissions.administrator or permissions.manage_guild:
         return True
     if admin_role and isinstance(interaction.user, discord.Member):
-        return any(admin_role in (str(role.id), role.name) for role in interaction.user.roles)
+        return any(str(role.id) == admin_role for role in interaction.user.roles)
     return False
 
 

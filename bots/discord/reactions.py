@@ -9,6 +9,13 @@ posts a status message as a reply to the reacted-to message, the worker edits it
 result replies to the reacted-to message. The request id names channel, message, member and emoji, so the same
 reaction added twice (or the gateway replaying it) makes one job. A message without an image is ignored; an image
 that cannot be used gets a short reply saying why.
+
+Admission's preconditions (`quotas.ledger.precheck`: a pause, a ban, the queue cap, a limit already reached) are
+checked before the message is read, anything downloaded or anything posted. A reaction has no interaction, so
+no answer can be private: a banned member's reaction is dropped with a log line and nothing else (answering would
+let them post in the channel by reacting again); any other refusal is answered in the channel once per member and
+server every REFUSAL_QUIET_S, and dropped with a log line in between. A refusal at enqueueing (the atomic check,
+which a concurrent request can still trip) edits the status message as before.
 """
 
 from __future__ import annotations
@@ -27,14 +34,19 @@ from bots.discord.target import DiscordTarget
 from bots.metrics import Tally, counted_post
 from jobs.queue import enqueue, job_id_for
 from jobs.specs import Enhance, ReplyTarget, Upscale, enhance_spec, upscale_spec
-from quotas.errors import QuotaRefused
-from storage.models import Job, JobStatus, Tenant, get_or_create_tenant, get_or_create_user
+from quotas.errors import QuotaRefused, UserBanned
+from quotas.ledger import precheck
+from storage.models import Job, JobStatus, Tenant, User, get_or_create_tenant, get_or_create_user
 from storage.preferences import preferences_of
 
 if TYPE_CHECKING:
     from bots.discord.client import AtelierBot
 
 log = logging.getLogger(__name__)
+
+REFUSAL_QUIET_S = (
+    600  # after answering a member's refused reaction, how long further ones are dropped quietly
+)
 
 UPSCALE_EMOJI = "🔍"
 FACES_EMOJI = "✨"
@@ -69,6 +81,16 @@ async def on_reaction(bot: AtelierBot, payload: discord.RawReactionActionEvent, 
     request_id = request_id_for(payload)
     if await Job.exists(id=job_id_for(request_id)):
         return  # the same reaction again: one job
+    guild = bot.get_guild(payload.guild_id)
+    tenant = await get_or_create_tenant("discord", str(payload.guild_id), guild.name if guild else "")
+    member = payload.member
+    user = await get_or_create_user(tenant, str(payload.user_id), member.name if member else "")
+    try:
+        await precheck(tenant, user, bot.config.tiers)
+    except QuotaRefused as refusal:
+        tally.say("refused")
+        await _refuse(bot, payload, refusal)
+        return
     try:
         message = await bot.http.get_message(payload.channel_id, payload.message_id)
     except discord.HTTPException as exc:
@@ -95,7 +117,25 @@ async def on_reaction(bot: AtelierBot, payload: discord.RawReactionActionEvent, 
         status = await channel.send(
             f"⏳ {mention} {title}: queued…", reference=reply_to, mention_author=False
         )
-    await _start(bot, payload, request_id, spec, status, title, tally)
+    await _start(bot, payload, request_id, spec, status, title, tally, tenant, user)
+
+
+async def _refuse(bot: AtelierBot, payload: discord.RawReactionActionEvent, refusal: QuotaRefused) -> None:
+    """A reaction refused before anything was fetched: see the module's docstring for who hears of it."""
+    who = f"member {payload.user_id} of guild {payload.guild_id}"
+    if isinstance(refusal, UserBanned):
+        log.info("discord: reaction by banned %s on message %s: dropped", who, payload.message_id)
+        return
+    quiet_key = f"atelier:reaction-refused:discord:{payload.guild_id}:{payload.user_id}"
+    if not await bot.config.redis.set(quiet_key, 1, nx=True, ex=REFUSAL_QUIET_S):
+        log.info("discord: reaction by %s refused again (%s): dropped", who, refusal)
+        return
+    channel = bot.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
+    reply_to = discord.MessageReference(
+        message_id=payload.message_id, channel_id=payload.channel_id, fail_if_not_exists=False
+    )
+    with counted_post("discord"):
+        await channel.send(f"❌ <@{payload.user_id}> {refusal}", reference=reply_to, mention_author=False)
 
 
 async def _start(
@@ -106,11 +146,9 @@ async def _start(
     status: discord.Message,
     title: str,
     tally: Tally,
+    tenant: Tenant,
+    user: User,
 ) -> None:
-    guild = bot.get_guild(payload.guild_id)  # type: ignore[arg-type]
-    tenant = await get_or_create_tenant("discord", str(payload.guild_id), guild.name if guild else "")
-    member = payload.member
-    user = await get_or_create_user(tenant, str(payload.user_id), member.name if member else "")
     target = DiscordTarget(
         application_id=bot.application_id,  # type: ignore[arg-type]
         interaction_id=status.id,  # no interaction: the status message's id dates the (absent) token

@@ -11,6 +11,9 @@ reach this listener twice (`dedupe`), and the request id names the message, reac
 removing and adding the reaction again does not start the work twice either. A refusal (a quota, an image too
 large to upscale) is told to the person who reacted only, and so is a reaction from another workspace (a Slack
 Connect channel) on this one's results: a job is acted on for its own workspace only (`jobs.ownership`).
+Admission's preconditions (`quotas.ledger.precheck`: a pause, a ban, the queue cap, a limit already reached) are
+checked before any image is read or anything posted, so a banned member's reaction gets only that ephemeral
+refusal.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from bots.slack.config import SlackConfig
 from bots.slack.services import SlackServices
 from bots.slack.submit import submit
 from jobs.ownership import ForeignJob
+from quotas.errors import QuotaRefused
+from quotas.ledger import precheck
 from storage.models import Image
 from storage.preferences import Preferences, preferences_of
 
@@ -79,6 +84,15 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
             return
         data = (job.reply_target or {}).get("data", {})
         thread_ts = data.get("thread_ts")
+        workspace = context["workspace"]
+        try:
+            await precheck(await workspace.tenant(), await workspace.user(), services.tiers)
+        except QuotaRefused as refusal:
+            log.info("reaction by %s on job %s refused: %s", event["user"], job_id, refusal)
+            await answers.warn_in(
+                client, channel=item["channel"], user=event["user"], thread_ts=thread_ts, problem=refusal
+            )
+            return
         log.info("reaction %s by %s on the results of job %s", event["reaction"], event["user"], job_id)
         shown = Image.filter(job_id=job_id)
         if await safety.withholds_flagged(job.tenant_id):  # type: ignore[attr-defined]

@@ -2,7 +2,9 @@
 10 files in a message; a larger dataset goes as a zip with `/atelier lora train`).
 
 Admins only, as every `/atelier` action: anyone else, or a message with too few images, gets an ephemeral answer
-and no modal. The modal asks for the name, the trigger word and optionally the steps. A name or steps that do
+and no modal. Admin rights are checked again when the modal is submitted (a form stays open as long as its user
+likes, and rights can be taken away meanwhile): a submitter who is no longer an admin gets the same ephemeral
+refusal in the message's thread, and nothing is downloaded or started. The modal asks for the name, the trigger word and optionally the steps. A name or steps that do
 not parse come back on the modal's fields; then the modal closes, the images are downloaded (bounded), zipped
 (`jobs.datasets.zip_folder`) and the training is started in the message's thread (`training`). A refusal found
 only then (an image that does not decode, a name already taken) is told to the admin alone in that thread.
@@ -110,6 +112,16 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
             return
         await ack()
         meta = modals.metadata(view)
+        if not await is_admin(client, config.admins, body["user"]["id"]):
+            log.warning("train_lora modal submitted by %s, no longer an admin: refused", body["user"]["id"])
+            await answers.warn_in(
+                client,
+                channel=meta["channel"],
+                user=body["user"]["id"],
+                thread_ts=meta["thread_ts"],
+                problem=refusal("train LoRAs"),
+            )
+            return
         name = modals.text_value(view, "name")
         steps = modals.text_value(view, "steps")
         try:

@@ -191,6 +191,7 @@ class DiscordEmulator:
         self.commands: dict[str, list[dict]] = {}  # "global" or guild id -> registered commands
         self.gateway_frames: list[dict] = []  # what the bot sent on the gateway
         self.cdn: dict[str, tuple[bytes, str]] = {}
+        self.cdn_requests: list[str] = []  # the name of every file asked of the CDN, in order
         self.latency = 0.0
         self.rate_limits: list[RateLimitRule] = []
         self.failures: list[FailureRule] = []
@@ -536,6 +537,7 @@ class DiscordEmulator:
 
     async def _cdn(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
+        self.cdn_requests.append(name)
         if name not in self.cdn:
             return web.Response(status=404, text="Not Found")
         data, content_type = self.cdn[name]
