@@ -6,7 +6,9 @@ reserve the next slot (`interval` after the last one reserved: turns come in the
 then take the message's lock (one edit at a time, whoever makes it), then wait until `interval` after the
 previous edit *finished*, however long that one took on the wire (a slow Discord, a 429 waited out and retried
 inside it). So two edits of a message that Discord accepts are always at least `interval` apart, in the order
-they were asked for. A lock left by a crashed process frees itself after `LOCK_TTL_MS`.
+they were asked for. The holder renews its lock every `RENEW_S` while its edit lasts (a 429 waited out can take
+many seconds), so a lock left by a crashed process frees itself within `LOCK_TTL_MS`: a worker killed mid-edit
+held the message for a minute, and the job's retry waited that long to say anything.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import time
 from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 EDIT_INTERVAL_S = 1.1  # Discord's observed limit is 1/s; a tenth of margin absorbs clock skew between hosts.
 KEY_PREFIX = "atelier:discord:edit-slot:"
 KEY_TTL_S = 3600
-LOCK_TTL_MS = 60_000  # longer than any one edit with its retries; only a crashed holder ever reaches it
+LOCK_TTL_MS = 6_000  # only a crashed holder ever reaches it: a live one renews it every RENEW_S
+RENEW_S = 2.0
 POLL_S = 0.05  # how often a waiting editor looks whether the message's turn is free
 
 _RESERVE = """
@@ -37,6 +41,13 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then
   return redis.call('GET', KEYS[2]) or '0'
 end
 return false
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+end
+return 0
 """
 
 _RELEASE = """
@@ -54,6 +65,7 @@ return 1
 class EditClock:
     def __init__(self, redis: Redis, interval: float = EDIT_INTERVAL_S) -> None:
         self.redis, self.interval = redis, interval
+        self._renewals: dict[str, asyncio.Task] = {}  # token -> the task keeping its lock alive
 
     async def acquire(self, message_id: int, *, not_before: float = 0.0) -> str:
         """Wait for `message_id`'s turn: its slot (no earlier than `not_before`, a UNIX time), no other edit of it
@@ -68,6 +80,7 @@ class EditClock:
             while True:
                 last = await self.redis.eval(_ACQUIRE, 2, lock, done, token, LOCK_TTL_MS)
                 if last is not None:
+                    self._renewals[token] = asyncio.create_task(self._renew(lock, token))
                     break
                 await asyncio.sleep(POLL_S)  # another edit of this message is in flight
             start = max(float(last) + self.interval, not_before)
@@ -81,9 +94,20 @@ class EditClock:
 
     async def release(self, message_id: int, token: str, *, edited: bool = True) -> None:
         """End the turn; with `edited`, the next one starts `interval` from now."""
+        renewal = self._renewals.pop(token, None)
+        if renewal is not None:
+            renewal.cancel()
         lock, done = _keys(message_id)
         now = f"{time.time():.3f}" if edited else "0"
         await self.redis.eval(_RELEASE, 2, lock, done, token, now, KEY_TTL_S)
+
+    async def _renew(self, lock: str, token: str) -> None:
+        """Keep `token`'s lock alive until it is released (or taken over, after a pause longer than the TTL)."""
+        while True:
+            await asyncio.sleep(RENEW_S)
+            with contextlib.suppress(RedisError):
+                if not await self.redis.eval(_RENEW, 1, lock, token, LOCK_TTL_MS):
+                    return
 
     @contextlib.asynccontextmanager
     async def turn(self, message_id: int, *, not_before: float = 0.0) -> AsyncIterator[None]:

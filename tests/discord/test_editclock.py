@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import signal
+import sys
 import time
 
 from redis.asyncio import Redis
 
-from bots.discord.editclock import EditClock
+from bots.discord.editclock import LOCK_TTL_MS, EditClock
 from tests.support import redis_url
 
 REDIS_URL = redis_url(5)
@@ -73,5 +75,37 @@ async def test_an_editor_cancelled_while_waiting_leaves_the_turn_to_the_next() -
         async with clock.turn(message):
             # An interval after the slow edit, not held up by the cancelled one (nor by a lock it left).
             assert 0.2 - 1e-2 <= time.time() - finished < 0.5
+    finally:
+        await redis.aclose()
+
+
+async def test_the_lock_of_a_process_killed_mid_edit_frees_itself_and_a_live_holder_keeps_it() -> None:
+    """A worker SIGKILLed while it edits a message leaves the message's lock behind: it lapses within
+    LOCK_TTL_MS, while a live holder whose edit outlasts the TTL (a long 429) keeps renewing it."""
+    message = time.time_ns()
+    holder = f"""
+import asyncio, os, signal
+from redis.asyncio import Redis
+from bots.discord.editclock import EditClock
+async def main():
+    await EditClock(Redis.from_url({REDIS_URL!r})).acquire({message})
+    os.kill(os.getpid(), signal.SIGKILL)
+asyncio.run(main())
+"""
+    killed = await asyncio.create_subprocess_exec(sys.executable, "-c", holder)
+    assert await killed.wait() == -signal.SIGKILL
+    redis = Redis.from_url(REDIS_URL)
+    try:
+        clock = EditClock(redis, interval=0.01)
+        started = time.monotonic()
+        token = await asyncio.wait_for(clock.acquire(message), timeout=LOCK_TTL_MS / 1000 + 20)
+        print(f"\nthe dead holder's lock lapsed after {time.monotonic() - started:.1f} s")
+        # This live holder outlasts the TTL; another editor keeps waiting until it releases.
+        other = EditClock(redis, interval=0.01)
+        waiting = asyncio.create_task(other.acquire(message))
+        done, _ = await asyncio.wait([waiting], timeout=LOCK_TTL_MS / 1000 * 1.5)
+        assert not done, "the live holder's lock lapsed"
+        await clock.release(message, token)
+        await other.release(message, await asyncio.wait_for(waiting, timeout=10))
     finally:
         await redis.aclose()
