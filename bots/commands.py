@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-from jobs.text import check_name, check_text
+from jobs.text import check_name, check_text, shown
 
 
 class CommandError(ValueError):
@@ -103,7 +103,7 @@ def parse_lora(text: str) -> tuple[str, float]:
     """`"name:0.8"` → ("name", 0.8); a bare name has weight 1."""
     name, _, weight = text.partition(":")
     if not name:
-        raise CommandError(f"a LoRA needs a name, as in name:0.8 (got {text!r})")
+        raise CommandError(f"a LoRA needs a name, as in name:0.8 (got {shown(text)})")
     try:
         check_name("LoRA name", name)
     except ValueError as exc:
@@ -111,7 +111,7 @@ def parse_lora(text: str) -> tuple[str, float]:
     try:
         value = float(weight) if weight else 1.0
     except ValueError:
-        raise CommandError(f"the LoRA weight in {text!r} is not a number") from None
+        raise CommandError(f"the LoRA weight in {shown(text)} is not a number") from None
     if not -2.0 <= value <= 2.0:
         raise CommandError(f"the LoRA weight must be between -2 and 2 (got {value})")
     return name, value
@@ -122,12 +122,12 @@ def _store(options: dict[str, object], word: str, name: str, kind: str, raw: str
         try:
             value: object = int(raw)
         except ValueError:
-            raise CommandError(f"{word} needs a whole number (got {raw!r})") from None
+            raise CommandError(f"{word} needs a whole number (got {shown(raw)})") from None
     elif kind == "float":
         try:
             value = float(raw)
         except ValueError:
-            raise CommandError(f"{word} needs a number (got {raw!r})") from None
+            raise CommandError(f"{word} needs a number (got {shown(raw)})") from None
     elif kind == "list":
         options.setdefault(name, [])
         options[name].append(parse_lora(raw))  # type: ignore[union-attr]

@@ -26,7 +26,7 @@ from engine.enhance_presets import DEFAULT_FIDELITY, face_restorer_for, upscale_
 from engine.generate import TextToImage
 from engine.lora import LoraLibrary, check_loras
 from engine.registry import MIN_SIDE, Preset, Registry
-from jobs.text import check_name, check_text
+from jobs.text import check_name, check_text, shown
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -81,9 +81,10 @@ class ReplyTarget(BaseModel):
 
 def parse_size(text: str) -> tuple[int, int]:
     """`"768x512"` → (768, 512)."""
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise ValueError(f"size must look like WIDTHxHEIGHT, e.g. 768x512 (got {text!r})")
+    parts = [part.strip() for part in text.lower().split("x")]
+    # ASCII digits only ("²".isdigit() holds, int() refuses it), and few enough that int() takes them
+    if len(parts) != 2 or not all(p.isascii() and p.isdigit() and len(p) <= 6 for p in parts):
+        raise ValueError(f"size must look like WIDTHxHEIGHT, e.g. 768x512 (got {shown(text)})")
     return int(parts[0]), int(parts[1])
 
 
@@ -94,9 +95,9 @@ def size_for_aspect(preset: Preset, aspect: str) -> tuple[int, int]:
     try:
         w, h = (float(p) for p in parts)
     except ValueError:
-        raise ValueError(f"aspect ratio must look like W:H, e.g. 16:9 (got {aspect!r})") from None
+        raise ValueError(f"aspect ratio must look like W:H, e.g. 16:9 (got {shown(aspect)})") from None
     if len(parts) != 2 or w <= 0 or h <= 0 or max(w / h, h / w) > 4:
-        raise ValueError(f"aspect ratio must be W:H with both positive and at most 4:1 (got {aspect!r})")
+        raise ValueError(f"aspect ratio must be W:H with both positive and at most 4:1 (got {shown(aspect)})")
     area = preset.default_width * preset.default_height
     height = math.sqrt(area * h / w)
     width = height * w / h
@@ -219,12 +220,12 @@ def parse_extend(text: str) -> Extend:
     for part in filter(None, (part.strip() for part in text.split(","))):
         side, equals, value = (piece.strip() for piece in part.partition("="))
         if not equals or side.lower() not in EXTEND_SIDES:
-            raise ValueError(f"extend must look like left=256,right=0,top=0,bottom=0 (got {text!r})")
+            raise ValueError(f"extend must look like left=256,right=0,top=0,bottom=0 (got {shown(text)})")
         if side.lower() in amounts:
-            raise ValueError(f"extend gives {side.lower()} twice (in {text!r})")
-        if not value.isascii() or not value.isdigit():
+            raise ValueError(f"extend gives {side.lower()} twice (in {shown(text)})")
+        if not value.isascii() or not value.isdigit() or len(value) > 6:
             raise ValueError(
-                f"extend {side.lower()} must be a whole number of pixels, 0 or more (got {value!r})"
+                f"extend {side.lower()} must be a whole number of pixels, 0 or more (got {shown(value)})"
             )
         amounts[side.lower()] = int(value)
     return Extend(**amounts)

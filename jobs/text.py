@@ -34,6 +34,12 @@ def check_text(what: str, text: str, *, allowed: str = PROMPT_WHITESPACE) -> str
     return text
 
 
+def shown(text: str, limit: int = 60) -> str:
+    """`text` quoted and escaped for a one-line message (no newline gets through), cut to `limit` characters: a
+    refusal that echoed a 6,000-character value whole would not fit a chat message."""
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
 def check_name(what: str, text: str) -> str:
     """`check_text` for a name: no control character at all, newline and tab included."""
     return check_text(what, text, allowed="")

@@ -198,7 +198,9 @@ class _ChatParser(argparse.ArgumentParser):
     """argparse that raises instead of printing and exiting, for commands typed in a chat."""
 
     def error(self, message: str) -> NoReturn:
-        raise ChatArgumentError(f"{message}\n{self.format_usage()}")
+        # argparse quotes the word it refused whole: cut it, so the answer fits a chat message
+        shown = message if len(message) <= 300 else message[:299] + "…"
+        raise ChatArgumentError(f"{shown}\n{self.format_usage()}")
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         raise ChatArgumentError(message or self.format_usage())

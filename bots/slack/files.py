@@ -24,6 +24,7 @@ from bots.commands import CommandError
 from bots.fetch import BadStatus, FetchError, NotAllowed, fetch, slack_sources
 from bots.slack.services import SlackServices
 from jobs.inputs import MAX_INPUT_BYTES, InputImageError, read_image, store_input
+from jobs.text import shown
 
 log = logging.getLogger(__name__)
 FILE_ID = re.compile(r"/files(?:-pri)?/[^/]+/(F[A-Z0-9]+)")
@@ -44,10 +45,9 @@ def image_files(message: dict) -> list[dict]:
     if images:
         return images
     first = files[0]
-    kind = first.get("mimetype") or first.get("filetype") or "an unknown type"
-    raise CommandError(
-        f"{first.get('name') or 'That file'} is not an image ({kind}): use this on a message with a PNG or JPEG."
-    )
+    kind = _one_line(first.get("mimetype") or first.get("filetype") or "an unknown type")
+    name = display_name(first) if first.get("name") or first.get("title") else "That file"
+    raise CommandError(f"{name} is not an image ({kind}): use this on a message with a PNG or JPEG.")
 
 
 def is_image(file: dict) -> bool:
@@ -59,7 +59,7 @@ def file_id(link: str) -> str:
     url = link.strip().strip("<>").split("|", 1)[0]
     match = FILE_ID.search(url)
     if match is None:
-        raise CommandError(f"{url or 'That'} is not a link to a file in Slack {COPY_LINK}.")
+        raise CommandError(f"{shown(url) if url else 'That'} is not a link to a file in Slack {COPY_LINK}.")
     return match[1]
 
 
@@ -135,7 +135,13 @@ async def input_image(
 
 
 def display_name(file: dict) -> str:
-    return file.get("name") or file.get("title") or "the file"
+    """The file's name for a message: on one line (a name may hold a line break), at most 80 characters."""
+    return _one_line(file.get("name") or file.get("title") or "the file")
+
+
+def _one_line(text: object, limit: int = 80) -> str:
+    words = " ".join(str(text).split())
+    return words if len(words) <= limit else words[: limit - 1] + "…"
 
 
 def _too_big(name: str, size: int, limit: int) -> str:

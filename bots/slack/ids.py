@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from jobs.text import shown
+
 ACTIONS = ("cancel", "upscale", "variations", "reroll", "faces")
 PATTERN = re.compile(rf"^({'|'.join(ACTIONS)}):(j[0-9a-f]+):(\d+)$")
 
@@ -27,7 +29,7 @@ def decode(text: str) -> ActionRef:
     """Parse an action id; a ValueError names what did not match (a button from another app, a bad payload)."""
     match = PATTERN.match(text)
     if match is None:
-        raise ValueError(f"not an Atelier action id: {text!r}")
+        raise ValueError(f"not an Atelier action id: {shown(text)}")
     return ActionRef(match[1], match[2], int(match[3]))
 
 

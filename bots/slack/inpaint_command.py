@@ -23,6 +23,7 @@ from bots.slack.services import SlackServices
 from bots.slack.submit import submit_command
 from engine.edit_requests import MODES
 from jobs.specs import parse_extend
+from jobs.text import shown
 
 USAGE = (
     "Usage: `/inpaint <image link> insertion|removal|outpaint [--mask <mask link>] [--extend left=64] [prompt]` "
@@ -43,7 +44,7 @@ def parse_inpaint(text: str) -> tuple[str, str, dict[str, str], str, dict]:
         raise CommandError(USAGE)
     link, mode, rest = words[0], words[1].lower(), words[2:]
     if mode not in MODES:
-        raise CommandError(f"the mode must be one of {', '.join(MODES)} (got {words[1]!r}). {USAGE}")
+        raise CommandError(f"the mode must be one of {', '.join(MODES)} (got {shown(words[1])}). {USAGE}")
     own: dict[str, str] = {}
     remaining: list[str] = []
     i = 0
