@@ -64,6 +64,10 @@ def parse_prompt(text: str, *, allow_empty: bool = False) -> ParsedPrompt:
             i += 1
             continue
         flag = word.lower()
+        if (
+            not word.isprintable() or len(word) > 40
+        ):  # a quoted "--" word may hold a line break, or go on and on
+            word = shown(word)
         if flag not in FLAGS:
             known = ", ".join(sorted(FLAGS))
             raise CommandError(f"unknown flag {word}; known flags: {known}")

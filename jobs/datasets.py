@@ -117,7 +117,8 @@ def check_zip(
             f"the zip holds {len(entries)} entries; the limit is {MAX_MEMBERS} "
             f"(a dataset is at most {MAX_IMAGES} images and their captions)"
         )
-    members = [m for m in entries if not m.is_dir() and not _ignored(m.filename)]
+    # not `is_dir()`: it indexes the name, and a damaged directory can hold an empty one (refused by name below)
+    members = [m for m in entries if not m.filename.endswith("/") and not _ignored(m.filename)]
     total = 0
     for member in members:
         shown = _shown(member.filename)
