@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import time
@@ -343,4 +344,16 @@ def png_size(data: bytes) -> tuple[int, int]:
 async def job_row(db: asyncpg.Connection, job_id: str) -> asyncpg.Record:
     row = await db.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
     assert row is not None, f"no job {job_id}"
+    return row
+
+
+async def delivered_row(db: asyncpg.Connection, job_id: str, within: float = 30) -> asyncpg.Record:
+    """The job's row once the worker has recorded its delivery, which it does just after its last Slack call:
+    a test that saw that call can be quicker than the record."""
+    deadline = asyncio.get_running_loop().time() + within
+    while (row := await job_row(db, job_id))["delivered_at"] is None:
+        assert asyncio.get_running_loop().time() < deadline, (
+            f"job {job_id} not recorded as delivered: {dict(row)}"
+        )
+        await asyncio.sleep(0.1)
     return row

@@ -17,6 +17,7 @@ from tests.slack.emulator import SlackEmulator
 from tests.slack.slack_requests import (
     action_ids,
     block_action,
+    delivered_row,
     event_callback,
     imagined,
     job_row,
@@ -55,8 +56,8 @@ async def test_imagine_acks_then_threads_progress_uploads_the_png_and_adds_butto
         f"faces:{story.job_id}:0",
     }
     assert "seed 11" in json.dumps(story.result.args["blocks"])
-    row = await job_row(db, story.job_id)
-    assert row["status"] == "succeeded" and row["delivered_at"] is not None
+    row = await delivered_row(db, story.job_id)
+    assert row["status"] == "succeeded"
     assert json.loads(row["reply_target"])["data"]["thread_ts"] == story.status_ts
     tenant = await db.fetchrow(
         "SELECT t.platform, t.external_id FROM tenants t WHERE t.id = $1", row["tenant_id"]
