@@ -128,7 +128,7 @@ class Registry:
             return self._presets[name]
         except KeyError:
             raise UnknownModelError(
-                f"unknown model {name!r}; known models: {', '.join(self.names())}"
+                f"unknown model {_quoted(name)}; known models: {', '.join(self.names())}"
             ) from None
 
     def resolve(self, name: str | None, *, role: str = "txt2img", tiny: bool = False) -> Preset:
@@ -145,7 +145,9 @@ class Registry:
             name = self._defaults[role]
         preset = self._presets.get(name)
         if preset is None or preset.role != role:
-            raise UnknownModelError(f"unknown {role} model {name!r}; known: {', '.join(self.names(role))}")
+            raise UnknownModelError(
+                f"unknown {role} model {_quoted(name)}; known: {', '.join(self.names(role))}"
+            )
         if tiny and not preset.is_tiny:
             if preset.tiny is None:
                 raise ValueError(f"model {name!r} has no tiny counterpart: set `tiny` in its preset")
@@ -227,3 +229,9 @@ def _coerce(preset: str, field: str, value: Any) -> Any:
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
         raise ValueError(f"preset {preset!r}: {field} must be of type {kind} (got {value!r})")
     return value
+
+
+def _quoted(name: str, limit: int = 60) -> str:
+    """A name someone typed, quoted and cut for a refusal: a 5,000-character `--model` made a message too long
+    for a chat reply, so the user heard nothing."""
+    return repr(name if len(name) <= limit else name[: limit - 1] + "…")

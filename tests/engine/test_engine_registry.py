@@ -77,6 +77,18 @@ def test_unknown_models_list_the_known_ones(registry: Registry) -> None:
         registry.resolve("sd15", role="upscale")
 
 
+def test_an_unknown_model_name_of_any_length_makes_a_message_that_fits_a_chat_reply(
+    registry: Registry,
+) -> None:
+    for lookup in (registry.get, registry.resolve):
+        with pytest.raises(UnknownModelError) as info:
+            lookup("m" * 5000)
+        message = str(info.value)
+        assert len(message) < 1000 and "\n" not in message and "'mmmmm" in message and "…'" in message, (
+            message
+        )
+
+
 @pytest.mark.parametrize(
     ("name", "limits", "message"),
     [
