@@ -85,18 +85,17 @@ def _worker(env: dict[str, str], cwd: Path, *extra: str) -> subprocess.Popen:
     return start_worker("--queues", "train", *extra, cwd=cwd, env=env)
 
 
-@pytest.mark.slow
-async def test_a_killed_training_worker_resumes_from_its_last_checkpoint(
-    runtime, env, dataset_zip: bytes, tmp_path: Path
-) -> None:
-    tenant = await get_or_create_tenant("discord", "crash")
-    queued = await request_training(
+async def _request_long_training(runtime, dataset_zip: bytes, server: str, name: str):
+    """A 150-step training of `name` for Discord server `server`, checkpointed every 10 steps: long enough to be
+    killed after its first checkpoint. Returns the server's tenant and the queued job."""
+    tenant = await get_or_create_tenant("discord", server)
+    return tenant, await request_training(
         runtime.redis,
         runtime.blobs,
         runtime.registry,
         tenant=tenant,
         user=None,
-        name="sturdy",
+        name=name,
         trigger="zq",
         dataset_zip=dataset_zip,
         request_id=f"test:{uuid.uuid4()}",
@@ -106,6 +105,13 @@ async def test_a_killed_training_worker_resumes_from_its_last_checkpoint(
         steps=150,
         checkpoint_every=10,
     )
+
+
+@pytest.mark.slow
+async def test_a_killed_training_worker_resumes_from_its_last_checkpoint(
+    runtime, env, dataset_zip: bytes, tmp_path: Path
+) -> None:
+    tenant, queued = await _request_long_training(runtime, dataset_zip, "crash", "sturdy")
     checkpoint = runtime.settings.data_dir / "training" / queued.job_id / "checkpoints" / "checkpoint.pt"
     first = _worker(env, tmp_path)
     try:
@@ -176,23 +182,7 @@ async def test_a_killed_training_job_resumes_on_another_machine_from_its_stored_
     from engine.training import checkpoint_step
 
     runtime = s3_runtime
-    tenant = await get_or_create_tenant("discord", "fleet")
-    queued = await request_training(
-        runtime.redis,
-        runtime.blobs,
-        runtime.registry,
-        tenant=tenant,
-        user=None,
-        name="nomad",
-        trigger="zq",
-        dataset_zip=dataset_zip,
-        request_id=f"test:{uuid.uuid4()}",
-        reply_target=ReplyTarget(platform="cli"),
-        queue_name=runtime.settings.train_queue_name,
-        tiny=True,
-        steps=150,
-        checkpoint_every=10,
-    )
+    tenant, queued = await _request_long_training(runtime, dataset_zip, "fleet", "nomad")
     key = checkpoint_key(queued.job_id)
     machine_a, machine_b = tmp_path / "machine-a", tmp_path / "machine-b"
     machine_a.mkdir()
