@@ -170,6 +170,29 @@ class Settings(BaseSettings):
         "and raise limits (server admins may only lower them and choose self-service tiers).",
     )
 
+    # Web gallery sign-in (`atelier api` serves /gallery/): each platform's OAuth app, when its client id is set.
+    public_url: str | None = Field(
+        None,
+        description="The address people open the API and gallery at, e.g. https://atelier.example.com: the OAuth "
+        "redirect URLs are made from it. Unset: the address each request came to (fine without a proxy).",
+    )
+    discord_client_id: str | None = Field(
+        None, description="Discord application id, for 'Sign in with Discord' to the gallery."
+    )
+    discord_client_secret: SecretStr | None = Field(
+        None, description="Discord OAuth2 client secret (or ..._FILE)."
+    )
+    discord_authorize_url: str = Field(
+        "https://discord.com/oauth2/authorize",
+        description="Discord's OAuth2 authorize page (tokens and /users/@me go to ATELIER_DISCORD_API_BASE).",
+    )
+    slack_client_id: str | None = Field(None, description="Slack app client id, for 'Sign in with Slack'.")
+    slack_client_secret: SecretStr | None = Field(None, description="Slack app client secret (or ..._FILE).")
+    slack_authorize_url: str = Field(
+        "https://slack.com/openid/connect/authorize",
+        description="Slack's OpenID Connect authorize page (token and userInfo go to ATELIER_SLACK_API_BASE).",
+    )
+
     # Observability.
     metrics_host: str = Field("127.0.0.1", description="Address of the /metrics and /healthz server.")
     metrics_port: int = Field(0, ge=0, le=65535, description="Port of /metrics and /healthz; 0 disables it.")
@@ -186,6 +209,8 @@ class Settings(BaseSettings):
             "slack_signing_secret",
             "slack_app_token",
             "discord_token",
+            "discord_client_secret",
+            "slack_client_secret",
         ):
             file_var = f"ATELIER_{name.upper()}_FILE"
             if values.get(name) is None and os.environ.get(file_var):
