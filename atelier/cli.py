@@ -53,6 +53,7 @@ GROUP_MODULES: tuple[str, ...] = (
     "atelier.cli_doctor",
     "atelier.cli_worker",
     "atelier.cli_bots",
+    "atelier.cli_api",
 )
 
 

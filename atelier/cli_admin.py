@@ -10,6 +10,7 @@ same API the chat bots use).
     atelier admin jobs discord:1234 --status queued
     atelier admin cancel JOB_ID
     atelier admin queue                                # the queue per tier and model
+    atelier admin apikey create|list|revoke discord:1234  # keys of the HTTP API (`atelier api`)
 
 Input is checked before any service opens: a bad tenant, tier, limit or timezone exits with status 2 and one
 line saying what to fix.
@@ -49,8 +50,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     commands.add_parser("queue", help="the queue per tier and model")
 
+    from bots.api.keys import add_apikey_parser
+
+    add_apikey_parser(commands)
+
 
 async def _admin(settings: Settings, args: argparse.Namespace) -> int:
+    if args.admin_command == "apikey":
+        return await _apikey(settings, args)
     from quotas.admin_args import check
     from quotas.policy import parse_tenant_ref
 
@@ -96,6 +103,25 @@ async def _run(admin, args: argparse.Namespace, limits: dict[str, int], clear: l
         for x in lines
     ]
     return "\n".join(rows) or "the queue is empty"
+
+
+async def _apikey(settings: Settings, args: argparse.Namespace) -> int:
+    from bots.api.keys import run_apikey
+    from quotas.policy import parse_tenant_ref
+    from storage.db import close_db, init_db
+
+    try:
+        parse_tenant_ref(args.tenant)
+    except ValueError as exc:
+        raise UsageError(exc) from None
+    await init_db(settings.database_url)
+    try:
+        print(await run_apikey(args))
+    except (ValueError, LookupError) as exc:
+        raise UsageError(exc) from None
+    finally:
+        await close_db()
+    return 0
 
 
 COMMANDS = {"admin": _admin}

@@ -193,6 +193,20 @@ class Settings(BaseSettings):
         description="Slack's OpenID Connect authorize page (token and userInfo go to ATELIER_SLACK_API_BASE).",
     )
 
+    # HTTP API (`atelier api`).
+    api_host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
+    api_port: int = Field(8080, ge=1, le=65535, description="Port of the HTTP API.")
+    api_key_rate: float = Field(
+        5.0, gt=0, description="HTTP API requests per second per key, refilled into its token bucket."
+    )
+    api_key_burst: int = Field(60, ge=1, description="Most HTTP API requests one key may make at once.")
+    api_address_rate: float = Field(
+        10.0, gt=0, description="HTTP API requests per second per client address, refilled into its bucket."
+    )
+    api_address_burst: int = Field(
+        120, ge=1, description="Most HTTP API requests one client address may make at once."
+    )
+
     # Observability.
     metrics_host: str = Field("127.0.0.1", description="Address of the /metrics and /healthz server.")
     metrics_port: int = Field(0, ge=0, le=65535, description="Port of /metrics and /healthz; 0 disables it.")

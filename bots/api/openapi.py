@@ -1,0 +1,107 @@
+"""The OpenAPI 3.1 document of the API, served at `GET /v1/openapi.json` (no key needed).
+
+Hand-written, so it says what a client needs in words; tests/api/test_openapi.py keeps it true: every route
+the app registers is here, with its method, and nothing else is. A module that adds routes adds its paths
+with `add_paths(app, {...})` in its `add_routes`, so its part of the document lives beside its handlers.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from aiohttp import web
+
+from bots.api.auth import PUBLIC_PATHS
+
+OPENAPI_PATH = "/v1/openapi.json"
+PATHS: web.AppKey[dict] = web.AppKey("atelier_api_openapi_paths", dict)
+
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "field"],
+            "properties": {
+                "code": {"type": "string", "description": "Stable; see the README's list of codes."},
+                "message": {"type": "string", "description": "For a person; may change."},
+                "field": {"type": ["string", "null"], "description": "The request field at fault."},
+            },
+        }
+    },
+}
+
+
+def error(description: str) -> dict:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def json_body(schema: dict, description: str = "OK") -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+AUTH_ERRORS = {
+    "401": error("No key, an unknown key or a revoked key"),
+    "429": error("Rate limited (Retry-After)"),
+}
+
+
+def add_paths(app: web.Application, paths: dict) -> None:
+    """Add a module's paths (OpenAPI path items keyed by aiohttp route path) to the document."""
+    for path, item in paths.items():
+        app[PATHS].setdefault(path, {}).update(item)
+
+
+def document(app: web.Application) -> dict:
+    doc = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Atelier HTTP API",
+            "version": "1",
+            "description": "Image generation on Atelier's queue, with the quotas, tiers and safety filter of the "
+            "tenant (a Discord server, a Slack workspace) the API key belongs to. Errors are "
+            '`{"error": {"code", "message", "field"}}`.',
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "An API key"}},
+            "schemas": {"Error": ERROR},
+        },
+        "paths": copy.deepcopy(app[PATHS]),
+    }
+    for path in app[PUBLIC_PATHS]:
+        for operation in doc["paths"].get(path, {}).values():
+            operation["security"] = []
+    return doc
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(document(request.app))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get(OPENAPI_PATH, openapi_json)
+    app[PUBLIC_PATHS].add(OPENAPI_PATH)
+    add_paths(
+        app,
+        {
+            OPENAPI_PATH: {
+                "get": {
+                    "summary": "This document",
+                    "responses": {"200": json_body({"type": "object"}, "The OpenAPI 3.1 document")},
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness: 200 while the process and its Redis answer",
+                    "security": [],
+                    "responses": {"200": {"description": "ok", "content": {"text/plain": {}}}},
+                }
+            },
+        },
+    )
