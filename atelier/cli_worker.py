@@ -1,5 +1,6 @@
 """`atelier worker`: a GPU worker serving the image queue, the training queue or both, with the platform
-repliers whose tokens are configured (workers post progress and results themselves)."""
+repliers whose tokens are configured (workers post progress and results themselves), the HTTP API's replier (its
+webhooks) and a sender of due webhooks (`jobs.webhooks`), so deliveries go on while any worker is alive."""
 
 from __future__ import annotations
 
@@ -26,13 +27,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 async def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from atelier.observability import start_http
     from atelier.runtime import Runtime
+    from jobs.api_results import ApiReplier
     from jobs.worker import create_worker
 
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     if not queues or set(queues) - {"images", "train"}:
         raise UsageError(f"--queues takes images, train or images,train (got {args.queues!r})")
-    async with Runtime.open(settings) as runtime:
-        repliers = _platform_repliers(settings, runtime)
+    async with Runtime.open(settings) as runtime, runtime.webhook_sweeper().running() as sweeper:
+        repliers = _platform_repliers(settings, runtime) | {"api": ApiReplier(recorded=sweeper.wake)}
         services = runtime.worker_services(repliers=repliers)
         workers = []
         if "images" in queues:

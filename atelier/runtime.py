@@ -73,6 +73,16 @@ class Runtime:
         await ping(timeout_s)
         return True
 
+    def webhook_sweeper(self):  # -> jobs.webhooks.Sweeper
+        """This process's sender of due webhooks (`jobs.webhooks`), under the settings' outbound rules; every
+        `atelier api` and `atelier worker` process runs one (`async with sweeper.running(): …`)."""
+        from jobs.outbound import OutboundRules
+        from jobs.webhooks import RetryPolicy, Sweeper
+
+        s = self.settings
+        rules = OutboundRules.of(s.webhook_allow_private, s.webhook_allowed_hosts)
+        return Sweeper(rules, RetryPolicy(timeout_s=s.webhook_timeout_s, retry_s=s.webhook_retry_s))
+
     def worker_services(self, repliers: dict[str, Replier] | None = None) -> WorkerServices:
         """The services a worker's job functions get; the engine is built here, once per process."""
         from engine.engine import Engine  # torch is imported by workers only

@@ -118,6 +118,25 @@ class Settings(BaseSettings):
         description="The share of ATELIER_MAX_QUEUED_JOBS one server or workspace may hold (0.25: a quarter).",
     )
 
+    # Outgoing webhooks of the HTTP API (sent by `atelier api` and `atelier worker` processes; jobs.webhooks).
+    webhook_allow_private: bool = Field(
+        False,
+        description="Let webhooks reach internal addresses (loopback, private, link-local); off: public "
+        "addresses only.",
+    )
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts and networks (CIDR) webhooks may reach although internal, comma-separated, e.g. "
+        "hooks.internal,10.1.0.0/16.",
+    )
+    webhook_timeout_s: float = Field(10.0, gt=0, description="Seconds a webhook receiver has to answer.")
+    webhook_retry_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds before a failed webhook is retried; the pause doubles with each failure up to an "
+        "hour, and attempts stop a day after the event.",
+    )
+
     # Slack app (`atelier slack`, and the worker's Slack replier when the bot token is set).
     slack_bot_token: SecretStr | None = Field(None, description="Slack bot token, xoxb-… (or ..._FILE).")
     slack_signing_secret: SecretStr | None = Field(
@@ -254,7 +273,9 @@ class Settings(BaseSettings):
             return [int(part) for part in parts]
         return value
 
-    @field_validator("slack_admins", "slack_operators", "discord_operators", mode="before")
+    @field_validator(
+        "slack_admins", "slack_operators", "discord_operators", "webhook_allowed_hosts", mode="before"
+    )
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         """`U1,U2` (or a JSON list) -> ["U1", "U2"]."""
