@@ -59,7 +59,8 @@ async def _api(settings: Settings, args: argparse.Namespace) -> int:
     from atelier.observability import health_server
     from atelier.runtime import Runtime
 
-    async with Runtime.open(settings) as runtime:
+    # Every API process also sends due webhooks (jobs.webhooks), so deliveries go on while any process lives.
+    async with Runtime.open(settings) as runtime, runtime.webhook_sweeper().running():
         runner = web.AppRunner(app_for(settings, runtime), access_log=None)
         await runner.setup()
         try:
