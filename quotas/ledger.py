@@ -24,7 +24,7 @@ job that runs twice therefore settles once, and a cancelled job that still ran i
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from tortoise.exceptions import IntegrityError
@@ -90,17 +90,26 @@ class _Busy(Exception):
 
 
 async def precheck(
-    tenant: Tenant, user: User | None, tiers: Tiers, *, images: int = 1, now: datetime | None = None
+    tenant: Tenant,
+    user: User | None,
+    tiers: Tiers,
+    *,
+    images: int = 1,
+    jobs: int = 1,
+    now: datetime | None = None,
 ) -> None:
-    """Raise the refusal `reserve` would raise for a job of `images` images (a pause, a ban, the queue cap, a
-    limit already reached), reserving nothing; `reserve` still decides atomically afterwards."""
+    """Raise the refusal `reserve` would raise for `jobs` jobs of `images` images in all (a pause, a ban, the
+    queue cap, a limit already reached or one the jobs together would pass), reserving nothing; `reserve` still
+    decides atomically afterwards, job by job."""
     now = now or utcnow()
     policy = await policy_for(tenant, tiers)
     await _gate(policy, user)
     waiting = await _waiting()
-    if waiting >= tiers.queue_cap.max_jobs:
+    if waiting + jobs > tiers.queue_cap.max_jobs:
         raise QueueBusy(waiting)
     for charge in _charges(policy, user, images, 0, now, tiers.queue_cap):
+        if charge.metric == IN_FLIGHT:
+            charge = replace(charge, amount=jobs)
         if charge.limit is None:
             continue
         used = await QuotaCounter.filter(
