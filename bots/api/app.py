@@ -21,6 +21,9 @@ from jobs.inputs import MAX_INPUT_BYTES
 
 ROUTE_MODULES: tuple[str, ...] = (
     "bots.api.routes_catalog",
+    "bots.api.routes_submit",
+    "bots.api.routes_jobs",
+    "bots.api.routes_images",
     "bots.api.openapi",
 )
 

@@ -33,6 +33,59 @@ ERROR = {
 }
 
 
+IMAGE = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "index": {"type": "integer"},
+        "url": {
+            "type": "string",
+            "description": "GET it with the same key for the PNG (relative to the API)",
+        },
+        "width": {"type": "integer"},
+        "height": {"type": "integer"},
+        "seed": {"type": "integer"},
+        "sha256": {"type": "string"},
+        "size_bytes": {"type": "integer"},
+        "flagged": {"type": "boolean", "description": "by the model's safety checker"},
+        "withheld": {
+            "type": "boolean",
+            "description": "flagged and the tenant's safety filter is on: url gives 403",
+        },
+    },
+}
+JOB = {
+    "type": "object",
+    "required": ["id", "status", "images"],
+    "properties": {
+        "id": {"type": "string"},
+        "kind": {
+            "type": "string",
+            "enum": ["imagine", "vary", "inpaint", "upscale", "enhance", "train_lora"],
+        },
+        "model": {"type": "string"},
+        "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+        "position": {
+            "type": ["integer", "null"],
+            "description": "1: starts next; 0: running; null: not queued",
+        },
+        "eta_s": {"type": ["number", "null"], "description": "seconds until it should be done"},
+        "progress": {
+            "type": ["object", "null"],
+            "properties": {"step": {"type": "integer"}, "total": {"type": "integer"}},
+        },
+        "created_at": {"type": "string", "format": "date-time"},
+        "started_at": {"type": ["string", "null"], "format": "date-time"},
+        "finished_at": {"type": ["string", "null"], "format": "date-time"},
+        "error": {"type": ["string", "null"]},
+        "spec": {"type": "object", "description": "the job's parameters, defaults filled in"},
+        "images": {"type": "array", "items": {"$ref": "#/components/schemas/Image"}},
+        "url": {"type": "string"},
+        "events_url": {"type": "string"},
+    },
+}
+
+
 def error(description: str) -> dict:
     return {
         "description": description,
@@ -70,7 +123,7 @@ def document(app: web.Application) -> dict:
         "security": [{"bearer": []}],
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "An API key"}},
-            "schemas": {"Error": ERROR},
+            "schemas": {"Error": ERROR, "Job": JOB, "Image": IMAGE},
         },
         "paths": copy.deepcopy(app[PATHS]),
     }
