@@ -27,7 +27,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 async def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from atelier.observability import start_http
     from atelier.runtime import Runtime
-    from jobs.api_results import ApiReplier
+    from bots.api.webhooks import ApiReplier
     from jobs.worker import create_worker
 
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]

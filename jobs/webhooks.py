@@ -101,11 +101,11 @@ def delivery_id(subject: str, event: str) -> str:
 
 
 async def record(
-    *, api_key_id: int | None, subject: str, event: str, url: str, payload: dict
+    *, api_key_id: int | None, subject: str, event: str, url: str, payload: dict, key: str | None = None
 ) -> WebhookDelivery:
     """Write the delivery of `event` about `subject` to `url`, due now, unless it was written before (then the
-    existing row is returned unchanged)."""
-    row_id = delivery_id(subject, event)
+    existing row is returned unchanged). Its id comes from `key` (default: `subject`) and `event`."""
+    row_id = delivery_id(key or subject, event)
     existing = await WebhookDelivery.get_or_none(id=row_id)
     if existing is not None:
         return existing
