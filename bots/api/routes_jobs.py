@@ -13,6 +13,7 @@ from bots.api.errors import ApiError, not_found
 from bots.api.openapi import AUTH_ERRORS, add_paths, error, json_body
 from bots.api.services import ApiServices, caller_of, services_of
 from bots.api.views import LIVE, image_views, job_view
+from bots.api.webhooks import job_ended
 from jobs import events
 from quotas.admin_jobs import JobAdmin
 from storage.models import Job, User
@@ -58,6 +59,7 @@ async def cancel_job(request: web.Request) -> web.Response:
         # Followers learn at once; the worker that drops the job from the queue says so again (harmless:
         # a follower stops at the first terminal event).
         await events.publish(services.redis, job.id, "cancelled", message=outcome.message)
+        await job_ended(job.id)  # its webhooks now, not when a worker drops it from the queue
     body = {"id": job.id, "outcome": outcome.outcome, "status": outcome.status, "message": outcome.message}
     return web.json_response(body, status=200 if outcome.outcome == "cancelled" else 202)
 

@@ -19,7 +19,6 @@ from bots.api.submit import (
     ImagesRequest,
     UpscalesRequest,
     api_target,
-    check_webhook_url,
     edit_spec,
     images_spec,
     request_id_for,
@@ -27,6 +26,7 @@ from bots.api.submit import (
     upscale_spec_of,
 )
 from bots.api.views import job_url, job_view
+from bots.api.webhooks import check_webhook_url
 
 
 def add_routes(app: web.Application) -> None:
@@ -38,20 +38,20 @@ def add_routes(app: web.Application) -> None:
 
 async def post_images(request: web.Request) -> web.Response:
     body = await read_json(request, ImagesRequest)
-    check_webhook_url(body.webhook_url)
+    await check_webhook_url(services_of(request).settings, body.webhook_url)
     built = await images_spec(services_of(request), caller_of(request).tenant, body)
     return await _submit(request, built, body.cache, body.webhook_url)
 
 
 async def post_edits(request: web.Request) -> web.Response:
     body = await read_json(request, EditsRequest)
-    check_webhook_url(body.webhook_url)
+    await check_webhook_url(services_of(request).settings, body.webhook_url)
     return await _submit(request, await edit_spec(services_of(request), body), body.cache, body.webhook_url)
 
 
 async def post_upscales(request: web.Request) -> web.Response:
     body = await read_json(request, UpscalesRequest)
-    check_webhook_url(body.webhook_url)
+    await check_webhook_url(services_of(request).settings, body.webhook_url)
     built = await upscale_spec_of(services_of(request), body)
     return await _submit(request, built, body.cache, body.webhook_url)
 

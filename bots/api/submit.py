@@ -341,17 +341,6 @@ def api_target(api_key_id: int | None, webhook_url: str | None = None, **extra: 
     return ReplyTarget(platform=API_PLATFORM, data=data)
 
 
-def check_webhook_url(url: str | None) -> None:
-    """The checks made without the network: an http(s) URL with a host."""
-    if url is None:
-        return
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ApiError(422, "invalid_webhook_url", "webhook_url must be an http or https URL", "webhook_url")
-
-
 @dataclass(frozen=True)
 class Submitted:
     """The job answering a request; `cached`: an earlier identical job's, nothing new was enqueued or charged;

@@ -1,0 +1,95 @@
+"""The web gallery (issue 13): each Discord server's or Slack workspace's images, for its own members, served by
+`atelier api` under `/gallery/`.
+
+- Sign-in is the platform's own OAuth (`oauth`, `auth`): Discord with the scopes `identify guilds`, Slack with
+  Sign in with Slack. A member sees the galleries of the guilds they are in that use Atelier, or of the
+  workspace they signed in to; nobody else's (404, as for what does not exist). Sessions live in Redis
+  (`sessions`), so any number of API processes share them.
+- A gallery lists the tenant's images newest first, with prompt search, filters and pages (`listing`); an image
+  page shows its prompt and settings with "same again", which submits the same spec as a new job of the
+  signed-in member through the same admission as a chat command; a job's page follows it live (`pages`).
+- The safety filter is the tenant's, as in chat: flagged images are withheld, never served (`listing`).
+- Server-rendered HTML (jinja2, autoescaped), one small script, no build step (`render`).
+
+`add_routes(app)` mounts it on the API's app (`bots.api.app.ROUTE_MODULES`); `gallery_app(...)` builds it alone.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+from arq.connections import ArqRedis
+
+from atelier.settings import Settings
+from bots.api.gallery import auth, pages, render
+from bots.api.gallery.oauth import providers
+from bots.api.gallery.services import GALLERY, GalleryServices, Submit
+from jobs.queue import enqueue
+from jobs.specs import ReplyTarget
+from quotas.tiers import Tiers
+from storage.blobs import BlobStore
+
+ROOT = "/gallery"
+
+__all__ = ["ROOT", "add_routes", "gallery_app"]
+
+
+def add_routes(app: web.Application) -> None:
+    """Mount the gallery at `ROOT` on the API's app, on its clients and settings (none: no gallery)."""
+    from bots.api.services import SERVICES
+
+    services = app[SERVICES]
+    if services.settings is None:
+        return
+    submit = enqueue_for(services.redis, services.queue_name, services.tiers)
+    app.add_subapp(ROOT, gallery_app(services.settings, services.redis, services.blobs, submit))
+
+
+def gallery_app(
+    settings: Settings, redis: ArqRedis, blobs: BlobStore, submit: Submit | None = None
+) -> web.Application:
+    """The gallery as an aiohttp sub-app, to be mounted at `ROOT`. `submit` enqueues "same again" (default:
+    `jobs.queue.enqueue` with the settings' queue and tiers, as the chat front-ends do)."""
+    submit = submit or enqueue_for(redis, settings.queue_name, settings.load_tiers())
+    app = web.Application(middlewares=[render.security_headers, auth.session_member, pages.sign_in_first])
+    app[GALLERY] = GalleryServices(settings, redis, blobs, submit, providers(settings), root=ROOT)
+    app.cleanup_ctx.append(_http_client)
+    prefix = r"/{platform:discord|slack}/{tenant:[A-Za-z0-9]{1,64}}"
+    app.router.add_get("/", pages.index)
+    app.router.add_get("/static/{name}", render.static)
+    app.router.add_get("/signin/{platform}", auth.sign_in)
+    app.router.add_get("/callback/{platform}", auth.callback)
+    app.router.add_post("/signout", auth.sign_out)
+    app.router.add_get(prefix, pages.gallery)
+    app.router.add_get(prefix + "/images/{image}", pages.image_page)
+    app.router.add_get(prefix + "/images/{image}/file", pages.image_file)
+    app.router.add_get(prefix + "/jobs/{job}", pages.job_page)
+    app.router.add_get(prefix + "/jobs/{job}/events", pages.job_events)
+    app.router.add_post(prefix + "/jobs/{job}/again", pages.again)
+    return app
+
+
+def enqueue_for(redis: ArqRedis, queue_name: str, tiers: Tiers) -> Submit:
+    """Submission as the bots do it: admitted and charged to the tenant and user, fair-queued by tier."""
+
+    async def submit(spec, tenant, user, request_id: str) -> str:
+        queued = await enqueue(
+            redis,
+            spec,
+            request_id=request_id,
+            reply_target=ReplyTarget(platform="gallery"),
+            queue_name=queue_name,
+            tenant=tenant,
+            user=user,
+            tiers=tiers,
+        )
+        return queued.job_id
+
+    return submit
+
+
+async def _http_client(app: web.Application):
+    services = app[GALLERY]
+    services.http = aiohttp.ClientSession()
+    yield
+    await services.http.close()
