@@ -24,6 +24,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "bots.api.routes_submit",
     "bots.api.routes_jobs",
     "bots.api.routes_images",
+    "bots.api.batches",
     "bots.api.gallery",
     "bots.api.openapi",
 )
