@@ -24,9 +24,6 @@ from atelier.settings import Settings
 from bots.api.gallery import auth, pages, render
 from bots.api.gallery.oauth import providers
 from bots.api.gallery.services import GALLERY, GalleryServices, Submit
-from jobs.queue import enqueue
-from jobs.specs import ReplyTarget
-from quotas.tiers import Tiers
 from storage.blobs import BlobStore
 
 ROOT = "/gallery"
@@ -35,22 +32,34 @@ __all__ = ["ROOT", "add_routes", "gallery_app"]
 
 
 def add_routes(app: web.Application) -> None:
-    """Mount the gallery at `ROOT` on the API's app, on its clients and settings (none: no gallery)."""
+    """Mount the gallery at `ROOT` on the API's app, on its clients and settings (none: no gallery).
+    "Same again" submits through the API's own `submit_spec`, as a new job (never a cache hit)."""
     from bots.api.services import SERVICES
+    from bots.api.submit import Built, api_target, submit_spec
 
     services = app[SERVICES]
     if services.settings is None:
         return
-    submit = enqueue_for(services.redis, services.queue_name, services.tiers)
+
+    async def submit(spec, tenant, user, request_id: str) -> str:
+        built = Built(spec, cacheable=True)
+        target = api_target(None, via="gallery")
+        submitted = await submit_spec(
+            services,
+            built,
+            tenant=tenant,
+            user=user,
+            reply_target=target,
+            request_id=request_id,
+            use_cache=False,
+        )
+        return submitted.job.id
+
     app.add_subapp(ROOT, gallery_app(services.settings, services.redis, services.blobs, submit))
 
 
-def gallery_app(
-    settings: Settings, redis: ArqRedis, blobs: BlobStore, submit: Submit | None = None
-) -> web.Application:
-    """The gallery as an aiohttp sub-app, to be mounted at `ROOT`. `submit` enqueues "same again" (default:
-    `jobs.queue.enqueue` with the settings' queue and tiers, as the chat front-ends do)."""
-    submit = submit or enqueue_for(redis, settings.queue_name, settings.load_tiers())
+def gallery_app(settings: Settings, redis: ArqRedis, blobs: BlobStore, submit: Submit) -> web.Application:
+    """The gallery as an aiohttp sub-app, to be mounted at `ROOT`; `submit` enqueues "same again"."""
     app = web.Application(middlewares=[render.security_headers, auth.session_member, pages.sign_in_first])
     app[GALLERY] = GalleryServices(settings, redis, blobs, submit, providers(settings), root=ROOT)
     app.cleanup_ctx.append(_http_client)
@@ -67,25 +76,6 @@ def gallery_app(
     app.router.add_get(prefix + "/jobs/{job}/events", pages.job_events)
     app.router.add_post(prefix + "/jobs/{job}/again", pages.again)
     return app
-
-
-def enqueue_for(redis: ArqRedis, queue_name: str, tiers: Tiers) -> Submit:
-    """Submission as the bots do it: admitted and charged to the tenant and user, fair-queued by tier."""
-
-    async def submit(spec, tenant, user, request_id: str) -> str:
-        queued = await enqueue(
-            redis,
-            spec,
-            request_id=request_id,
-            reply_target=ReplyTarget(platform="gallery"),
-            queue_name=queue_name,
-            tenant=tenant,
-            user=user,
-            tiers=tiers,
-        )
-        return queued.job_id
-
-    return submit
 
 
 async def _http_client(app: web.Application):

@@ -7,7 +7,7 @@ ILIKE over `spec->>'prompt'`, on SQLite over `json_extract` (whose case folding 
 both ends included). Pages are `PAGE_SIZE` images by offset, which is plain and bookmarkable; a page past the
 end is empty, not an error.
 
-The safety filter, as the chat front-ends apply it (bots/discord/safety.py, bots/slack/safety.py): while the
+The safety filter, as the chat front-ends and the API apply it (bots/discord/safety.py, bots/api/safety.py): while the
 tenant's `safety` preference is on (the default), an image the safety checker flagged, or one made from a
 flagged image, is withheld. A gallery is no age-restricted channel, so it is never shown there, not even
 blurred: its tile says it was withheld, its bytes are not served, and it offers no "same again". With the
@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from tortoise import connections
 from tortoise.expressions import RawSQL, Subquery
 
-from bots.discord.safety import source_flagged
+from bots.api.safety import source_flagged
 from storage.models import Image, Job, Tenant, User
 from storage.preferences import preferences_of
 

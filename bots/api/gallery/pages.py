@@ -17,13 +17,13 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from bots.api.errors import ApiError
 from bots.api.gallery import listing, render
 from bots.api.gallery.services import GALLERY, GalleryServices
 from bots.api.gallery.sessions import Member
-from bots.discord.safety import source_flagged
+from bots.api.safety import source_flagged
 from jobs import events
 from jobs.specs import Enhance, Imagine, Inpaint, Upscale, Vary
-from quotas.errors import QuotaRefused
 from storage.blobs import BlobNotFound
 from storage.models import Image, Job, JobStatus, Tenant, get_or_create_user
 from storage.preferences import preferences_of
@@ -274,8 +274,8 @@ async def again(request: web.Request) -> web.StreamResponse:
         job_id = await services.submit(
             spec, tenant, user, f"gallery:{member.platform}:{member.user_id}:{nonce}"
         )
-    except QuotaRefused as refusal:
-        return render.error(request, 429, "Not submitted", str(refusal))
+    except ApiError as refusal:  # a limit reached, a paused server, a ban: the words a chat command gets
+        return render.error(request, refusal.status, "Not submitted", refusal.message)
     log.info(
         "gallery: %s user %s submitted job %s again as %s", member.platform, member.user_id, job.id, job_id
     )

@@ -15,7 +15,7 @@ from bots.api.gallery.sessions import Sessions
 from storage.blobs import BlobStore
 from storage.models import Tenant, User
 
-# (spec, tenant, user, request_id) -> the new job's id; raises quotas.errors.QuotaRefused.
+# (spec, tenant, user, request_id) -> the new job's id; refusals are bots.api.errors.ApiError.
 Submit = Callable[[object, Tenant, User, str], Awaitable[str]]
 
 
