@@ -150,8 +150,9 @@ class RetryPolicy:
 
     @property
     def claim_s(self) -> float:
-        """How long a claimed row waits for its sender before any sweeper may take it again."""
-        return self.timeout_s + 20.0
+        """How long a claimed row waits for its sender before any sweeper may take it again: the send's time
+        limit and a margin for writing its outcome."""
+        return self.timeout_s + 5.0
 
     def pause(self, attempts: int) -> float:
         """Seconds before the next attempt, after `attempts` failed ones."""
