@@ -298,9 +298,11 @@ async def _refusal(tenant: Tenant, charge: _Charge) -> QuotaRefused:
     whole share of the queue is told the queue is busy, which it is, for that tenant)."""
     if charge.limit_name == QUEUE_SHARE:
         return QueueBusy(await _waiting())
-    used = await QuotaCounter.get(
+    # precheck may refuse before the counter exists (a request larger than the limit on a fresh tenant)
+    found = await QuotaCounter.filter(
         tenant_id=tenant.id, scope=charge.scope, metric=charge.metric, period=charge.period
     ).values_list("used", flat=True)
+    used = found[0] if found else 0
     scale = 1000 if charge.metric == GPU_MS else 1
     assert charge.limit is not None
     return QuotaExceeded(
