@@ -66,6 +66,7 @@ class Rig:
     client_secret: str
     api_log: Path
     out: Path  # where screenshots go (the repo's ignored out/)
+    xss_prompt: str = XSS_PROMPT
     image_ids: dict[str, int] = field(default_factory=dict)  # prompt -> its first image's id
     job_ids: dict[str, str] = field(default_factory=dict)  # prompt -> job id
 
@@ -196,7 +197,9 @@ async def rig(tmp_path_factory, models_dir: Path, postgres_databases) -> AsyncIt
             api = _start_api(root, env, api_log)
             try:
                 await _wait_for(api, f"{base}/healthz", api_log)
-                yield Rig(base, emulator, runtime, client_secret, api_log, out, image_ids, job_ids)
+                yield Rig(
+                    base, emulator, runtime, client_secret, api_log, out, XSS_PROMPT, image_ids, job_ids
+                )
             finally:
                 stop_process(api)
     finally:
