@@ -17,7 +17,7 @@ from bots.api.ratelimit import Bucket, bucket_key, take
 from bots.api.services import CALLER, Caller, services_of
 
 PUBLIC_PATHS: web.AppKey[set[str]] = web.AppKey("atelier_api_public_paths", set)
-RATE_HEADERS = "atelier_api_rate_headers"  # request[...]: the RateLimit headers, added to the response
+RATE_HEADERS = web.RequestKey("atelier_api_rate_headers", dict)  # the RateLimit headers for the response
 
 
 @web.middleware

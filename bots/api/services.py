@@ -69,7 +69,7 @@ class Caller:
         return self._user
 
 
-CALLER = "atelier_api_caller"  # request[CALLER]: the Caller, on every authenticated route
+CALLER = web.RequestKey("atelier_api_caller", Caller)  # on every authenticated route
 
 
 def caller_of(request: web.Request) -> Caller:
