@@ -208,3 +208,28 @@ async def test_the_client_address_bucket_limits_requests_with_bad_keys_too(
         await runner.cleanup()
         await redis.delete(address_bucket)
         await redis.aclose()
+
+
+async def test_a_tenants_own_lora_is_usable_by_its_keys_only(
+    local_runtime: Runtime, local_api: str, http: aiohttp.ClientSession
+) -> None:
+    from quotas.policy import tenant_for
+    from storage.lora_models import LoraModel, LoraStatus
+
+    mine, theirs = new_tenant(), new_tenant()
+    lora = await LoraModel.create(
+        tenant=await tenant_for(mine), name="brush", family="sd15", base_model="tiny", trigger="brush tok",
+        status=LoraStatus.READY, weights_key="loras/brush.safetensors", steps=10,
+    )  # fmt: skip
+    body = REQUEST | {"loras": [{"name": "brush", "weight": 0.7}]}
+    _, other_key = await create_key(theirs)
+    async with http.post(f"{local_api}/v1/images", json=body, headers=bearer(other_key)) as response:
+        assert response.status == 422 and (await response.json())["error"]["code"] == "unknown_lora"
+    _, key = await create_key(mine)
+    async with http.post(f"{local_api}/v1/images", json=body, headers=bearer(key)) as response:
+        assert response.status == 202
+        job_id = (await response.json())["id"]
+    assert (await Job.get(id=job_id)).spec["loras"] == [[f"brush@{lora.id}", 0.7]]  # scoped to this tenant's
+    async with http.delete(f"{local_api}/v1/jobs/{job_id}", headers=bearer(key)) as response:
+        assert response.status == 200
+    await run_burst_worker(local_runtime.worker_services(), LOCAL_QUEUE)  # drop it
