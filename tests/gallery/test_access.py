@@ -246,3 +246,32 @@ async def test_client_secrets_stay_out_of_the_logs_and_go_only_to_the_token_endp
         authorize[-1].query["scope"] == "identify guilds"
         and authorize[-1].query["client_id"] == "gallery-test-client"
     )
+
+
+async def test_odd_values_in_queries_and_paths_are_ignored_or_not_found_never_errors(rig: Rig) -> None:
+    async with aiohttp.ClientSession(cookie_jar=_jar()) as http:
+        await rig.sign_in(http, "discord", "alice")
+        gallery = f"{rig.base}/gallery/discord/1001"
+        for params in (
+            {"page": "²"},
+            {"user": "²"},
+            {"page": "9" * 40},
+            {"from": "9999-12-31", "to": "9999-12-31"},
+            {"from": "0001-01-01", "to": "0001-01-01"},
+            {"q": "fox\x00", "model": "\x00tiny"},
+            {"q": "x" * 5000},
+            {"from": "2026-02-30"},
+        ):
+            response = await http.get(gallery, params=params)
+            assert response.status == 200, (params, await response.text())
+        for path in (
+            "/images/²",
+            f"/images/{'9' * 40}",
+            "/images/-1/file",
+            "/jobs/j%00",
+            "/jobs/..%2F..",
+            "/nope",
+        ):
+            response = await http.get(f"{gallery}{path}", allow_redirects=False)
+            assert response.status == 404, path
+            assert response.content_type == "text/html"

@@ -46,17 +46,16 @@ class Filters:
         problems: list[str] = []
         since = _day(query.get("from", ""), "from", problems)
         until = _day(query.get("to", ""), "to", problems)
-        user = query.get("user", "")
-        if user and not user.isdigit():
+        user = number(query.get("user", ""))
+        if query.get("user") and user is None:
             problems.append("user must be chosen from the list")
-        page = query.get("page", "1")
         return cls(
-            q=query.get("q", "").strip()[:MAX_QUERY_CHARS],
-            model=query.get("model", "").strip()[:64],
-            user=int(user) if user.isdigit() else None,
+            q=_printable(query.get("q", ""))[:MAX_QUERY_CHARS],
+            model=_printable(query.get("model", ""))[:64],
+            user=user,
             since=since,
             until=until,
-            page=max(1, min(int(page), 100_000)) if page.isdigit() else 1,
+            page=min(max(1, number(query.get("page", "")) or 1), 100_000),
         ), problems
 
     def query(self, **changes: object) -> dict[str, str]:
@@ -73,14 +72,25 @@ class Filters:
         return {k: v for k, v in values.items() if v and not (k == "page" and v == "1")}
 
 
+def _printable(text: str) -> str:
+    """`text` without control characters (PostgreSQL refuses a NUL in a parameter), stripped."""
+    return "".join(c for c in text if c.isprintable()).strip()
+
+
+def number(text: str) -> int | None:
+    """A non-negative whole number of at most 12 ASCII digits (str.isdigit also takes '²', which int refuses)."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 12 else None
+
+
 def _day(text: str, name: str, problems: list[str]) -> date | None:
     if not text:
         return None
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text[:10])
     except ValueError:
         problems.append(f"'{name}' must be a date like 2026-12-31")
         return None
+    return day if date.min < day < date.max else None  # the ends would overflow a day's bounds
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,6 @@ async def index(request: web.Request) -> web.Response:
         "index.html",
         providers=list(services.providers.values()),
         galleries=galleries,
-        notice=request.query.get("notice", "")[:200],
     )
 
 
@@ -123,11 +122,11 @@ async def gallery(request: web.Request) -> web.Response:
 
 
 async def _image_of(request: web.Request, tenant: Tenant) -> Image:
-    image_id = request.match_info["image"]
+    image_id = listing.number(request.match_info["image"])
     image = None
-    if image_id.isdigit() and len(image_id) < 12:
+    if image_id is not None:
         image = (
-            await Image.filter(id=int(image_id), job__tenant_id=tenant.id)
+            await Image.filter(id=image_id, job__tenant_id=tenant.id)
             .select_related("job", "job__user")
             .first()
         )
@@ -160,7 +159,6 @@ async def image_page(request: web.Request) -> web.Response:
         hidden=hidden,
         can_again=job.kind in AGAIN_SPECS and not await _job_withholds(tenant, job, siblings),
         nonce=secrets.token_urlsafe(16),
-        notice="",
     )
 
 
@@ -222,6 +220,14 @@ async def job_events(request: web.Request) -> web.StreamResponse:
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     )
     await response.prepare(request)
+    try:
+        await _stream(services, response, job)
+    except ConnectionResetError:  # the page was closed or reloaded
+        pass
+    return response
+
+
+async def _stream(services: GalleryServices, response: web.StreamResponse, job: Job) -> None:
     key, last = events.stream_key(job.id), "0-0"
     # The record, not the stream, says when the job is over: workers save the final status before they
     # publish the terminal event, and a stream may have expired.
@@ -229,7 +235,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
         batches = await services.redis.xread({key: last}, block=KEEPALIVE_S * 1000, count=100)
         if not batches:
             await response.write(b": keepalive\n\n")
-        for _stream, entries in batches or ():
+        for _key, entries in batches or ():
             for entry_id, fields in entries:
                 last = entry_id
                 name = _text(fields.get(b"event", b""))
@@ -238,7 +244,6 @@ async def job_events(request: web.Request) -> web.StreamResponse:
                     await _send(response, name, {k: data[k] for k in PASSED_ON if k in data})
         job = await Job.get(id=job.id)
     await _send(response, "end", {"status": job.status.value})
-    return response
 
 
 def _text(value: bytes | str) -> str:

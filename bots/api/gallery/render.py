@@ -7,6 +7,8 @@ page shows one member's galleries. The JavaScript is a static file, so the polic
 
 from __future__ import annotations
 
+import logging
+import uuid
 from pathlib import Path
 
 import jinja2
@@ -14,6 +16,7 @@ from aiohttp import web
 
 from bots.api.gallery.services import GALLERY
 
+log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 STATIC = {"gallery.js": "text/javascript", "gallery.css": "text/css"}
 HEADERS = {
@@ -81,6 +84,14 @@ async def security_headers(request: web.Request, handler) -> web.StreamResponse:
             response = error(request, 404, "Not found", "There is no such page here.")
         else:
             response = web.Response(text=exc.text or exc.reason, status=exc.status, content_type="text/plain")
+    except Exception:
+        if request.path.endswith("/events"):  # a stream that has started cannot become a page
+            raise
+        reference = uuid.uuid4().hex[:12]
+        log.exception("gallery request %s %s failed (reference %s)", request.method, request.path, reference)
+        response = error(
+            request, 500, "Something went wrong", f"Something went wrong on our side. Reference: {reference}"
+        )
     if not response.prepared:  # a stream (the job's events) set its own headers before it started
         response.headers.update({k: v for k, v in HEADERS.items() if k not in response.headers})
     return response
