@@ -26,7 +26,7 @@ from bots.api.submit import (
     upscale_spec_of,
 )
 from bots.api.views import job_url, job_view
-from bots.api.webhooks import check_webhook_url
+from bots.api.webhooks import check_webhook_url, record_job
 
 
 def add_routes(app: web.Application) -> None:
@@ -63,15 +63,18 @@ async def _submit(
     idempotency_key = request.headers.get("Idempotency-Key")
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
         raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 200 characters")
+    request_id = request_id_for(caller.key.id, idempotency_key)
     submitted = await submit_spec(
         services,
         built,
         tenant=caller.tenant,
         user=await caller.user(),
         reply_target=api_target(caller.key.id, webhook_url),
-        request_id=request_id_for(caller.key.id, idempotency_key),
+        request_id=request_id,
         use_cache=use_cache,
     )
+    if submitted.cached and webhook_url is not None:  # the earlier job ended long ago: tell this webhook now
+        await record_job(submitted.job, api_key_id=caller.key.id, url=webhook_url, key=request_id)
     body = await job_view(services, submitted.job)
     headers = {
         "X-Atelier-Cache": "hit" if submitted.cached else "miss",

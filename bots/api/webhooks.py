@@ -143,12 +143,15 @@ async def job_ended(job_id: str) -> list[str]:
     return recorded
 
 
-async def record_job(job: Job, *, api_key_id: int | None, url: str, batch_id: str | None = None) -> str:
-    """Record the `job.<status>` delivery of an ended job to `url` (keyed by batch and job within a batch)."""
+async def record_job(
+    job: Job, *, api_key_id: int | None, url: str, batch_id: str | None = None, key: str | None = None
+) -> str:
+    """Record the `job.<status>` delivery of an ended job to `url`: once per job, or per batch and job within a
+    batch, or per `key` (a request answered from the result cache with the earlier job)."""
     row = await webhooks.record(
         api_key_id=api_key_id,
         subject=job.id,
-        key=f"{batch_id}:{job.id}" if batch_id else job.id,
+        key=f"{key}:{job.id}" if key else f"{batch_id}:{job.id}" if batch_id else job.id,
         event=f"job.{job.status.value}",
         url=url,
         payload=await ended_job_view(job),

@@ -319,3 +319,41 @@ async def test_a_job_cancelled_while_queued_gets_its_webhook_and_the_batch_compl
     assert completed["counts"]["cancelled"] == 1 and completed["counts"]["succeeded"] == 1
     # the worker that dropped the cancelled job from the queue recorded nothing new: one row per delivery
     assert await WebhookDelivery.filter(subject=quick).count() == 1
+
+
+async def test_answers_from_the_result_cache_still_reach_their_webhook(
+    rig: Rig, http: aiohttp.ClientSession, hooks: Receiver
+) -> None:
+    client = new_client(rig)
+    hooks.secret = client.secret
+    body = {"prompts": ["a fox", "a hen"], **OPTIONS, "seed": 11, "webhook_url": hooks.url("/first")}
+    async with http.post(f"{rig.url}/v1/batches", json=body, headers=client.headers) as response:
+        first = await response.json()
+    await hooks.wait_for(
+        lambda got: any(r.path == "/first" and r.event == "batch.completed" for r in got), 240
+    )
+
+    # The same batch again: every job is the earlier one (cache hits), so it is complete at once, and this
+    # batch's webhook hears of each job and of itself.
+    body["webhook_url"] = hooks.url("/again")
+    async with http.post(f"{rig.url}/v1/batches", json=body, headers=client.headers) as response:
+        assert response.status == 202, await response.text()
+        again = await response.json()
+    assert again["id"] != first["id"] and [j["id"] for j in again["jobs"]] == [j["id"] for j in first["jobs"]]
+    assert again["status"] == "completed" and again["counts"]["succeeded"] == 2
+    got = await hooks.wait_for(lambda got: len([r for r in got if r.path == "/again"]) == 3, 60)
+    heard = sorted((r.event, r.body["data"]["id"]) for r in got if r.path == "/again")
+    assert heard == sorted(
+        [("batch.completed", again["id"])] + [("job.succeeded", j["id"]) for j in first["jobs"]]
+    )
+
+    # A single request answered from the cache: its webhook hears of the earlier job.
+    single = {"prompt": "a fox", **OPTIONS, "seed": 11, "webhook_url": hooks.url("/single")}
+    async with http.post(f"{rig.url}/v1/images", json=single, headers=client.headers) as response:
+        assert response.status == 200 and response.headers["X-Atelier-Cache"] == "hit"
+        job = await response.json()
+    got = await hooks.wait_for(lambda got: any(r.path == "/single" for r in got), 60)
+    [heard_single] = [r for r in got if r.path == "/single"]
+    assert heard_single.signed and heard_single.event == "job.succeeded"
+    assert heard_single.body["data"]["id"] == job["id"] == first["jobs"][0]["id"]
+    assert all(r.signed for r in got)
