@@ -42,7 +42,7 @@ class Replier(Protocol):
 
 
 class StreamReplier:
-    """Appends replies to the job's event stream (previews are not streamed: they stay with the platform)."""
+    """Appends replies to the job's event stream; a progress preview is kept beside it (`events.store_preview`)."""
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
@@ -51,6 +51,8 @@ class StreamReplier:
         await events.publish(self._redis, job.id, "queued", position=position, eta_s=eta_s)
 
     async def progress(self, job: Job, step: int, total: int, preview: PILImage.Image | None) -> None:
+        if preview is not None:  # first, so a follower woken by the event finds this step's preview
+            await events.store_preview(self._redis, job.id, preview)
         await events.publish(self._redis, job.id, "progress", step=step, total=total)
 
     async def result(self, job: Job, images: list[StoredImage]) -> None:

@@ -45,6 +45,8 @@ async def test_a_member_sees_the_galleries_of_their_guilds_that_use_atelier_and_
             f"/gallery/discord/2001/jobs/{secret_job}",
             f"/gallery/discord/1001/jobs/{secret_job}",
             f"/gallery/discord/1001/jobs/{secret_job}/events",
+            f"/gallery/discord/1001/jobs/{secret_job}/preview",
+            f"/gallery/discord/2001/jobs/{secret_job}/preview",
             "/gallery/slack/T0GALLERY",
         ):
             response = await http.get(f"{rig.base}{path}", allow_redirects=False)
@@ -143,6 +145,8 @@ async def test_flagged_images_are_withheld_while_the_filter_is_on(rig: Rig) -> N
         assert 'id="withheld"' in page and f"/images/{flagged}/file" not in page and "Same again" not in page
         grid = await (await http.get(f"{rig.base}/gallery/discord/1001", params={"q": "orchard"})).text()
         assert "Withheld by the safety filter" in grid and f"/images/{flagged}/file" not in grid
+        preview = f"{rig.base}/gallery/discord/1001/jobs/{rig.job_ids['a forbidden orchard']}/preview"
+        assert (await http.get(preview)).status == 404
         again = await http.post(
             f"{rig.base}/gallery/discord/1001/jobs/{rig.job_ids['a forbidden orchard']}/again",
             data={"csrf": _csrf(page), "nonce": "n" * 22},
@@ -154,6 +158,7 @@ async def test_flagged_images_are_withheld_while_the_filter_is_on(rig: Rig) -> N
             served = await http.get(file)
             assert served.status == 200 and served.content_type == "image/png"
             assert (await served.read())[:8] == b"\x89PNG\r\n\x1a\n"
+            assert (await http.get(preview)).status == 200
         finally:
             await update_preferences(tenant, safety=True)
         assert (await http.get(file)).status == 404
@@ -228,6 +233,9 @@ async def test_same_again_needs_the_forms_csrf_token_and_makes_one_job_per_form(
         assert (new.tenant.external_id, new.user.external_id) == ("1002", ACCOUNT_IDS["alice"])
         await rig.run_jobs()
         assert (await Job.get(id=new_id)).status == "succeeded"
+        preview = await http.get(f"{rig.base}/gallery/discord/1002/jobs/{new_id}/preview")  # the last step's
+        assert preview.status == 200 and preview.content_type == "image/jpeg"
+        assert (await preview.read())[:2] == b"\xff\xd8"
 
 
 async def test_client_secrets_stay_out_of_the_logs_and_go_only_to_the_token_endpoints(rig: Rig) -> None:

@@ -115,6 +115,11 @@ async def test_a_member_signs_in_searches_opens_an_image_and_makes_it_again(
             assert refused.status == 404
 
             await page.goto(image_page)
+            previews: list[str] = []
+            page.on(
+                "request",
+                lambda request: previews.append(request.url) if "/preview?" in request.url else None,
+            )
             await page.click("#again button")
             await page.wait_for_url("**/jobs/**")
             new_id = page.url.rsplit("/", 1)[1]
@@ -128,6 +133,7 @@ async def test_a_member_signs_in_searches_opens_an_image_and_makes_it_again(
             seen = json.loads(await page.evaluate("sessionStorage.getItem('events')"))
             steps = [data["step"] for name, data in seen if name == "progress"]
             assert steps and steps[-1] == 4 and seen[-1] == ["end", {"status": "succeeded"}], seen
+            assert f"/jobs/{new_id}/preview?step=4" in " ".join(previews), previews  # fetched at each step
             await page.screenshot(path=str(tmp_path / "gallery-job.png"), full_page=True)
 
             await page.goto(f"{rig.base}/gallery/discord/1001")

@@ -74,6 +74,7 @@ def gallery_app(settings: Settings, redis: ArqRedis, blobs: BlobStore, submit: S
     app.router.add_get(prefix + "/images/{image}/file", pages.image_file)
     app.router.add_get(prefix + "/jobs/{job}", pages.job_page)
     app.router.add_get(prefix + "/jobs/{job}/events", pages.job_events)
+    app.router.add_get(prefix + "/jobs/{job}/preview", pages.job_preview)
     app.router.add_post(prefix + "/jobs/{job}/again", pages.again)
     return app
 

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 AGAIN_SPECS = {cls.model_fields["kind"].default: cls for cls in (Imagine, Vary, Inpaint, Upscale, Enhance)}
 FINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 KEEPALIVE_S = 15
-PASSED_ON = ("position", "eta_s", "step", "total", "preview")
+PASSED_ON = ("position", "eta_s", "step", "total")
 _NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -71,7 +71,7 @@ async def sign_in_first(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except NotSignedIn:
-        if request.path.endswith(("/file", "/events")) or request.method != "GET":
+        if request.path.endswith(("/file", "/events", "/preview")) or request.method != "GET":
             raise web.HTTPUnauthorized(text="sign in first") from None
         return render.redirect(f"{render.root(request)}/")
 
@@ -207,6 +207,23 @@ async def job_page(request: web.Request) -> web.Response:
         hidden=await listing.withheld(tenant, images),
         live=job.status not in FINAL,
     )
+
+
+async def job_preview(request: web.Request) -> web.Response:
+    """The job's latest progress preview (a small JPEG, `jobs.events.store_preview`, kept for a while after the
+    job), or 404. Like the chat bots' progress messages, a running job's preview is shown before the safety
+    checker has seen the finished image: it is the latents' cheap colour approximation at 1/8 of the image's
+    side. Once the job has ended, a job whose images the filter withholds has no preview either."""
+    services: GalleryServices = request.config_dict[GALLERY]
+    _member, tenant = await _tenant(request)
+    job = await _job_of(request, tenant)
+    preview = await events.latest_preview(services.redis, job.id)
+    if preview is not None and job.status in FINAL:
+        if await _job_withholds(tenant, job, await Image.filter(job_id=job.id)):
+            preview = None
+    if preview is None:
+        raise web.HTTPNotFound(**_not_found(request))
+    return web.Response(body=preview, content_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
 async def job_events(request: web.Request) -> web.StreamResponse:

@@ -1,5 +1,5 @@
 // The job page follows its job's events (Server-Sent Events) while it runs: place in the queue, the step and
-// a preview when the stream has one; when the job ends the page reloads to show its images.
+// the latest preview (fetched at each progress event); when the job ends the page reloads to show its images.
 "use strict";
 document.addEventListener("DOMContentLoaded", () => {
   const job = document.getElementById("job");
@@ -20,11 +20,10 @@ document.addEventListener("DOMContentLoaded", () => {
     bar.max = data.total;
     bar.value = data.step;
     step.textContent = `step ${data.step} of ${data.total}`;
-    if (data.preview) {
-      preview.src = data.preview;
-      preview.hidden = false;
-    }
+    preview.src = `${job.dataset.preview}?step=${data.step}`;
   });
+  preview.addEventListener("load", () => { preview.hidden = false; });
+  preview.addEventListener("error", () => { preview.hidden = true; });
   source.addEventListener("end", (e) => {
     const data = JSON.parse(e.data);
     source.close();
