@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 
 from aiohttp import web
 
@@ -17,6 +18,8 @@ from bots.api.webhooks import job_ended
 from jobs import events
 from quotas.admin_jobs import JobAdmin
 from storage.models import Job, User
+
+log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 15.0  # an SSE comment this often keeps proxies from closing a quiet stream
 JOB_PATH = "/v1/jobs/{job_id}"
@@ -77,8 +80,8 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     try:
         await _stream(services, job, response)
-    except (ConnectionResetError, asyncio.CancelledError):
-        raise
+    except ConnectionResetError:
+        log.info("job %s: its events' follower went away", job.id)
     return response
 
 
