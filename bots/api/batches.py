@@ -11,9 +11,10 @@ All or nothing, as far as the request can know:
   daily images, the tenant's and the user's unfinished jobs, the queue cap): a batch that does not fit is
   refused as a single request would be (429 `quota_exceeded`, 503 `queue_busy`, 403 …), nothing queued.
 - Admission is then made job by job, atomically (`quotas.ledger.reserve`). Should a job be refused even so
-  (another request took the room between the check and this job), the jobs already queued stay queued and form
-  the batch, and the answer lists each prompt left out in `refused` (index, prompt and the error); a batch
-  whose first job is refused is answered with that refusal, and no batch is made.
+  (its GPU time, estimated per job only now, passes the tenant's monthly GPU seconds; or another request took
+  the room between the check and this job), the jobs already queued stay queued and form the batch, and the
+  answer lists each prompt left out in `refused` (index, prompt and the error): they are not tried, since the
+  refusal would repeat. A batch whose first job is refused is answered with that refusal, and no batch is made.
 
 Webhooks: each job's end is POSTed (`job.succeeded`, `job.failed`, `job.cancelled`) and, once all have ended,
 one `batch.completed` with the batch as `GET /v1/batches/{id}` shows it (`bots.api.webhooks`).
@@ -217,8 +218,8 @@ BATCH = {
 }
 REFUSED = {
     "type": "array",
-    "description": "prompts left out because admission refused their job after the batch's check (rare: "
-    "another request took the room meanwhile); empty otherwise",
+    "description": "prompts left out because admission refused a job after the batch's check (the monthly GPU "
+    "seconds, estimated per job, ran out; or another request took the room meanwhile); empty otherwise",
     "items": {
         "type": "object",
         "properties": {

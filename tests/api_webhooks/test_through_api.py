@@ -109,12 +109,14 @@ class Client:
 
 def new_client(rig: Rig, *, roomy: bool = True) -> Client:
     """A fresh tenant and its key through the real CLI, which prints the webhook secret and then the key.
-    `roomy`: the operator lets it hold 100 unfinished jobs (the free tier's 3 per person would refuse a batch
-    of 10 whole: see test_a_batch_over_the_unfinished_jobs_limit_is_refused_whole)."""
+    `roomy`: the operator lets it hold 100 unfinished jobs and make 1000 images a day (the free tier allows 3
+    and 25 per person, each key counting as one: a batch of 10 would be refused whole, see
+    test_a_batch_over_the_unfinished_jobs_limit_is_refused_whole)."""
     tenant = f"discord:{secrets.randbelow(10**12)}"
     if roomy:
         raised = run_atelier(
             "admin", "quota", tenant, "--queued-jobs-per-user", "100", "--concurrent-jobs", "100",
+            "--images-per-user-per-day", "1000", "--images-per-day", "1000",
             cwd=rig.root, env=rig.env,
         )  # fmt: skip
         assert raised.returncode == 0, raised.stderr
@@ -357,3 +359,33 @@ async def test_answers_from_the_result_cache_still_reach_their_webhook(
     assert heard_single.signed and heard_single.event == "job.succeeded"
     assert heard_single.body["data"]["id"] == job["id"] == first["jobs"][0]["id"]
     assert all(r.signed for r in got)
+
+
+async def test_a_job_refused_after_the_batch_check_cuts_the_batch_short_and_says_which(
+    rig: Rig, http: aiohttp.ClientSession
+) -> None:
+    """The whole-batch check does not reserve GPU time (it is estimated per job at admission), so a tenant with
+    1 GPU second a month left passes it with 50 prompts (each estimated at 0.05 s at least) and is refused part way through: the jobs queued until
+    then are the batch, every later prompt is listed in `refused`, and nothing else was queued."""
+    client = new_client(rig)
+    limited = run_atelier(
+        "admin", "quota", client.tenant, "--gpu-seconds-per-month", "1", cwd=rig.root, env=rig.env
+    )
+    assert limited.returncode == 0, limited.stderr
+    prompts = [f"a fox, take {i}" for i in range(50)]
+    body = {"prompts": prompts, **OPTIONS, "steps": 1}
+    async with http.post(f"{rig.url}/v1/batches", json=body, headers=client.headers) as response:
+        assert response.status == 202, await response.text()
+        batch = await response.json()
+    queued, refused = batch["jobs"], batch["refused"]
+    assert queued and refused and len(queued) + len(refused) == 50
+    assert [r["index"] for r in refused] == list(range(len(queued), 50))
+    assert all(r["prompt"] == prompts[r["index"]] for r in refused)
+    assert {(r["error"]["code"], r["error"]["field"]) for r in refused[:1]} == {
+        ("quota_exceeded", f"prompts.{len(queued)}")
+    }
+    assert "GPU seconds per month" in refused[0]["error"]["message"]
+    tenant = await tenant_for(client.tenant)
+    assert await Job.filter(tenant_id=tenant.id).count() == len(queued)
+    stored = await Batch.get(id=batch["id"])
+    assert stored.job_ids == [job["id"] for job in queued]
