@@ -5,8 +5,9 @@ through `jobs.queue.enqueue`, so quotas, tiers, fairness, bans and pauses apply 
 Reused by batches (`bots.api.batches`) and the gallery's "same again" (`bots.api.gallery`): build a spec with
 `images_spec` / `edit_spec` / `upscale_spec_of`, then `submit_spec` it with a reply target (`api_target`).
 
-Input images travel in the JSON body as base64 (standard alphabet, padding optional; no `data:` URL prefix),
-checked by `jobs.inputs.read_image` with its limits, then stored content-addressed like the bots' uploads.
+Input images travel in the JSON body as base64 (standard alphabet, padding optional, line breaks and a `data:`
+URL prefix allowed), checked by `jobs.inputs.read_image` with its limits, then stored content-addressed like the
+bots' uploads.
 
 The result cache: an identical request (the whole spec: model, prompt, negative, size, steps, guidance, seed,
 count, LoRAs, input images by content hash) from the same tenant is answered with the earlier SUCCEEDED job
@@ -181,9 +182,13 @@ def _field_named(message: str) -> str | None:
 
 
 def decode_image(data: str, field: str):  # -> PIL.Image.Image
-    """A base64 image from the body, decoded and checked (`jobs.inputs.read_image`), or an ApiError."""
+    """A base64 image from the body, decoded and checked (`jobs.inputs.read_image`), or an ApiError. Line
+    breaks (`base64` wraps at 76 columns) and a `data:image/…;base64,` prefix are accepted."""
     from jobs.inputs import MAX_INPUT_BYTES
 
+    if data.startswith("data:") and ";base64," in data[:100]:
+        data = data.partition(";base64,")[2]
+    data = "".join(data.split())
     if len(data) > MAX_INPUT_BYTES * 4 // 3 + 8:
         raise ApiError(
             413,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import textwrap
 
 import aiohttp
 from conftest import Rig, bearer, new_tenant, wait_for_job
@@ -59,6 +60,15 @@ async def test_image_to_image_edits_and_upscales(
     )
     assert ended["kind"] == "vary" and varied.size == (72, 48)
     assert "image" not in ended["spec"]  # the input's blob key is the store's business
+
+    # As `base64 photo.png` writes it (wrapped at 76 columns), and as a data: URL: the same input, so a hit.
+    wrapped = "\n".join(textwrap.wrap(b64(source), 76))
+    body = {"prompt": "a harbour", "image": wrapped, "strength": 0.5, "seed": 2, "steps": 2}
+    async with http.post(f"{rig.url}/v1/images", json=body, headers=bearer(key)) as response:
+        assert response.status == 200 and (await response.json())["id"] == ended["id"]
+    body["image"] = "data:image/png;base64," + b64(source)
+    async with http.post(f"{rig.url}/v1/images", json=body, headers=bearer(key)) as response:
+        assert response.status == 200 and (await response.json())["id"] == ended["id"]
 
     mask = png(72, 48, (0, 0, 0), box=(20, 10, 50, 30))
     for mode, extra in (("insertion", {"prompt": "a red kite"}), ("removal", {})):
