@@ -34,6 +34,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_URL_LENGTH = 2048
+RESOLVE_TIMEOUT_S = 5.0  # a submission waits this long at most for DNS
 
 
 class OutboundRefused(ValueError):
@@ -130,8 +131,9 @@ async def check_url(url: str, rules: OutboundRules) -> None:
         check_address(host, literal, rules)
         return
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
+        async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, TimeoutError):
         raise OutboundRefused("names a host that does not resolve") from None
     if not infos:
         raise OutboundRefused("names a host that does not resolve")
