@@ -66,6 +66,8 @@ class Rig:
     client_secret: str
     api_log: Path
     out: Path  # where screenshots go (the repo's ignored out/)
+    env: dict[str, str] = field(default_factory=dict)  # the API process's ATELIER_* variables
+    root: Path = Path()
     xss_prompt: str = XSS_PROMPT
     image_ids: dict[str, int] = field(default_factory=dict)  # prompt -> its first image's id
     job_ids: dict[str, str] = field(default_factory=dict)  # prompt -> job id
@@ -73,6 +75,20 @@ class Rig:
     async def run_jobs(self) -> None:
         """Run a burst worker in this process until the queue is empty."""
         await run_burst_worker(self.runtime.worker_services(), QUEUE, poll_delay=0.01)
+
+    @contextlib.asynccontextmanager
+    async def another_api(self, **env: str) -> AsyncIterator[str]:
+        """A second `atelier api` process on the same services (with `env` added); yields its origin."""
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        self.emulator.redirect_uris |= {f"{base}/gallery/callback/discord", f"{base}/gallery/callback/slack"}
+        log = self.root / f"api-{port}.log"
+        api = _start_api(self.root, self.env | {"ATELIER_API_PORT": str(port), **env}, log)
+        try:
+            await _wait_for(api, f"{base}/healthz", log)
+            yield base
+        finally:
+            stop_process(api)
 
     async def tenant(self, external_id: str) -> Tenant:
         platform = "slack" if external_id.startswith("T") else "discord"
@@ -198,7 +214,16 @@ async def rig(tmp_path_factory, models_dir: Path, postgres_databases) -> AsyncIt
             try:
                 await _wait_for(api, f"{base}/healthz", api_log)
                 yield Rig(
-                    base, emulator, runtime, client_secret, api_log, out, XSS_PROMPT, image_ids, job_ids
+                    base,
+                    emulator,
+                    runtime,
+                    client_secret,
+                    api_log,
+                    out,
+                    env,
+                    root,
+                    image_ids=image_ids,
+                    job_ids=job_ids,
                 )
             finally:
                 stop_process(api)

@@ -283,3 +283,22 @@ async def test_odd_values_in_queries_and_paths_are_ignored_or_not_found_never_er
             response = await http.get(f"{gallery}{path}", allow_redirects=False)
             assert response.status == 404, path
             assert response.content_type == "text/html"
+
+
+async def test_sessions_are_shared_by_api_processes_and_sign_ins_are_rate_limited(rig: Rig) -> None:
+    async with (
+        rig.another_api(ATELIER_API_ADDRESS_BURST="3", ATELIER_API_ADDRESS_RATE="0.01") as other,
+        aiohttp.ClientSession(cookie_jar=_jar()) as http,
+    ):
+        await rig.sign_in(http, "discord", "alice")  # on the rig's process
+        page = await http.get(f"{other}/gallery/discord/1001", allow_redirects=False)
+        assert page.status == 200  # the same cookie, on another process
+        assert (await http.get(f"{other}/gallery", allow_redirects=False)).headers["Location"] == "/gallery/"
+        out = await http.post(
+            f"{other}/gallery/signout", data={"csrf": _csrf(await page.text())}, allow_redirects=False
+        )
+        assert out.status == 303
+        assert (await http.get(f"{rig.base}/gallery/discord/1001", allow_redirects=False)).status == 303
+        starts = [await http.get(f"{other}/gallery/signin/discord", allow_redirects=False) for _ in range(4)]
+        assert [r.status for r in starts] == [302, 302, 302, 429]
+        assert int(starts[-1].headers["Retry-After"]) > 0

@@ -55,13 +55,24 @@ def add_routes(app: web.Application) -> None:
         )
         return submitted.job.id
 
-    app.add_subapp(ROOT, gallery_app(services.settings, services.redis, services.blobs, submit))
+    limit = (services.limits.address_rate, services.limits.address_burst)
+    app.router.add_get(ROOT, _to_index)  # before the sub-app, whose prefix would take it
+    app.add_subapp(ROOT, gallery_app(services.settings, services.redis, services.blobs, submit, limit))
 
 
-def gallery_app(settings: Settings, redis: ArqRedis, blobs: BlobStore, submit: Submit) -> web.Application:
-    """The gallery as an aiohttp sub-app, to be mounted at `ROOT`; `submit` enqueues "same again"."""
+def gallery_app(
+    settings: Settings,
+    redis: ArqRedis,
+    blobs: BlobStore,
+    submit: Submit,
+    sign_in_limit: tuple[float, int] | None = None,
+) -> web.Application:
+    """The gallery as an aiohttp sub-app, to be mounted at `ROOT`; `submit` enqueues "same again";
+    `sign_in_limit` (per second, burst) bounds the sign-ins one client address may start."""
     app = web.Application(middlewares=[render.security_headers, auth.session_member, pages.sign_in_first])
-    app[GALLERY] = GalleryServices(settings, redis, blobs, submit, providers(settings), root=ROOT)
+    app[GALLERY] = GalleryServices(
+        settings, redis, blobs, submit, providers(settings), root=ROOT, sign_in_limit=sign_in_limit
+    )
     app.cleanup_ctx.append(_http_client)
     prefix = r"/{platform:discord|slack}/{tenant:[A-Za-z0-9]{1,64}}"
     app.router.add_get("/", pages.index)
@@ -77,6 +88,10 @@ def gallery_app(settings: Settings, redis: ArqRedis, blobs: BlobStore, submit: S
     app.router.add_get(prefix + "/jobs/{job}/preview", pages.job_preview)
     app.router.add_post(prefix + "/jobs/{job}/again", pages.again)
     return app
+
+
+async def _to_index(request: web.Request) -> web.Response:
+    raise web.HTTPMovedPermanently(f"{ROOT}/")
 
 
 async def _http_client(app: web.Application):

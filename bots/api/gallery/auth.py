@@ -18,6 +18,7 @@ from bots.api.gallery import render
 from bots.api.gallery.oauth import SignInFailed
 from bots.api.gallery.services import GALLERY, GalleryServices
 from bots.api.gallery.sessions import SESSION_COOKIE, SESSION_TTL_S, STATE_COOKIE, STATE_TTL_S, Member
+from bots.api.ratelimit import Bucket, bucket_key, take
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,30 @@ def _cookie_options(request: web.Request) -> dict:
     return {"httponly": True, "samesite": "Lax", "secure": secure, "path": request.config_dict[GALLERY].root}
 
 
+async def _too_many(request: web.Request) -> web.Response | None:
+    """429 when this client address has started too many sign-ins (each one writes a state to Redis and calls
+    the platform): the API's per-address rate, in a bucket of the gallery's own."""
+    services: GalleryServices = request.config_dict[GALLERY]
+    if services.sign_in_limit is None:
+        return None
+    rate, burst = services.sign_in_limit
+    verdict = await take(
+        services.redis, [Bucket(bucket_key("gallery-sign-in", request.remote or "-"), rate, burst)]
+    )
+    if verdict.allowed:
+        return None
+    wait = verdict.retry_after_s
+    response = render.error(
+        request, 429, "Too many sign-ins", f"Too many sign-ins from here; try again in {wait} s."
+    )
+    response.headers["Retry-After"] = str(wait)
+    return response
+
+
 async def sign_in(request: web.Request) -> web.StreamResponse:
     services: GalleryServices = request.config_dict[GALLERY]
+    if refused := await _too_many(request):
+        return refused
     provider = services.providers.get(request.match_info["platform"])
     if provider is None:
         return render.error(request, 404, "Not here", "This kind of sign-in is not set up on this server.")
@@ -54,6 +77,8 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
 
 async def callback(request: web.Request) -> web.StreamResponse:
     services: GalleryServices = request.config_dict[GALLERY]
+    if refused := await _too_many(request):
+        return refused
     platform = request.match_info["platform"]
     provider = services.providers.get(platform)
     if provider is None:
