@@ -265,3 +265,25 @@ async def test_a_running_job_stops_after_its_current_step_when_cancelled(
     row = await Job.get(id=job_id)
     assert row.status == JobStatus.CANCELLED and row.delivered_at is not None
     assert (await QuotaReservation.get(job_id=job_id)).state == ReservationState.REFUNDED
+
+
+async def test_two_api_processes_share_one_bucket_per_key_exactly_under_concurrency(
+    local_runtime: Runtime, http: aiohttp.ClientSession
+) -> None:
+    """Nothing that matters is kept per process: two apps (as two `atelier api` processes behind a load
+    balancer) take from the same bucket in Redis, atomically: 24 requests at once with a burst of 5 admit 5."""
+    limits = RateLimits(key_rate=0.001, key_burst=5, address_rate=1000, address_burst=100000)
+    services = replace(api_services(local_runtime.settings, local_runtime), limits=limits)
+    servers = [await serve(build_app(services)) for _ in range(2)]
+    try:
+        _, key = await create_key(new_tenant())
+
+        async def one(i: int) -> int:
+            async with http.get(f"{servers[i % 2][1]}/v1/models", headers=bearer(key)) as response:
+                return response.status
+
+        statuses = await asyncio.gather(*(one(i) for i in range(24)))
+        assert sorted(statuses) == [200] * 5 + [429] * 19
+    finally:
+        for runner, _ in servers:
+            await runner.cleanup()
