@@ -7,8 +7,9 @@ the hex is HMAC-SHA256, keyed with the API key's webhook secret, of `f"{t}.{body
 idempotency id: the same on every attempt of one delivery, so a receiver that saw it already answers 2xx and does
 nothing (delivery is at least once). `Atelier-Event` names the event (`job.succeeded`, `batch.completed`, …).
 
-Recording (`record`): the row is written before anything is sent, with an id derived from (subject, event), so
-recording the same end twice (a job that ran twice, two processes noticing one batch's end) is a no-op.
+Recording (`record`): the row is written before anything is sent, with an id derived from the subject (or a key
+the caller chooses, e.g. batch and job) and the event, so recording the same end twice (a job that ran twice, two
+processes noticing one batch's end) is a no-op.
 
 Delivering (`Sweeper`): each process runs one. A pass reads rows that are due and claims each with one
 conditional UPDATE (attempts = attempts + 1 and next_attempt_at pushed `claim_s` ahead, only where attempts
