@@ -9,7 +9,6 @@ import io
 
 import aiohttp
 import pytest
-from conftest import Rig, bearer, create_key, new_tenant
 from PIL import Image as PILImage
 
 from bots.api.app import MAX_BODY_BYTES
@@ -18,6 +17,7 @@ from jobs.inputs import MAX_INPUT_BYTES
 from quotas.policy import tenant_for
 from storage.models import Job
 from storage.quota_models import QuotaLedger, QuotaReservation
+from tests.api.conftest import Rig, bearer, create_key, new_tenant
 from tests.support import run_atelier
 
 

@@ -11,12 +11,12 @@ import re
 from pathlib import Path
 
 import aiohttp
-from conftest import KEY_BURST, QUEUE, Rig, bearer, create_key, new_tenant, read_sse, wait_for_job
 from redis.asyncio import Redis
 
 from quotas.policy import tenant_for
 from storage.models import Image, Job
 from storage.quota_models import QuotaCounter, QuotaLedger
+from tests.api.conftest import KEY_BURST, QUEUE, Rig, bearer, create_key, new_tenant, read_sse, wait_for_job
 from tests.support import run_atelier
 
 REQUEST = {

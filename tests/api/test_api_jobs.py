@@ -12,7 +12,6 @@ from dataclasses import replace
 import aiohttp
 import pytest_asyncio
 from aiohttp import web
-from conftest import Rig, bearer, new_tenant, read_sse
 from redis.asyncio import Redis
 
 from atelier.cli_api import api_services
@@ -27,6 +26,7 @@ from jobs.specs import ReplyTarget, imagine_spec
 from jobs.worker import create_worker
 from storage.models import Image, Job, JobStatus, get_or_create_tenant, get_or_create_user
 from storage.quota_models import LedgerKind, QuotaLedger, QuotaReservation, ReservationState
+from tests.api.conftest import Rig, bearer, new_tenant, read_sse
 from tests.support import drain, free_port, run_burst_worker
 
 LOCAL_QUEUE = "atelier:test-api-local"  # served only by the workers these tests run

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import hashlib
 
-from conftest import Rig, new_tenant
-
 from quotas.policy import tenant_for
 from storage.api_models import ApiKey
+from tests.api.conftest import Rig, new_tenant
 from tests.support import run_atelier
 
 

@@ -9,12 +9,12 @@ import io
 import textwrap
 
 import aiohttp
-from conftest import Rig, bearer, new_tenant, wait_for_job
 from PIL import Image as PILImage
 
 from bots.api.keys import create_key
 from quotas.policy import tenant_for
 from storage.lora_models import LoraModel, LoraStatus
+from tests.api.conftest import Rig, bearer, new_tenant, wait_for_job
 from tests.support import run_atelier
 
 
