@@ -1,5 +1,5 @@
 """Sign-in and sign-out, and who is asking: the session middleware puts the signed-in `Member` (or None) on
-every gallery request as `request["member"]`.
+every gallery request as `request[MEMBER]`.
 
 `/signin/{platform}` begins the platform's OAuth flow with a fresh `state`, kept in a short-lived cookie of its
 own (HttpOnly, SameSite=Lax) and in Redis; `/callback/{platform}` accepts the code only with that same state,
@@ -16,7 +16,7 @@ from aiohttp import web
 
 from bots.api.gallery import render
 from bots.api.gallery.oauth import SignInFailed
-from bots.api.gallery.services import GALLERY, GalleryServices
+from bots.api.gallery.services import GALLERY, MEMBER, GalleryServices
 from bots.api.gallery.sessions import SESSION_COOKIE, SESSION_TTL_S, STATE_COOKIE, STATE_TTL_S, Member
 from bots.api.ratelimit import Bucket, bucket_key, take
 
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 @web.middleware
 async def session_member(request: web.Request, handler) -> web.StreamResponse:
     services = request.config_dict[GALLERY]
-    request["member"] = await services.sessions.get(request.cookies.get(SESSION_COOKIE))
+    request[MEMBER] = await services.sessions.get(request.cookies.get(SESSION_COOKIE))
     return await handler(request)
 
 
@@ -118,7 +118,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
 
 async def sign_out(request: web.Request) -> web.StreamResponse:
     services: GalleryServices = request.config_dict[GALLERY]
-    member: Member | None = request["member"]
+    member: Member | None = request[MEMBER]
     form = await request.post()
     if member is not None:
         if not member.csrf_ok(form.get("csrf")):  # type: ignore[arg-type]

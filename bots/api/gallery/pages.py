@@ -19,7 +19,7 @@ from aiohttp import web
 
 from bots.api.errors import ApiError
 from bots.api.gallery import listing, render
-from bots.api.gallery.services import GALLERY, GalleryServices
+from bots.api.gallery.services import GALLERY, MEMBER, GalleryServices
 from bots.api.gallery.sessions import Member
 from bots.api.safety import source_flagged
 from jobs import events
@@ -44,7 +44,7 @@ class NotSignedIn(Exception):
 
 async def _tenant(request: web.Request) -> tuple[Member, Tenant]:
     """The signed-in member and the tenant the path names, which they belong to; else NotSignedIn or 404."""
-    member: Member | None = request["member"]
+    member: Member | None = request[MEMBER]
     if member is None:
         raise NotSignedIn
     platform, external_id = request.match_info["platform"], request.match_info["tenant"]
@@ -78,7 +78,7 @@ async def sign_in_first(request: web.Request, handler) -> web.StreamResponse:
 
 async def index(request: web.Request) -> web.Response:
     services: GalleryServices = request.config_dict[GALLERY]
-    member: Member | None = request["member"]
+    member: Member | None = request[MEMBER]
     galleries = []
     if member is not None and member.tenants:
         tenants = await Tenant.filter(

@@ -14,7 +14,7 @@ from pathlib import Path
 import jinja2
 from aiohttp import web
 
-from bots.api.gallery.services import GALLERY
+from bots.api.gallery.services import GALLERY, MEMBER
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -38,7 +38,7 @@ _templates = jinja2.Environment(
 
 def page(request: web.Request, template: str, *, status: int = 200, **context: object) -> web.Response:
     """`template` rendered for this request (`root` is the gallery's path prefix, `member` who is signed in)."""
-    context.setdefault("member", request.get("member"))
+    context.setdefault("member", request.get(MEMBER))
     context.setdefault("root", root(request))
     html = _templates.get_template(template).render(**context)
     return web.Response(

@@ -36,3 +36,6 @@ class GalleryServices:
 
 
 GALLERY = web.AppKey("gallery", GalleryServices)
+MEMBER = web.RequestKey(
+    "atelier_gallery_member", object
+)  # the signed-in Member, or None (auth.session_member)
