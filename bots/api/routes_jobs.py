@@ -86,6 +86,9 @@ async def job_events(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(services: ApiServices, job: Job, response: web.StreamResponse) -> None:
+    if job.status not in LIVE and not await services.redis.exists(events.stream_key(job.id)):
+        await response.write(_event("end", await job_view(services, job)))  # its stream expired
+        return
     queue: asyncio.Queue[tuple[str, dict] | None] = asyncio.Queue()
 
     async def pump() -> None:

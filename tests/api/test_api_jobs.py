@@ -21,6 +21,7 @@ from bots.api.app import build_app
 from bots.api.keys import create_key
 from bots.api.ratelimit import bucket_key
 from bots.api.services import RateLimits
+from jobs import events
 from jobs.queue import enqueue
 from jobs.specs import ReplyTarget, imagine_spec
 from jobs.worker import create_worker
@@ -138,6 +139,12 @@ async def test_a_worker_without_an_api_replier_finishes_records_and_delivers_api
             data = await response.read()
         stored = await Image.get(id=image["id"])
         assert data == await local_runtime.blobs.get(stored.blob_key)
+
+    # A day later its event stream has expired: following it gives the job's end at once.
+    await local_runtime.redis.delete(events.stream_key(job_id))
+    async with http.get(f"{local_api}/v1/jobs/{job_id}/events", headers=bearer(key)) as response:
+        found = await read_sse(response, within_s=10)
+    assert [name for name, _ in found] == ["end"] and found[0][1]["images"] == job["images"]
 
 
 async def test_the_clis_own_jobs_worker_leaves_api_jobs_in_the_queue(
