@@ -80,9 +80,6 @@ async def _submit(
         "X-Atelier-Cache": "hit" if submitted.cached else "miss",
         "Location": job_url(submitted.job.id),
     }
-    if submitted.created and submitted.position is not None:
-        # As of enqueueing: a fresh read may not see it in the queue yet (or already running).
-        body["position"], body["eta_s"] = submitted.position, round(submitted.eta_s or 0, 2)
     return web.json_response(body, status=200 if submitted.cached else 202, headers=headers)
 
 
