@@ -3,7 +3,8 @@ against the real `atelier api`, PostgreSQL, Redis and images made by a real work
 
 alice signs in through the emulated Discord, sees her two Atelier guilds and not bob's, searches by prompt, opens
 an image page, finds the flagged image withheld (and its bytes refused), presses "same again", and watches the
-new job's progress arrive over SSE until its image is on the page; bob's guild answers 404. Screenshots go to the
+new job's progress and previews arrive over SSE until its image is on the page; bob's guild answers 404; after
+signing out, the gallery sends her to sign in. Screenshots go to the
 repository's ignored `out/` folder; their paths are printed.
 
 Chromium must be installed (`apt-get install chromium`; `.ci/run` installs it): without it the test fails.
@@ -142,6 +143,12 @@ async def test_a_member_signs_in_searches_opens_an_image_and_makes_it_again(
 
             response = await page.goto(f"{rig.base}/gallery/discord/2001")
             assert response.status == 404 and "Secret Garden" not in await page.content()
+
+            await page.goto(f"{rig.base}/gallery/")
+            await page.click("text=Sign out")
+            await page.wait_for_selector("#signin-discord")
+            await page.goto(f"{rig.base}/gallery/discord/1001")
+            assert page.url == f"{rig.base}/gallery/" and await page.locator("ul.grid").count() == 0
         finally:
             await browser.close()
 
