@@ -37,8 +37,8 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-# Test instrumentation in the page: every event the job page's EventSource receives is kept in sessionStorage,
-# which survives the reload the page does when the job ends.
+# Test instrumentation in the page: every event the job page's EventSource receives, and the width of every
+# preview it shows, is kept in sessionStorage, which survives the reload the page does when the job ends.
 RECORD_EVENTS = """
 const Original = window.EventSource;
 window.EventSource = function (url, options) {
@@ -52,6 +52,12 @@ window.EventSource = function (url, options) {
   }
   return source;
 };
+document.addEventListener("load", (event) => {
+  if (event.target.id !== "preview") return;
+  const sizes = JSON.parse(sessionStorage.getItem("previews") || "[]");
+  sizes.push(event.target.naturalWidth);
+  sessionStorage.setItem("previews", JSON.stringify(sizes));
+}, true);
 """
 
 
@@ -134,7 +140,9 @@ async def test_a_member_signs_in_searches_opens_an_image_and_makes_it_again(
             seen = json.loads(await page.evaluate("sessionStorage.getItem('events')"))
             steps = [data["step"] for name, data in seen if name == "progress"]
             assert steps and steps[-1] == 4 and seen[-1] == ["end", {"status": "succeeded"}], seen
-            assert f"/jobs/{new_id}/preview?step=4" in " ".join(previews), previews  # fetched at each step
+            assert f"/jobs/{new_id}/preview?step=4" in " ".join(previews), previews  # fetched at each event
+            shown = json.loads(await page.evaluate("sessionStorage.getItem('previews')") or "[]")
+            assert shown and all(width > 0 for width in shown), shown
             await page.screenshot(path=str(tmp_path / "gallery-job.png"), full_page=True)
 
             await page.goto(f"{rig.base}/gallery/discord/1001")

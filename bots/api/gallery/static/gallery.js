@@ -29,6 +29,13 @@ document.addEventListener("DOMContentLoaded", () => {
     source.close();
     status.textContent = data.status;
     job.dataset.status = data.status;
-    window.location.reload();
+    // Show the last preview before the page turns into the finished job.
+    const reload = () => window.location.reload();
+    if (preview.getAttribute("src") && !preview.complete) {
+      preview.addEventListener("load", reload);
+      preview.addEventListener("error", reload);
+    } else {
+      reload();
+    }
   });
 });
