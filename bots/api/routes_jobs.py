@@ -25,11 +25,23 @@ KEEPALIVE_S = 15.0  # an SSE comment this often keeps proxies from closing a qui
 JOB_PATH = "/v1/jobs/{job_id}"
 
 
+STREAMS: web.AppKey[set[asyncio.Queue]] = web.AppKey("atelier_api_event_streams", set)
+CLOSING = ("closing", {})  # put on every open stream's queue when the server stops
+
+
 def add_routes(app: web.Application) -> None:
+    app[STREAMS] = set()
+    app.on_shutdown.append(_close_streams)
     app.router.add_get(JOB_PATH, get_job)
     app.router.add_delete(JOB_PATH, cancel_job)
     app.router.add_get(JOB_PATH + "/events", job_events)
     add_paths(app, PATHS)
+
+
+async def _close_streams(app: web.Application) -> None:
+    """On shutdown: end every open event stream, so stopping does not wait for followers to leave."""
+    for queue in list(app[STREAMS]):
+        queue.put_nowait(CLOSING)
 
 
 async def tenant_job(request: web.Request) -> Job:
@@ -70,8 +82,9 @@ async def cancel_job(request: web.Request) -> web.Response:
 async def job_events(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: the job's event stream (`jobs.events`) from its start, as the chat repliers get it:
     `queued` (position, eta_s), `started`, `progress` (step, total), then one of `result` (images, with their
-    URLs), `failed` or `cancelled` (message), and last `end`: the job as `GET /v1/jobs/{id}` shows it. Each SSE
-    `id` is the stream entry's. A job whose stream is gone (a day after it ran) gets `end` alone."""
+    URLs), `failed` or `cancelled` (message), and last `end`: the job as `GET /v1/jobs/{id}` shows it. A job
+    whose stream is gone (a day after it ran) gets `end` alone. A server that stops closes its streams without
+    `end`: follow again (on another process), and the job's events come again from the start."""
     services = services_of(request)
     job = await tenant_job(request)
     response = web.StreamResponse(
@@ -79,17 +92,20 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     )
     await response.prepare(request)
     try:
-        await _stream(services, job, response)
+        await _stream(services, job, response, request.app[STREAMS])
     except ConnectionResetError:
         log.info("job %s: its events' follower went away", job.id)
     return response
 
 
-async def _stream(services: ApiServices, job: Job, response: web.StreamResponse) -> None:
+async def _stream(
+    services: ApiServices, job: Job, response: web.StreamResponse, streams: set[asyncio.Queue]
+) -> None:
     if job.status not in LIVE and not await services.redis.exists(events.stream_key(job.id)):
         await response.write(_event("end", await job_view(services, job)))  # its stream expired
         return
     queue: asyncio.Queue[tuple[str, dict] | None] = asyncio.Queue()
+    streams.add(queue)
 
     async def pump() -> None:
         async for item in events.follow(services.redis, job.id):
@@ -109,12 +125,15 @@ async def _stream(services: ApiServices, job: Job, response: web.StreamResponse)
                 continue
             if item is None:
                 break
+            if item is CLOSING:
+                return
             name, data = item
             if name == "result":
                 await job.refresh_from_db()
                 data = {"images": await image_views(job)}
             await response.write(_event(name, data))
     finally:
+        streams.discard(queue)
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await follower

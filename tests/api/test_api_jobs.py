@@ -294,3 +294,22 @@ async def test_two_api_processes_share_one_bucket_per_key_exactly_under_concurre
     finally:
         for runner, _ in servers:
             await runner.cleanup()
+
+
+async def test_stopping_the_server_ends_open_event_streams_at_once(
+    local_runtime: Runtime, http: aiohttp.ClientSession
+) -> None:
+    """A stopping `atelier api` does not wait for its followers to leave (aiohttp would wait a minute)."""
+    runner, url = await serve(build_app(api_services(local_runtime.settings, local_runtime)))
+    _, key = await create_key(new_tenant())
+    async with http.post(f"{url}/v1/images", json=REQUEST | {"seed": 31}, headers=bearer(key)) as response:
+        job_id = (await response.json())["id"]
+    async with http.get(f"{url}/v1/jobs/{job_id}/events", headers=bearer(key)) as events_response:
+        first = await events_response.content.readline()
+        assert first == b"event: queued\n"
+        async with asyncio.timeout(10):
+            await runner.cleanup()
+            rest = await events_response.content.read()
+    assert b"event: end" not in rest  # closed, not ended: the job is still queued
+    assert (await Job.get(id=job_id)).status == JobStatus.QUEUED
+    await run_burst_worker(local_runtime.worker_services(), LOCAL_QUEUE)
