@@ -81,9 +81,9 @@ async def cancel_job(request: web.Request) -> web.Response:
 
 async def job_events(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: the job's event stream (`jobs.events`) from its start, as the chat repliers get it:
-    `queued` (position, eta_s), `started`, `progress` (step, total), then one of `result` (images, with their
-    URLs), `failed` or `cancelled` (message), and last `end`: the job as `GET /v1/jobs/{id}` shows it. A job
-    whose stream is gone (a day after it ran) gets `end` alone. A server that stops closes its streams without
+    `queued` (position, eta_s), `progress` (step, total), `note` (an enhance's faces), then one of `result`
+    (images, with their URLs), `failed` or `cancelled` (message), and last `end`: the job as
+    `GET /v1/jobs/{id}` shows it. A job whose stream is gone (a day after it ran) gets `end` alone. A server that stops closes its streams without
     `end`: follow again (on another process), and the job's events come again from the start."""
     services = services_of(request)
     job = await tenant_job(request)
