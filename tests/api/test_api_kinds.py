@@ -119,7 +119,22 @@ async def test_a_flagged_image_is_withheld_until_the_tenant_turns_its_filter_off
         [image] = (await response.json())["images"]
     assert image["flagged"] and not image["withheld"]
     async with http.get(f"{rig.url}{image['url']}", headers=bearer(key)) as response:
-        assert response.status == 200 and (await response.read()).startswith(b"\x89PNG")
+        assert response.status == 200
+        flagged_png = await response.read()
+
+    # An upscale of those pixels is withheld as well once the filter is back on: it cannot bring the flagged
+    # picture out of hiding.
+    body = {"image": base64.b64encode(flagged_png).decode(), "scale": 2}
+    async with http.post(f"{rig.url}/v1/upscales", json=body, headers=bearer(key)) as response:
+        upscale_id = (await response.json())["id"]
+    assert (await wait_for_job(http, rig, key, upscale_id))["status"] == "succeeded"
+    on = run_atelier("admin", "safety", tenant_ref, "on", cwd=rig.root, env=rig.env)
+    assert on.returncode == 0, on.stderr
+    async with http.get(f"{rig.url}/v1/jobs/{upscale_id}", headers=bearer(key)) as response:
+        [bigger] = (await response.json())["images"]
+    assert not bigger["flagged"] and bigger["withheld"]
+    async with http.get(f"{rig.url}{bigger['url']}", headers=bearer(key)) as response:
+        assert response.status == 403
 
 
 async def test_models_and_each_tenants_own_loras(
