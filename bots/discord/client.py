@@ -14,6 +14,7 @@ queue) runs at most `ADMISSIONS_AT_ONCE` at a time, so the deferrals still waiti
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +128,11 @@ class AtelierBot(discord.Client):
             log.exception("discord: reaction %s on message %s failed", payload.emoji, payload.message_id)
 
     async def on_ready(self) -> None:
+        # What start-up loaded (discord.py, pydantic, the registry: ~110k objects) lives as long as the
+        # process: moved out of the collector's sight, a full collection during a burst no longer walks it all
+        # (500 interactions: p99 to acknowledge 289 → 152 ms in bench/ack_burst.py).
+        gc.collect()
+        gc.freeze()
         log.info(
             "discord: ready as %s in %d servers; invite: %s",
             self.user,
