@@ -52,6 +52,7 @@ JOBS = [
     ("1001", "carol", XSS_PROMPT, "tiny", 1),
     *[("1001", ("carol", "erin")[n % 2], f"filler landscape number {n}", "tiny", 4) for n in range(6)],
     ("1002", "alice", "a paper crane on a desk", "tiny", 1),
+    ("1002", "alice", "a wide harbour panorama", "tiny", 1),  # 512x384, for thumbnails
     ("2001", "bob", "a secret garden with a fox", "tiny", 1),
     ("T0GALLERY", "dave", "an acme rocket", "tiny", 1),
 ]
@@ -119,8 +120,9 @@ async def _seed(runtime: Runtime, settings: Settings) -> tuple[dict[str, int], d
     for n, (where, who, prompt, model, count) in enumerate(JOBS):
         tenant = tenants[where]
         user = await get_or_create_user(tenant, ACCOUNT_IDS[who], who)
+        size = "512x384" if "panorama" in prompt else None
         spec = imagine_spec(
-            runtime.registry, prompt=prompt, model=model, seed=100 + n, count=count, tiny=True
+            runtime.registry, prompt=prompt, model=model, seed=100 + n, count=count, size=size, tiny=True
         )
         queued = await enqueue(
             runtime.redis,

@@ -3,11 +3,13 @@ see what, CSRF and OAuth state, the safety filter, search and filters, escaping,
 
 from __future__ import annotations
 
+import io
 import re
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
+from PIL import Image as PILImage
 
 from storage.models import Image, Job, User
 from storage.preferences import update_preferences
@@ -42,6 +44,7 @@ async def test_a_member_sees_the_galleries_of_their_guilds_that_use_atelier_and_
             f"/gallery/discord/2001/images/{secret_image}/file",
             f"/gallery/discord/1001/images/{secret_image}",  # another tenant's image under her guild's path
             f"/gallery/discord/1001/images/{secret_image}/file",
+            f"/gallery/discord/1001/images/{secret_image}/thumb",
             f"/gallery/discord/2001/jobs/{secret_job}",
             f"/gallery/discord/1001/jobs/{secret_job}",
             f"/gallery/discord/1001/jobs/{secret_job}/events",
@@ -144,7 +147,9 @@ async def test_flagged_images_are_withheld_while_the_filter_is_on(rig: Rig) -> N
         page = await (await http.get(f"{rig.base}/gallery/discord/1001/images/{flagged}")).text()
         assert 'id="withheld"' in page and f"/images/{flagged}/file" not in page and "Same again" not in page
         grid = await (await http.get(f"{rig.base}/gallery/discord/1001", params={"q": "orchard"})).text()
-        assert "Withheld by the safety filter" in grid and f"/images/{flagged}/file" not in grid
+        assert "Withheld by the safety filter" in grid
+        assert f"/images/{flagged}/file" not in grid and f"/images/{flagged}/thumb" not in grid
+        assert (await http.get(f"{rig.base}/gallery/discord/1001/images/{flagged}/thumb")).status == 404
         preview = f"{rig.base}/gallery/discord/1001/jobs/{rig.job_ids['a forbidden orchard']}/preview"
         assert (await http.get(preview)).status == 404
         again = await http.post(
@@ -302,3 +307,20 @@ async def test_sessions_are_shared_by_api_processes_and_sign_ins_are_rate_limite
         starts = [await http.get(f"{other}/gallery/signin/discord", allow_redirects=False) for _ in range(4)]
         assert [r.status for r in starts] == [302, 302, 302, 429]
         assert int(starts[-1].headers["Retry-After"]) > 0
+
+
+async def test_tiles_are_thumbnails_made_once_and_kept_in_the_blob_store(rig: Rig) -> None:
+    wide = await Image.get(id=rig.image_ids["a wide harbour panorama"])
+    assert (wide.width, wide.height) == (512, 384)
+    stored = rig.root / "blobs" / "thumbs" / f"{wide.sha256}-320.jpg"
+    async with aiohttp.ClientSession(cookie_jar=_jar()) as http:
+        await rig.sign_in(http, "discord", "alice")
+        grid = await (await http.get(f"{rig.base}/gallery/discord/1002")).text()
+        assert f"/images/{wide.id}/thumb" in grid and f"/images/{wide.id}/file" not in grid
+        first = await http.get(f"{rig.base}/gallery/discord/1002/images/{wide.id}/thumb")
+        assert first.status == 200 and first.content_type == "image/jpeg"
+        with PILImage.open(io.BytesIO(await first.read())) as thumb:
+            assert thumb.size == (320, 240)
+        assert stored.exists()
+        again = await http.get(f"{rig.base}/gallery/discord/1002/images/{wide.id}/thumb")
+        assert await again.read() == stored.read_bytes()

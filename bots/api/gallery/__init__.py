@@ -83,6 +83,7 @@ def gallery_app(
     app.router.add_get(prefix, pages.gallery)
     app.router.add_get(prefix + "/images/{image}", pages.image_page)
     app.router.add_get(prefix + "/images/{image}/file", pages.image_file)
+    app.router.add_get(prefix + "/images/{image}/thumb", pages.image_thumb)
     app.router.add_get(prefix + "/jobs/{job}", pages.job_page)
     app.router.add_get(prefix + "/jobs/{job}/events", pages.job_events)
     app.router.add_get(prefix + "/jobs/{job}/preview", pages.job_preview)

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from bots.api.errors import ApiError
-from bots.api.gallery import listing, render
+from bots.api.gallery import listing, render, thumbs
 from bots.api.gallery.services import GALLERY, MEMBER, GalleryServices
 from bots.api.gallery.sessions import Member
 from bots.api.safety import source_flagged
@@ -71,7 +71,7 @@ async def sign_in_first(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except NotSignedIn:
-        if request.path.endswith(("/file", "/events", "/preview")) or request.method != "GET":
+        if request.path.endswith(("/file", "/thumb", "/events", "/preview")) or request.method != "GET":
             raise web.HTTPUnauthorized(text="sign in first") from None
         return render.redirect(f"{render.root(request)}/")
 
@@ -179,6 +179,21 @@ async def image_file(request: web.Request) -> web.StreamResponse:
             "Cache-Control": "private, max-age=3600",
             "Content-Disposition": f'inline; filename="{image.id}.png"',
         },
+    )
+
+
+async def image_thumb(request: web.Request) -> web.StreamResponse:
+    services: GalleryServices = request.config_dict[GALLERY]
+    _member, tenant = await _tenant(request)
+    image = await _image_of(request, tenant)
+    if await listing.withheld(tenant, [image]):
+        raise web.HTTPNotFound(**_not_found(request))
+    try:
+        data = await thumbs.thumbnail(services.blobs, image)
+    except BlobNotFound:
+        raise web.HTTPNotFound(**_not_found(request)) from None
+    return web.Response(
+        body=data, content_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
     )
 
 
