@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 import pytest
@@ -111,8 +112,6 @@ async def test_a_callback_needs_the_state_this_browser_was_given_and_a_code_work
         # The attacker starts a sign-in and hands the victim the callback URL with the attacker's code (login CSRF).
         start = await attacker.get(f"{rig.base}/gallery/signin/discord", allow_redirects=False)
         location = start.headers["Location"]
-        from urllib.parse import parse_qsl, urlsplit
-
         params = dict(parse_qsl(urlsplit(location).query))
         approved = await attacker.post(location.split("?")[0], data=params, allow_redirects=False)
         callback = approved.headers["Location"]
