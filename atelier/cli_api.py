@@ -26,7 +26,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def api_services(settings: Settings, runtime):  # (Settings, Runtime) -> bots.api.services.ApiServices
     """The API's clients, from the process's settings and runtime."""
-    from bots.api.services import ApiServices, RateLimits
+    from bots.api.services import ApiServices, RateLimits, parse_networks
 
     return ApiServices(
         redis=runtime.redis,
@@ -41,6 +41,7 @@ def api_services(settings: Settings, runtime):  # (Settings, Runtime) -> bots.ap
             key_burst=settings.api_key_burst,
             address_rate=settings.api_address_rate,
             address_burst=settings.api_address_burst,
+            trusted_proxies=parse_networks(settings.api_trusted_proxies),
         ),
         settings=settings,
     )
@@ -56,9 +57,15 @@ def app_for(settings: Settings, runtime):  # -> aiohttp.web.Application
 async def _api(settings: Settings, args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    from atelier.cli import UsageError
     from atelier.observability import health_server
     from atelier.runtime import Runtime
+    from bots.api.services import parse_networks
 
+    try:
+        parse_networks(settings.api_trusted_proxies)
+    except ValueError as exc:
+        raise UsageError(f"ATELIER_API_TRUSTED_PROXIES: {exc}") from None
     # Every API process also sends due webhooks (jobs.webhooks), so deliveries go on while any process lives.
     async with Runtime.open(settings) as runtime, runtime.webhook_sweeper().running():
         runner = web.AppRunner(app_for(settings, runtime), access_log=None)

@@ -225,6 +225,11 @@ class Settings(BaseSettings):
     api_address_burst: int = Field(
         120, ge=1, description="Most HTTP API requests one client address may make at once."
     )
+    api_trusted_proxies: str = Field(
+        "",
+        description="Reverse proxies in front of the HTTP API (addresses or CIDR networks, comma-separated): "
+        "for a request from one, the client address is the one it added to X-Forwarded-For. Unset: the TCP peer.",
+    )
 
     # Observability.
     metrics_host: str = Field("127.0.0.1", description="Address of the /metrics and /healthz server.")

@@ -4,10 +4,12 @@ as one middleware in front of every `/v1` route except the public ones (`PUBLIC_
 Order: the key is looked up (401 `missing_key`, `invalid_key` or `key_revoked`), then one token is taken from
 the key's bucket and the client address's bucket together (429 `rate_limited`). A request with a bad key takes
 a token from its address's bucket only, so guessing keys is rate limited too. The client address is the TCP
-peer's (`request.remote`); behind a proxy, configure aiohttp's forwarded handling there.
+peer's, or behind a trusted reverse proxy (ATELIER_API_TRUSTED_PROXIES) the one it forwarded (`client_address`).
 """
 
 from __future__ import annotations
+
+import ipaddress
 
 from aiohttp import web
 
@@ -26,7 +28,8 @@ async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
         return await handler(request)
     services = services_of(request)
     limits = services.limits
-    buckets = [Bucket(bucket_key("addr", request.remote or "-"), limits.address_rate, limits.address_burst)]
+    address = client_address(request, limits.trusted_proxies)
+    buckets = [Bucket(bucket_key("addr", address), limits.address_rate, limits.address_burst)]
     refusal: ApiError | None = None
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
@@ -55,6 +58,32 @@ async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
         refusal.headers["WWW-Authenticate"] = 'Bearer realm="atelier"'
         raise refusal
     return await handler(request)
+
+
+def client_address(request: web.Request, trusted: tuple = ()) -> str:
+    """The client's address: the TCP peer's, or, when the peer is a trusted proxy, the nearest address in
+    `X-Forwarded-For` (read from the right, each proxy appending its peer) that is not a trusted proxy itself.
+    From anyone else the header is ignored: a client could write anything there."""
+    peer = request.remote or "-"
+    if not trusted or not _within(peer, trusted):
+        return peer
+    forwarded = [part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",")]
+    for candidate in reversed(forwarded):
+        try:
+            address = ipaddress.ip_address(candidate)
+        except ValueError:
+            return peer  # a malformed chain: count it against the proxy rather than trust it
+        if not _within(str(address), trusted):
+            return str(address)
+    return peer
+
+
+def _within(address: str, networks: tuple) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
 
 
 async def add_rate_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -3,6 +3,7 @@ per request, who is calling (set by the auth middleware)."""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from storage.api_models import ApiKey
 from storage.blobs import BlobStore
 from storage.models import Tenant, User, get_or_create_user
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 
 @dataclass(frozen=True)
 class RateLimits:
@@ -25,6 +28,20 @@ class RateLimits:
     key_burst: int = 60
     address_rate: float = 10.0
     address_burst: int = 120
+    trusted_proxies: tuple[
+        IPNetwork, ...
+    ] = ()  # whose X-Forwarded-For names the client (`auth.client_address`)
+
+
+def parse_networks(text: str) -> tuple[IPNetwork, ...]:
+    """`"10.0.0.0/8, 127.0.0.1"` → networks; ValueError naming an entry that is neither address nor network."""
+    networks = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError(f"not an address or network (CIDR): {part!r}") from None
+    return tuple(networks)
 
 
 @dataclass(frozen=True)

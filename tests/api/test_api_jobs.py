@@ -20,7 +20,7 @@ from atelier.settings import Settings
 from bots.api.app import build_app
 from bots.api.keys import create_key
 from bots.api.ratelimit import bucket_key
-from bots.api.services import RateLimits
+from bots.api.services import RateLimits, parse_networks
 from jobs import events
 from jobs.queue import enqueue
 from jobs.specs import ReplyTarget, imagine_spec
@@ -313,3 +313,37 @@ async def test_stopping_the_server_ends_open_event_streams_at_once(
     assert b"event: end" not in rest  # closed, not ended: the job is still queued
     assert (await Job.get(id=job_id)).status == JobStatus.QUEUED
     await run_burst_worker(local_runtime.worker_services(), LOCAL_QUEUE)
+
+
+async def test_behind_a_trusted_proxy_the_forwarded_address_has_the_bucket(
+    local_runtime: Runtime, http: aiohttp.ClientSession
+) -> None:
+    redis = Redis.from_url(local_runtime.settings.redis_url)
+    clients = ["203.0.113.5", "203.0.113.6", "127.0.0.1"]
+    await redis.delete(*(bucket_key("addr", address) for address in clients))
+    base = api_services(local_runtime.settings, local_runtime)
+    limits = RateLimits(key_rate=100, key_burst=100, address_rate=0.01, address_burst=2)
+    trusting = await serve(
+        build_app(replace(base, limits=replace(limits, trusted_proxies=parse_networks("127.0.0.0/8"))))
+    )
+    plain = await serve(build_app(replace(base, limits=limits)))
+    try:
+
+        async def status(url: str, forwarded: str) -> int:
+            headers = {"X-Forwarded-For": forwarded, **bearer("atl_guessed")}
+            async with http.get(f"{url}/v1/models", headers=headers) as response:
+                return response.status
+
+        # From the trusted proxy (this test, on 127.0.0.1), the address it appended is the client's; what the
+        # client itself wrote before it (a spoofed first entry) does not matter.
+        url = trusting[1]
+        assert [await status(url, f"10.9.9.{i}, 203.0.113.5") for i in range(3)] == [401, 401, 429]
+        assert await status(url, "203.0.113.6") == 401  # another client behind the proxy: its own bucket
+        # Without trust the header is ignored: every request is the peer's (127.0.0.1).
+        url = plain[1]
+        assert [await status(url, f"198.51.100.{i}") for i in range(3)] == [401, 401, 429]
+    finally:
+        for runner, _ in (trusting, plain):
+            await runner.cleanup()
+        await redis.delete(*(bucket_key("addr", address) for address in clients))
+        await redis.aclose()
