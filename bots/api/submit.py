@@ -25,10 +25,12 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import re
 import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -405,7 +407,11 @@ def refusal_error(refusal: QuotaRefused) -> ApiError:
     """A quota refusal as the API says it (the message is the one the chat bots show)."""
     message = str(refusal)
     if isinstance(refusal, QuotaExceeded):
-        return ApiError(429, "quota_exceeded", message)
+        headers = {}
+        if refusal.resets_at is not None:  # a period's limit: no use asking again before it resets
+            wait_s = (refusal.resets_at - datetime.now(UTC)).total_seconds()
+            headers["Retry-After"] = str(max(1, math.ceil(wait_s)))
+        return ApiError(429, "quota_exceeded", message, headers=headers)
     if isinstance(refusal, QueueBusy):
         return ApiError(503, "queue_busy", message, headers={"Retry-After": "60"})
     if isinstance(refusal, TenantPaused):

@@ -189,5 +189,6 @@ async def test_pause_ban_and_quota_refusals(rig: Rig, database: str, http: aioht
     admin("quota", tenant_ref, "--images-per-day", "0")
     async with http.post(f"{rig.url}{IMAGES}", json=OK, headers=bearer(key)) as response:
         body = await expect(response, 429, "quota_exceeded")
+        assert 1 <= int(response.headers["Retry-After"]) <= 24 * 3600 + 60  # when the day's limit resets
     assert "Limit reached" in body["error"]["message"]
     await assert_nothing_charged(tenant_ref)
