@@ -117,7 +117,9 @@ def document(app: web.Application) -> dict:
             "version": "1",
             "description": "Image generation on Atelier's queue, with the quotas, tiers and safety filter of the "
             "tenant (a Discord server, a Slack workspace) the API key belongs to. Errors are "
-            '`{"error": {"code", "message", "field"}}`.',
+            '`{"error": {"code", "message", "field"}}`. Every /v1 answer carries the rate-limit headers of '
+            "draft-ietf-httpapi-ratelimit-headers-07 (RateLimit-Limit, -Remaining, -Reset, -Policy) for the "
+            "tighter of the key's and the client address's token buckets; a 429 has Retry-After.",
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
