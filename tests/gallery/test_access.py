@@ -294,8 +294,9 @@ async def test_odd_values_in_queries_and_paths_are_ignored_or_not_found_never_er
 
 
 async def test_sessions_are_shared_by_api_processes_and_sign_ins_are_rate_limited(rig: Rig) -> None:
+    slow = {"ATELIER_API_ADDRESS_BURST": "3", "ATELIER_API_ADDRESS_RATE": "0.01"}
     async with (
-        rig.another_api(ATELIER_API_ADDRESS_BURST="3", ATELIER_API_ADDRESS_RATE="0.01") as other,
+        rig.another_api(**slow, ATELIER_API_TRUSTED_PROXIES="127.0.0.1") as other,
         aiohttp.ClientSession(cookie_jar=_jar()) as http,
     ):
         await rig.sign_in(http, "discord", "alice")  # on the rig's process
@@ -307,14 +308,19 @@ async def test_sessions_are_shared_by_api_processes_and_sign_ins_are_rate_limite
         )
         assert out.status == 303
         assert (await http.get(f"{rig.base}/gallery/discord/1001", allow_redirects=False)).status == 303
+
+        async def start(client: str) -> aiohttp.ClientResponse:  # through a trusted proxy, for `client`
+            headers = {"X-Forwarded-For": client}
+            return await http.get(f"{other}/gallery/signin/discord", headers=headers, allow_redirects=False)
+
         try:
-            starts = [
-                await http.get(f"{other}/gallery/signin/discord", allow_redirects=False) for _ in range(4)
-            ]
+            starts = [await start("203.0.113.7") for _ in range(4)]
             assert [r.status for r in starts] == [302, 302, 302, 429]
             assert int(starts[-1].headers["Retry-After"]) > 0
-        finally:  # the address's bucket, emptied here, is the rig's process's too
-            await rig.runtime.redis.delete(bucket_key("gallery-sign-in", "127.0.0.1"))
+            assert (await start("203.0.113.8")).status == 302  # another client behind the same proxy
+        finally:
+            for client in ("203.0.113.7", "203.0.113.8"):
+                await rig.runtime.redis.delete(bucket_key("gallery-sign-in", client))
 
 
 async def test_tiles_are_thumbnails_made_once_and_kept_in_the_blob_store(rig: Rig) -> None:

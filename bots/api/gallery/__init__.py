@@ -55,9 +55,17 @@ def add_routes(app: web.Application) -> None:
         )
         return submitted.job.id
 
-    limit = (services.limits.address_rate, services.limits.address_burst)
+    limits = services.limits
+    gallery = gallery_app(
+        services.settings,
+        services.redis,
+        services.blobs,
+        submit,
+        (limits.address_rate, limits.address_burst),
+        limits.trusted_proxies,
+    )
     app.router.add_get(ROOT, _to_index)  # before the sub-app, whose prefix would take it
-    app.add_subapp(ROOT, gallery_app(services.settings, services.redis, services.blobs, submit, limit))
+    app.add_subapp(ROOT, gallery)
 
 
 def gallery_app(
@@ -66,12 +74,21 @@ def gallery_app(
     blobs: BlobStore,
     submit: Submit,
     sign_in_limit: tuple[float, int] | None = None,
+    trusted_proxies: tuple = (),
 ) -> web.Application:
     """The gallery as an aiohttp sub-app, to be mounted at `ROOT`; `submit` enqueues "same again";
-    `sign_in_limit` (per second, burst) bounds the sign-ins one client address may start."""
+    `sign_in_limit` (per second, burst) bounds the sign-ins one client address may start (the address as the
+    API reads it, through `trusted_proxies`)."""
     app = web.Application(middlewares=[render.security_headers, auth.session_member, pages.sign_in_first])
     app[GALLERY] = GalleryServices(
-        settings, redis, blobs, submit, providers(settings), root=ROOT, sign_in_limit=sign_in_limit
+        settings,
+        redis,
+        blobs,
+        submit,
+        providers(settings),
+        root=ROOT,
+        sign_in_limit=sign_in_limit,
+        trusted_proxies=trusted_proxies,
     )
     app.cleanup_ctx.append(_http_client)
     prefix = r"/{platform:discord|slack}/{tenant:[A-Za-z0-9]{1,64}}"

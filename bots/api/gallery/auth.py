@@ -14,6 +14,7 @@ import logging
 
 from aiohttp import web
 
+from bots.api.auth import client_address
 from bots.api.gallery import render
 from bots.api.gallery.oauth import SignInFailed
 from bots.api.gallery.services import GALLERY, MEMBER, GalleryServices
@@ -49,9 +50,8 @@ async def _too_many(request: web.Request) -> web.Response | None:
     if services.sign_in_limit is None:
         return None
     rate, burst = services.sign_in_limit
-    verdict = await take(
-        services.redis, [Bucket(bucket_key("gallery-sign-in", request.remote or "-"), rate, burst)]
-    )
+    address = client_address(request, services.trusted_proxies)
+    verdict = await take(services.redis, [Bucket(bucket_key("gallery-sign-in", address), rate, burst)])
     if verdict.allowed:
         return None
     wait = verdict.retry_after_s

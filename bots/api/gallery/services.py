@@ -28,6 +28,7 @@ class GalleryServices:
     providers: dict[str, Provider]
     root: str = "/gallery"  # where the sub-app is mounted
     sign_in_limit: tuple[float, int] | None = None  # sign-ins per second and burst, per client address
+    trusted_proxies: tuple = ()  # whose X-Forwarded-For names the client (bots.api.auth.client_address)
     sessions: Sessions = field(init=False)
     http: aiohttp.ClientSession | None = None  # for the platforms' OAuth calls, opened with the app
 
