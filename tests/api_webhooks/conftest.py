@@ -14,7 +14,7 @@ from storage.db import close_db, init_db
 from tests.api_webhooks.receiver import Receiver, start_receiver
 from tests.support import redis_url
 
-REDIS_URL = redis_url(6)  # this area's database on the run's Redis; flushed per module
+REDIS_URL = redis_url(16)  # this area's database on the run's Redis; flushed per module
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
