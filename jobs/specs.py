@@ -193,6 +193,7 @@ class Inpaint(BaseModel):
     guidance: float
     seed: int = Field(ge=0, le=MAX_SEED)
     count: int
+    parent: str | None = None  # the job whose image this edits (zoom, pan, make square: `jobs.editing`)
 
 
 class Vary(BaseModel):
@@ -209,6 +210,8 @@ class Vary(BaseModel):
     guidance: float
     seed: int = Field(ge=0, le=MAX_SEED)
     count: int
+    loras: list[tuple[str, float]] = Field(default_factory=list)  # the source job's, applied in this order
+    parent: str | None = None  # the job whose image this varies (`jobs.editing`)
 
 
 EXTEND_SIDES = ("left", "right", "top", "bottom")
@@ -357,6 +360,29 @@ class Upscale(BaseModel):
     height: int = Field(ge=1)
     model: str
     scale: int = Field(ge=1)
+    parent: str | None = None  # the job whose image this upscales
+
+
+class CreativeUpscale(BaseModel):
+    """Upscale (Creative): the stored image enlarged by the upscaler `upscaler`, then reworked at the larger
+    size by the text-to-image `model` at a low `strength`, tile by tile, so detail is added, not only
+    interpolated (`jobs.editing.creative_upscale_spec`)."""
+
+    kind: Literal["creative_upscale"] = "creative_upscale"
+    image: str
+    width: int = Field(ge=1)
+    height: int = Field(ge=1)
+    upscaler: str
+    scale: int = Field(ge=1)
+    model: str
+    prompt: PromptText = Field("", max_length=MAX_PROMPT_CHARS)
+    negative: PromptText = Field("", max_length=MAX_PROMPT_CHARS)
+    strength: float = Field(gt=0, le=1)
+    steps: int
+    guidance: float
+    seed: int = Field(ge=0, le=MAX_SEED)
+    loras: list[tuple[str, float]] = Field(default_factory=list)
+    parent: str | None = None
 
 
 class Enhance(BaseModel):

@@ -39,7 +39,8 @@ class WorkerSettings:
     functions = (
         func(fetching_tenant_loras(functions.imagine), name="imagine"),
         func(edit.inpaint, name="inpaint"),
-        func(edit.vary, name="vary"),
+        func(fetching_tenant_loras(edit.vary), name="vary"),
+        func(fetching_tenant_loras(edit.creative_upscale), name="creative_upscale"),
         func(enhance.upscale, name="upscale"),
         func(enhance.enhance, name="enhance"),
     )

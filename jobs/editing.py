@@ -1,0 +1,285 @@
+"""The editing loop's actions, defined once for both chats, the CLI and the API: from a source image (and the
+job that made it) to the spec of a new job.
+
+- Zoom Out (1.5×, 2×, or a custom factor from `MIN_ZOOM` to `MAX_ZOOM`): an outpaint on all four sides, the
+  image centred; the border is painted with the source's prompt.
+- Pan (left, right, up, down): an outpaint of one side by half the image's width or height.
+- Make Square: an outpaint of the two short sides until the image is square.
+- Vary (Subtle) and Vary (Strong): image-to-image at `VARY_STRENGTHS`.
+- Upscale (Creative): the upscaler, then a low-strength image-to-image pass in tiles at the larger size.
+
+What a derived job keeps from its source is its `Lineage`: the prompt, the text-to-image model (an outpaint runs
+on the inpainting preset of the same family), the LoRAs (variations and creative upscales; the inpainting
+pipelines run without them), and the seed of the image it was made from; `parent` records the source job.
+Every builder validates with the engine's own checks and raises ValueError naming the problem, before
+anything is stored or queued.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from engine.canvas import Extend
+from engine.enhance_presets import upscale_factor
+from engine.registry import Preset, Registry
+from jobs.specs import (
+    MAX_SEED,
+    CreativeUpscale,
+    Inpaint,
+    Upscale,
+    Vary,
+    inpaint_spec,
+    upscale_spec,
+    vary_spec,
+)
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
+VARY_STRENGTHS = {"subtle": 0.35, "strong": 0.8}
+"""How much of the image each variation noises away: subtle keeps the composition and colours, strong keeps
+little more than the layout."""
+
+ZOOM_FACTORS = (1.5, 2.0)  # the zoom buttons; Custom Zoom takes any factor in [MIN_ZOOM, MAX_ZOOM]
+MIN_ZOOM, MAX_ZOOM = 1.1, 2.0
+PAN_DIRECTIONS = ("left", "right", "up", "down")
+CREATIVE_STRENGTH = 0.3
+"""Upscale (Creative)'s image-to-image strength: enough for the model to draw texture into the enlarged image,
+too little for it to change what the image shows."""
+
+TEXT_TO_IMAGE_KINDS = frozenset({"imagine", "vary", "creative_upscale"})  # specs whose model is a txt2img one
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """What a derived job inherits from the job (and image) it starts from. `parent` None: an image from outside
+    (a file, a member's upload), which has no prompt, model or seed to keep."""
+
+    parent: str | None = None
+    prompt: str = ""
+    negative: str = ""
+    model: str | None = None  # the source's model of any role, or None
+    loras: tuple[tuple[str, float], ...] = ()
+    seed: int | None = None  # the seed of the source image
+
+    @classmethod
+    def of(cls, job_id: str, spec: dict, seed: int | None) -> Lineage:
+        """The lineage of image seeded `seed` of job `job_id`, whose stored spec is `spec`."""
+        return cls(
+            parent=job_id,
+            prompt=spec.get("prompt") or "",
+            negative=spec.get("negative") or "",
+            model=spec.get("model") or None,
+            loras=tuple((name, float(weight)) for name, weight in spec.get("loras") or ()),
+            seed=None if seed is None else int(seed) % (MAX_SEED + 1),
+        )
+
+
+def zoom_extend(size: tuple[int, int], factor: float) -> Extend:
+    """The outpaint that zooms an image of `size` out by `factor`: every side grows, the image stays centred."""
+    check_zoom(factor)
+    width, height = size
+    grow_x, grow_y = round(width * factor) - width, round(height * factor) - height
+    return Extend(left=grow_x // 2, right=grow_x - grow_x // 2, top=grow_y // 2, bottom=grow_y - grow_y // 2)
+
+
+def check_zoom(factor: float) -> None:
+    if not isinstance(factor, int | float) or not math.isfinite(factor) or not MIN_ZOOM <= factor <= MAX_ZOOM:
+        raise ValueError(f"the zoom factor must be between {MIN_ZOOM:g} and {MAX_ZOOM:g} (got {factor})")
+
+
+def parse_zoom(text: str) -> float:
+    """A zoom factor typed by a person ("1.5", "2x", "1,5"), checked."""
+    cleaned = text.strip().lower().rstrip("x×").strip().replace(",", ".")
+    try:
+        factor = float(cleaned)
+    except ValueError:
+        raise ValueError(
+            f"the zoom factor must be a number between {MIN_ZOOM:g} and {MAX_ZOOM:g}, e.g. 1.5 "
+            f"(got {text.strip()[:20]!r})"
+        ) from None
+    check_zoom(factor)
+    return factor
+
+
+def pan_extend(size: tuple[int, int], direction: str) -> Extend:
+    """The outpaint that pans an image of `size` in `direction`: that side grows by half the image."""
+    width, height = size
+    sides = {
+        "left": ("left", width),
+        "right": ("right", width),
+        "up": ("top", height),
+        "down": ("bottom", height),
+    }
+    if direction not in sides:
+        raise ValueError(f"pan direction must be one of {', '.join(PAN_DIRECTIONS)} (got {direction!r})")
+    side, length = sides[direction]
+    return Extend(**{side: length // 2})
+
+
+def square_extend(size: tuple[int, int]) -> Extend:
+    """The outpaint that makes an image of `size` square: its short sides grow, the image stays centred."""
+    width, height = size
+    if width == height:
+        raise ValueError(f"the image is already square ({width}x{height})")
+    grow = abs(width - height)
+    first, second = grow // 2, grow - grow // 2
+    return Extend(top=first, bottom=second) if width > height else Extend(left=first, right=second)
+
+
+def outpaint_spec(
+    registry: Registry,
+    *,
+    image: PILImage.Image,
+    extend: Extend,
+    lineage: Lineage,
+    prompt: str | None = None,
+    tiny: bool = False,
+    random_seed: int = 0,
+    image_key: str = "",
+) -> Inpaint:
+    """Zoom, pan or make square (`extend` from the functions above) on `image`, painted with the lineage's prompt
+    (or `prompt`, a remix) on the inpainting model of the source's family."""
+    return inpaint_spec(
+        registry,
+        mode="outpaint",
+        image=image,
+        prompt=lineage.prompt if prompt is None else prompt,
+        negative=lineage.negative,
+        extend=extend,
+        model=_inpaint_model(registry, lineage.model, tiny),
+        seed=lineage.seed,
+        tiny=tiny,
+        random_seed=random_seed,
+        image_key=image_key,
+    ).model_copy(update={"parent": lineage.parent})
+
+
+def variation_spec(
+    registry: Registry,
+    *,
+    image: PILImage.Image,
+    lineage: Lineage,
+    strength: str | float = "subtle",
+    prompt: str | None = None,
+    count: int | None = None,
+    tiny: bool = False,
+    random_seed: int = 0,
+    image_key: str = "",
+) -> Vary:
+    """Vary (Subtle) or (Strong) (`strength` by name, or a number from a remix) of `image` on the source's
+    text-to-image model with its LoRAs, from the source image's seed."""
+    if isinstance(strength, str):
+        if strength not in VARY_STRENGTHS:
+            raise ValueError(f"vary strength must be {' or '.join(VARY_STRENGTHS)} (got {strength!r})")
+        strength = VARY_STRENGTHS[strength]
+    model = _txt2img_model(registry, lineage.model)
+    spec = vary_spec(
+        registry,
+        image=image,
+        prompt=lineage.prompt if prompt is None else prompt,
+        negative=lineage.negative,
+        strength=strength,
+        model=model,
+        seed=lineage.seed,
+        count=count,
+        tiny=tiny,
+        random_seed=random_seed,
+        image_key=image_key,
+    )
+    return spec.model_copy(update={"parent": lineage.parent, "loras": _loras(model, lineage)})
+
+
+def subtle_upscale_spec(
+    registry: Registry, *, image: PILImage.Image, lineage: Lineage, tiny: bool = False, image_key: str = ""
+) -> Upscale:
+    """Upscale (Subtle): the default upscaler alone."""
+    spec = upscale_spec(registry, image=image, tiny=tiny, image_key=image_key)
+    return spec.model_copy(update={"parent": lineage.parent})
+
+
+def creative_upscale_spec(
+    registry: Registry,
+    *,
+    image: PILImage.Image,
+    lineage: Lineage,
+    strength: float = CREATIVE_STRENGTH,
+    tiny: bool = False,
+    random_seed: int = 0,
+    image_key: str = "",
+) -> CreativeUpscale:
+    """Upscale (Creative): the default upscaler, then the source's text-to-image model (with its prompt and
+    LoRAs) over the enlarged image at `strength`, one tile of the model's default size at a time."""
+    upscale = upscale_spec(registry, image=image, tiny=tiny, image_key=image_key)
+    upscaler = registry.get(upscale.model)
+    model = _txt2img_model(registry, lineage.model)
+    preset = registry.resolve(model, role="txt2img", tiny=tiny)
+    if not 0 < strength <= 1:
+        raise ValueError(f"strength must be above 0 and at most 1 (got {strength:g})")
+    steps = preset.default_steps
+    if steps * strength < 1:
+        raise ValueError(f"{preset.name}'s {steps} step(s) at strength {strength:g} leave no step to run")
+    preset.check(
+        width=preset.default_width,
+        height=preset.default_height,
+        steps=steps,
+        count=1,
+        guidance=preset.default_guidance,
+        negative=lineage.negative,
+    )
+    return CreativeUpscale(
+        image=image_key,
+        width=image.width,
+        height=image.height,
+        upscaler=upscaler.name,
+        scale=upscale_factor(upscaler),
+        model=preset.name,
+        prompt=lineage.prompt,
+        negative=lineage.negative,
+        strength=strength,
+        steps=steps,
+        guidance=preset.default_guidance,
+        seed=random_seed if lineage.seed is None else lineage.seed,
+        loras=list(_loras(preset.name, lineage)),
+        parent=lineage.parent,
+    )
+
+
+def _txt2img_model(registry: Registry, model: str | None) -> str | None:
+    """The source's model when it is a text-to-image one; else None (the default, e.g. for an upscaled image)."""
+    preset = _preset(registry, model)
+    return model if preset is not None and preset.role == "txt2img" else None
+
+
+def _inpaint_model(registry: Registry, model: str | None, tiny: bool) -> str | None:
+    """The inpainting preset for a source made by `model`: that model itself when it inpaints, else the
+    inpainting preset of its family (a tiny one for a tiny model); None (the default) when there is none."""
+    preset = _preset(registry, model)
+    if preset is None:
+        return None
+    if preset.role == "inpaint":
+        return preset.name
+    if preset.role != "txt2img":
+        return None
+    default = registry.resolve(None, role="inpaint", tiny=tiny or preset.is_tiny)
+    candidates = [default] + [registry.get(name) for name in registry.names("inpaint")]
+    for candidate in candidates:
+        if candidate.family == preset.family and candidate.is_tiny == preset.is_tiny:
+            return candidate.name
+    return None
+
+
+def _loras(model: str | None, lineage: Lineage) -> list[tuple[str, float]]:
+    """The source's LoRAs, kept only when the new job runs on the source's own model (they fit no other)."""
+    return list(lineage.loras) if model is not None and model == lineage.model else []
+
+
+def _preset(registry: Registry, model: str | None) -> Preset | None:
+    if not model:
+        return None
+    try:
+        return registry.get(model)
+    except ValueError:
+        return None  # a preset removed since the source ran: fall back to the defaults
