@@ -13,7 +13,9 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import diffusers
 import torch
@@ -76,8 +78,27 @@ class PipelineCache:
         self._sizes[preset.name] = size
         return pipeline
 
+    def get_model(self, preset: Preset, load: Callable[[], tuple[Any, int]]) -> Any:
+        """A guidance model of `preset` (a ControlNet, an annotator, an IP-Adapter; engine.guided), resident
+        beside the pipelines and counted in the same budget. `load` builds it on the CPU and returns it with its
+        size in bytes; it is moved to the device here, after room is made."""
+        if preset.name in self._pipelines:
+            self.hits += 1
+            self._pipelines.move_to_end(preset.name)
+            return self._pipelines[preset.name]
+        self.misses += 1
+        started = time.perf_counter()
+        model, size = load()
+        self._make_room(size, for_name=preset.name)
+        if hasattr(model, "to"):
+            model.to(self.device)
+        self.load_seconds += time.perf_counter() - started
+        self._pipelines[preset.name] = model
+        self._sizes[preset.name] = size
+        return model
+
     def loaded(self) -> list[str]:
-        """Names of the resident pipelines, least recently used first."""
+        """Names of the resident pipelines (and guidance models), least recently used first."""
         return list(self._pipelines)
 
     def sizes(self) -> dict[str, int]:

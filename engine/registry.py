@@ -45,6 +45,8 @@ class Preset:
     variant: str | None = None
     safety_checker: bool = False  # the weights include a safety checker (engine.safety); SD 1.5 has one
     safety_adjustment: float = 0.0  # added to the checker's scores: higher flags more (diffusers uses 0.0)
+    control: str | None = None  # a ControlNet's condition (canny, depth, openpose) or an annotator's output
+    weight_name: str | None = None  # an IP-Adapter's weight file in its repository: models/x.safetensors
 
     def __post_init__(self) -> None:
         for field in ("max_side", "max_pixels", "max_steps", "max_count", "multiple_of"):

@@ -1,0 +1,204 @@
+"""What a guided generation is (ControlNet conditions, IP-Adapter references, hires fix), and the checks that
+run before anything is queued. Kept free of torch, like `engine.generate`, so front-ends can import it.
+
+Decisions, written down here because users see them:
+- Conditions: `canny` is computed from the input image with OpenCV (thresholds 100/200, as ControlNet's
+  reference annotator); `depth` by the depth annotator preset (DPT); `openpose` has no annotator here (no pose
+  model can be built offline from transformers alone), so it needs the pose image itself (`given`).
+- Hires fix: the first pass runs at the first size (the model's native size, or the size asked for), the
+  pixels are upscaled with Lanczos to the final size, and a second image-to-image pass at `strength`
+  re-denoises them. A request larger than the model's native area gets it by default (`hires_plan`). The
+  ControlNet and the references guide the first pass, which sets the composition; the second pass only refines.
+- References: one IP-Adapter per family; every reference image is one image prompt of the adapter, at its
+  own weight (diffusers' per-adapter scale applies to all; the weights are averaged by image embedding).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from engine.generate import TextToImage, check_request
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from engine.registry import Preset, Registry
+
+CONTROL_KINDS = ("canny", "depth", "openpose")
+COMPUTED_CONTROLS = ("canny", "depth")  # conditions the worker computes from an input image
+MAX_CONTROL_WEIGHT = 2.0
+MAX_REFERENCE_WEIGHT = 2.0
+DEFAULT_CONTROL_WEIGHT = 1.0
+DEFAULT_REFERENCE_WEIGHT = 1.0
+MIN_BLEND_IMAGES = 2
+MAX_BLEND_IMAGES = 5
+MAX_REFERENCES = 5
+MIN_HIRES = 1.0  # exclusive
+MAX_HIRES = 2.0
+DEFAULT_HIRES_STRENGTH = 0.5
+CANNY_THRESHOLDS = (100, 200)
+
+ReferenceRole = Literal["style", "content", "blend"]
+
+
+@dataclass(frozen=True)
+class Control:
+    """A ControlNet condition: `image` is the input it is computed from, or the condition itself (`given`)."""
+
+    kind: str
+    image: Image.Image
+    weight: float = DEFAULT_CONTROL_WEIGHT
+    given: bool = False
+
+
+@dataclass(frozen=True)
+class Reference:
+    """An image prompt for the IP-Adapter: a style or content reference, or one image of a blend."""
+
+    image: Image.Image
+    role: ReferenceRole
+    weight: float = DEFAULT_REFERENCE_WEIGHT
+
+
+@dataclass(frozen=True)
+class Hires:
+    """Hires fix: the first pass at `width`x`height`, the second at the request's size."""
+
+    width: int
+    height: int
+    strength: float = DEFAULT_HIRES_STRENGTH
+
+
+@dataclass(frozen=True)
+class GuidedRequest:
+    """A text-to-image request (its size is the final size) with any of a condition, references, hires fix."""
+
+    base: TextToImage
+    control: Control | None = None
+    controlnet: Preset | None = None
+    annotator: Preset | None = None
+    references: tuple[Reference, ...] = ()
+    adapter: Preset | None = None
+    hires: Hires | None = None
+
+
+def controlnet_for(registry: Registry, model: Preset, kind: str) -> Preset:
+    """The ControlNet preset for `kind` on `model`'s family (a tiny one for a tiny model); ValueError naming
+    the conditions the model does have when there is none."""
+    check_control_kind(kind)
+    found = [p for p in _of_role(registry, "controlnet", model) if p.control == kind]
+    if not found:
+        have = sorted({p.control for p in _of_role(registry, "controlnet", model) if p.control})
+        raise ValueError(
+            f"{model.name} has no ControlNet for {kind}"
+            + (f"; it has: {', '.join(have)}" if have else "; it takes no control image")
+        )
+    return found[0]
+
+
+def annotator_for(registry: Registry, kind: str, *, tiny: bool) -> Preset | None:
+    """The annotator that computes `kind` from an image (None for canny, computed with OpenCV); ValueError for a
+    condition that must be given."""
+    if kind == "canny":
+        return None
+    if kind not in COMPUTED_CONTROLS:
+        raise ValueError(
+            f"{kind} cannot be computed from a photo here: give the {kind} image itself with control_image"
+        )
+    found = [
+        registry.get(n)
+        for n in registry.names("annotator")
+        if registry.get(n).control == kind and registry.get(n).is_tiny == tiny
+    ]
+    if not found:
+        raise ValueError(f"no annotator computes {kind}: give the {kind} image itself with control_image")
+    return found[0]
+
+
+def adapter_for(registry: Registry, model: Preset) -> Preset:
+    """The IP-Adapter preset for `model`'s family; ValueError when the model takes no image prompts."""
+    found = _of_role(registry, "ip-adapter", model)
+    if not found:
+        raise ValueError(f"{model.name} takes no reference images (no IP-Adapter for {model.family})")
+    return found[0]
+
+
+def hires_plan(model: Preset, width: int, height: int, scale: float | None) -> tuple[int, int, Hires | None]:
+    """The final size and the hires pass for a request of `width`x`height`.
+
+    With `scale`, the first pass runs at the size asked for and the result is `scale` times larger. Without
+    it, a size above the model's native area gets hires fix by default: the first pass at the native area with
+    the same aspect ratio, the second at the size asked for. Sides are rounded to the model's multiple."""
+    step = model.multiple_of
+    if scale is not None:
+        check_hires(scale)
+        final = (_round(width * scale, step), _round(height * scale, step))
+        return *final, Hires(width, height)
+    native = model.default_width * model.default_height
+    if width * height <= native:
+        return width, height, None
+    shrink = math.sqrt(native / (width * height))
+    first = (max(step, _round(width * shrink, step)), max(step, _round(height * shrink, step)))
+    return width, height, Hires(*first)
+
+
+def check_control_kind(kind: str) -> None:
+    if kind not in CONTROL_KINDS:
+        raise ValueError(f"control must be one of {', '.join(CONTROL_KINDS)} (got {kind!r})")
+
+
+def check_weight(what: str, weight: float, maximum: float) -> None:
+    if not (math.isfinite(weight) and 0 <= weight <= maximum):
+        raise ValueError(f"{what} must be between 0 and {maximum:g} (got {weight:g})")
+
+
+def check_hires(scale: float) -> None:
+    if not (math.isfinite(scale) and MIN_HIRES < scale <= MAX_HIRES):
+        raise ValueError(f"hires must be above {MIN_HIRES:g} and at most {MAX_HIRES:g} (got {scale:g})")
+
+
+def check_references(references: tuple[Reference, ...]) -> None:
+    blend = [r for r in references if r.role == "blend"]
+    if blend and not MIN_BLEND_IMAGES <= len(blend) <= MAX_BLEND_IMAGES:
+        raise ValueError(f"a blend takes {MIN_BLEND_IMAGES} to {MAX_BLEND_IMAGES} images (got {len(blend)})")
+    if len(references) > MAX_REFERENCES:
+        raise ValueError(f"at most {MAX_REFERENCES} reference images (got {len(references)})")
+    for reference in references:
+        check_weight(f"the {reference.role} reference weight", reference.weight, MAX_REFERENCE_WEIGHT)
+
+
+def check_guided(preset: Preset, request: GuidedRequest) -> None:
+    """Raise ValueError naming the first problem; run before any model is loaded."""
+    check_request(preset, request.base)
+    if request.control is not None:
+        check_control_kind(request.control.kind)
+        check_weight("control weight", request.control.weight, MAX_CONTROL_WEIGHT)
+        if request.controlnet is None or request.controlnet.family != preset.family:
+            raise ValueError(f"{preset.name} needs a {preset.family} ControlNet for {request.control.kind}")
+        if not request.control.given and request.control.kind not in COMPUTED_CONTROLS:
+            raise ValueError(f"{request.control.kind} must be given as the condition image itself")
+        if request.control.kind == "depth" and not request.control.given and request.annotator is None:
+            raise ValueError("depth needs a depth annotator to compute it")
+    check_references(request.references)
+    if request.references and (request.adapter is None or request.adapter.family != preset.family):
+        raise ValueError(f"{preset.name} needs a {preset.family} IP-Adapter for reference images")
+    if request.hires is not None:
+        preset.check(
+            width=request.hires.width,
+            height=request.hires.height,
+            steps=request.base.steps,
+            count=request.base.count,
+        )
+        if not 0 < request.hires.strength <= 1:
+            raise ValueError(f"hires strength must be above 0, at most 1 (got {request.hires.strength:g})")
+
+
+def _of_role(registry: Registry, role: str, model: Preset) -> list[Preset]:
+    presets = [registry.get(name) for name in registry.names(role)]
+    return [p for p in presets if p.family == model.family and p.is_tiny == model.is_tiny]
+
+
+def _round(value: float, step: int) -> int:
+    return max(step, round(value / step) * step)

@@ -1,0 +1,155 @@
+"""Tiny guidance models built from configs with seeded random weights, as `engine.tiny` builds the pipelines:
+ControlNets shaped after the tiny UNet of their family, a DPT depth estimator, and IP-Adapters (a CLIP vision
+encoder and the adapter's projection and attention weights, matched to the tiny UNet's cross-attention).
+
+Each is written once into `cache_dir/<name>/` in the layout its real counterpart has on the Hugging Face hub,
+so it loads through the same code (`ControlNetModel.from_pretrained`, `DPTForDepthEstimation.from_pretrained`,
+`load_ip_adapter`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from diffusers import ControlNetModel
+from safetensors.torch import save_file
+from transformers import (
+    CLIPImageProcessor,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
+    DPTConfig,
+    DPTForDepthEstimation,
+    DPTImageProcessor,
+)
+
+from engine import tiny
+from engine.registry import Preset
+
+BUILD = 2
+"""Version of the configs below; a cached build stamped with another version is rebuilt."""
+
+IMAGE_ENCODER_SIZE = 32
+IMAGE_EMBED_DIM = 16
+IP_TOKENS = 4  # the plain IP-Adapter's image tokens
+
+
+def ensure_built(preset: Preset, cache_dir: Path) -> Path:
+    """The directory of `preset`'s tiny build, building it first when absent or stale."""
+    builders = {"controlnet": _controlnet, "annotator": _depth, "ip-adapter": _ip_adapter}
+    if preset.role not in builders:
+        raise ValueError(f"no tiny guidance builder for role {preset.role!r}")
+    target = Path(cache_dir) / preset.name
+    stamp = {"build": BUILD, "family": preset.family, "pipeline": preset.pipeline}
+    try:
+        if json.loads((target / tiny.STAMP).read_text()) == stamp:
+            return target
+    except (OSError, ValueError):
+        pass
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{preset.name}-build-", dir=target.parent))
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(tiny.SEED)
+            builders[preset.role](preset, staging)
+        (staging / tiny.STAMP).write_text(json.dumps(stamp, sort_keys=True))
+        tiny._publish(staging, target, preset)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _unet(family: str):
+    components = {"sd15": tiny._sd15_components, "sdxl": tiny._sdxl_components}
+    if family not in components:
+        raise ValueError(f"no tiny UNet for family {family!r}")
+    return components[family]()["unet"]
+
+
+def _controlnet(preset: Preset, directory: Path) -> None:
+    # Four conditioning channels counts, so the condition is downsampled by 8 to the latents' size as in the
+    # real ControlNets.
+    controlnet = ControlNetModel.from_unet(
+        _unet(preset.family), conditioning_embedding_out_channels=(4, 8, 8, 16)
+    )
+    # A trained ControlNet starts from zero convolutions and learns them; random ones make the condition count.
+    with torch.no_grad():
+        for block in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
+            block.weight.copy_(torch.randn_like(block.weight) * 0.1)
+    controlnet.save_pretrained(directory)
+
+
+def _depth(preset: Preset, directory: Path) -> None:
+    config = DPTConfig(
+        image_size=32,
+        patch_size=16,
+        hidden_size=32,
+        num_hidden_layers=4,
+        backbone_out_indices=[0, 1, 2, 3],
+        num_attention_heads=4,
+        intermediate_size=37,
+        neck_hidden_sizes=[16, 16, 32, 32],
+        fusion_hidden_size=16,
+        head_in_index=-1,
+    )
+    DPTForDepthEstimation(config).save_pretrained(directory)
+    DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=False).save_pretrained(directory)
+
+
+def _ip_adapter(preset: Preset, directory: Path) -> None:
+    unet = _unet(preset.family)
+    folder, _, weight_file = (preset.weight_name or "models/ip-adapter.safetensors").rpartition("/")
+    encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            projection_dim=IMAGE_EMBED_DIM,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            image_size=IMAGE_ENCODER_SIZE,
+            patch_size=8,
+        )
+    )
+    encoder.save_pretrained(directory / folder / "image_encoder")
+    CLIPImageProcessor(
+        size={"shortest_edge": IMAGE_ENCODER_SIZE},
+        crop_size={"height": IMAGE_ENCODER_SIZE, "width": IMAGE_ENCODER_SIZE},
+    ).save_pretrained(directory / folder / "image_encoder")
+    save_file(ip_adapter_state_dict(unet), str(directory / folder / weight_file))
+
+
+def ip_adapter_state_dict(unet) -> dict[str, torch.Tensor]:
+    """Random weights of a plain IP-Adapter for `unet`, in the flat key layout of the published .safetensors
+    files: `image_proj.*` (image embedding → 4 tokens) and `ip_adapter.<n>.to_{k,v}_ip.weight` for every
+    cross-attention layer, numbered 1, 3, 5, … in the UNet's processor order (as diffusers reads them)."""
+    cross = unet.config.cross_attention_dim
+    weights = {
+        "image_proj.proj.weight": torch.randn(cross * IP_TOKENS, IMAGE_EMBED_DIM) * 0.1,
+        "image_proj.proj.bias": torch.zeros(cross * IP_TOKENS),
+        "image_proj.norm.weight": torch.ones(cross),
+        "image_proj.norm.bias": torch.zeros(cross),
+    }
+    for index, hidden in enumerate(_cross_attention_widths(unet)):
+        key = 1 + 2 * index
+        weights[f"ip_adapter.{key}.to_k_ip.weight"] = torch.randn(hidden, cross) * 0.1
+        weights[f"ip_adapter.{key}.to_v_ip.weight"] = torch.randn(hidden, cross) * 0.1
+    return weights
+
+
+def _cross_attention_widths(unet) -> list[int]:
+    """The hidden width of each cross-attention layer, in processor order."""
+    channels = list(unet.config.block_out_channels)
+    widths = []
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue
+        if name.startswith("mid_block"):
+            widths.append(channels[-1])
+        elif name.startswith("up_blocks"):
+            widths.append(list(reversed(channels))[int(name[len("up_blocks.")])])
+        else:
+            widths.append(channels[int(name[len("down_blocks.")])])
+    return widths
