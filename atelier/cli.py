@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 GROUP_MODULES: tuple[str, ...] = (
     "atelier.cli_imagine",
     "atelier.cli_edit",
+    "atelier.cli_guided",
     "atelier.cli_admin",
     "atelier.cli_enhance",
     "atelier.cli_lora",

@@ -40,6 +40,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="with --image: how far from it to go, above 0, at most 1 (default: 0.6)",
     )
 
+    from atelier.cli_guided import add_guidance_options
+
+    add_guidance_options(imagine)
+
     demo = sub.add_parser(
         "demo", help="imagine a fixed prompt with the tiny model, offline, on embedded defaults"
     )
@@ -48,6 +52,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 async def _imagine(settings: Settings, args: argparse.Namespace) -> int:
+    from atelier.cli_guided import imagine_guided, wants_guidance
+
+    if wants_guidance(args):
+        return await imagine_guided(settings, args)
     if getattr(args, "image", None) is not None:
         return await _imagine_from_image(settings, args)
     if getattr(args, "strength", None) is not None:
