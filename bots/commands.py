@@ -31,7 +31,15 @@ FLAGS: dict[str, tuple[str, str]] = {
     "--cfg": ("guidance", "float"),
     "--no": ("negative", "text"),
     "--lora": ("lora", "list"),
+    "--style": ("style", "text"),
+    "--tile": ("tile", "switch"),
+    "--chaos": ("chaos", "int"),
+    "--c": ("chaos", "int"),
+    "--stylize": ("stylize", "int"),
+    "--s": ("stylize", "int"),
+    "--iw": ("iw", "float"),
 }
+IMAGE_PROMPT_ONLY = "--iw weighs an image prompt against the text: attach an image, or remove --iw"
 
 
 @dataclass
@@ -74,6 +82,9 @@ def parse_prompt(text: str, *, allow_empty: bool = False) -> ParsedPrompt:
         name, kind = FLAGS[flag]
         values: list[str] = []
         i += 1
+        if kind == "switch":  # --tile takes no value
+            options[name] = True
+            continue
         while i < len(words) and not words[i].startswith("--"):
             values.append(words[i])
             i += 1

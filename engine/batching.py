@@ -47,6 +47,7 @@ def batch_key(preset: Preset, request: TextToImage) -> Hashable:
         request.guidance,
         request.loras,
         bool(request.negative),
+        request.tile,
     )
 
 

@@ -22,6 +22,7 @@ from engine.loading import weights_source
 from engine.lora import LoraLibrary, applied_loras
 from engine.registry import Preset, Registry
 from engine.safety import SafetyChecker
+from engine.seamless import seamless
 
 __all__ = ["Engine", "MemberResult", "ProgressFn", "TextToImage"]
 
@@ -112,7 +113,7 @@ class Engine:
             loras = [(name, self.loras.path(name), weight) for name, weight in first.loras]
             pipeline = self._cache.get(preset)
             capacity = self.batch_capacity(first.width, first.height)
-            with applied_loras(pipeline, loras, model=preset.name):
+            with applied_loras(pipeline, loras, model=preset.name), seamless(pipeline, first.tile):
                 for chunk in _chunks(runnable, [request.count for request in requests], capacity):
                     made = generate(
                         pipeline,

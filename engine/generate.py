@@ -29,7 +29,8 @@ It may raise to cancel the generation: the exception propagates out of `Engine.t
 @dataclass(frozen=True)
 class TextToImage:
     """One text-to-image request. Image i is drawn with its own generator seeded `seed + i`, so a seed gives
-    the same image alone or anywhere in a batch. `loras`: (name, weight) pairs applied for this request only."""
+    the same image alone or anywhere in a batch. `loras`: (name, weight) pairs applied for this request only;
+    `tile`: the image tiles seamlessly."""
 
     prompt: str
     negative: str
@@ -40,6 +41,7 @@ class TextToImage:
     seed: int
     count: int
     loras: LoraWeights = ()
+    tile: bool = False  # seamless tiling: circular padding in the denoiser and VAE (engine.seamless)
 
     @classmethod
     def for_preset(
@@ -85,3 +87,7 @@ def check_request(preset: Preset, request: TextToImage) -> None:
     if not 0 <= request.seed <= MAX_SEED - request.count:
         raise ValueError(f"seed must be between 0 and {MAX_SEED - request.count} (got {request.seed})")
     check_loras(request.loras)
+    if request.tile and preset.family == "flux":
+        raise ValueError(
+            f"{preset.name} can't tile seamlessly (its denoiser has no convolutions): remove --tile"
+        )

@@ -6,8 +6,11 @@ To add a kind: a spec in `jobs.specs`, a function here that calls `run_job` with
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from jobs.enhance import restore_generated_faces
 from jobs.lifecycle import Produced, Progress, generated, run_job
+from jobs.prompt_params import chaos_guidance
 from jobs.services import WorkerServices
 from jobs.specs import Imagine
 from jobs.tenant_loras import check_tenant_loras
@@ -25,7 +28,15 @@ async def _imagine(services: WorkerServices, job: Job, progress: Progress) -> li
     preset = services.registry.get(spec.model)
     request = spec.request()
     # The batcher runs it on the GPU thread, alone or with waiting compatible requests (jobs.batching).
-    images = await services.batcher.txt2img(preset, request, progress)
+    if spec.chaos and spec.count > 1:
+        images = []
+        for index in range(spec.count):  # each image its own guidance (jobs.prompt_params), so one at a time
+            seed = spec.seed + index
+            guidance = spec.guidance if index == 0 else chaos_guidance(spec.guidance, spec.chaos, seed)
+            one = replace(request, seed=seed, count=1, guidance=guidance)
+            images += await services.batcher.txt2img(preset, one, progress)
+    else:
+        images = await services.batcher.txt2img(preset, request, progress)
     if spec.enhance_faces:
         images = await restore_generated_faces(services, job, preset, images)
     return await generated(services, preset, images, spec.seed)

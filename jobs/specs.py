@@ -8,7 +8,7 @@ that names the limit while the user is still there to read it, and nothing is en
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
@@ -26,6 +26,8 @@ from engine.enhance_presets import DEFAULT_FIDELITY, face_restorer_for, upscale_
 from engine.generate import TextToImage
 from engine.lora import LoraLibrary, check_loras
 from engine.registry import MIN_SIDE, Preset, Registry
+from jobs.prompt_params import check_chaos, check_tile, stylize_guidance
+from jobs.styles import Style, find_style
 from jobs.text import check_name, check_text, shown
 
 if TYPE_CHECKING:
@@ -55,6 +57,9 @@ class Imagine(BaseModel):
     count: int
     loras: list[tuple[str, float]] = Field(default_factory=list)  # (name, weight), applied in this order
     enhance_faces: bool = False  # restore faces after generation with the default face restorer
+    tile: bool = False  # seamless tiling (`jobs.prompt_params`)
+    chaos: int = Field(0, ge=0, le=100)  # variety between the images (`jobs.prompt_params`)
+    style: str | None = None  # the style the prompt was expanded with (`jobs.styles`), for the record
 
     def request(self) -> TextToImage:
         """What the engine is asked for (the face restoration step is the job's, not the engine call's)."""
@@ -68,6 +73,7 @@ class Imagine(BaseModel):
             seed=self.seed,
             count=self.count,
             loras=tuple((name, weight) for name, weight in self.loras),
+            tile=self.tile,
         )
 
 
@@ -123,17 +129,26 @@ def imagine_spec(
     loras: Sequence[tuple[str, float]] = (),
     lora_library: LoraLibrary | None = None,
     enhance_faces: bool = False,
+    style: str | None = None,
+    styles: Mapping[str, Style] | None = None,
+    tile: bool = False,
+    chaos: int = 0,
+    stylize: int | None = None,
 ) -> Imagine:
     """Build and check an `Imagine` spec. Raises ValueError (UnknownModelError for a model, UnknownLoraError
     listing the known LoRAs for a LoRA) naming the limit.
 
     `random_seed` is used when `seed` is None; the caller draws it, so this function stays deterministic.
     `loras` are (name, weight) pairs looked up in `lora_library`; without a library, LoRAs are refused.
+    `style` (looked up in `styles`, a server's own, and the built-in ones), `tile`, `chaos` and `stylize` are
+    the prompt parameters of `jobs.prompt_params`; the style's expansion is the spec's prompt.
     """
     _check_texts(prompt, negative)
     prompt = prompt.strip()
     if not prompt:
         raise ValueError("the prompt is empty: describe the image you want")
+    if style is not None:
+        prompt, negative = find_style(style, styles).apply(prompt, negative)
     if len(prompt) > MAX_PROMPT_CHARS:
         raise ValueError(f"the prompt is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
     if len(negative) > MAX_PROMPT_CHARS:
@@ -153,6 +168,12 @@ def imagine_spec(
         width, height = preset.default_width, preset.default_height
     steps = preset.default_steps if steps is None else steps
     count = 1 if count is None else count
+    if stylize is not None:
+        if guidance is not None:
+            raise ValueError("give --stylize or --guidance, not both: --stylize sets the guidance")
+        guidance = stylize_guidance(stylize, preset.default_guidance, preset.name)
+    check_chaos(chaos, preset.default_guidance, preset.name)
+    check_tile(tile, preset.family, preset.name)
     guidance = preset.default_guidance if guidance is None else guidance
     preset.check(width=width, height=height, steps=steps, count=count, guidance=guidance, negative=negative)
     if loras and lora_library is None:
@@ -172,6 +193,9 @@ def imagine_spec(
         count=count,
         loras=[(name, float(weight)) for name, weight in loras],
         enhance_faces=enhance_faces,
+        tile=tile,
+        chaos=chaos,
+        style=None if style is None else style.strip().lower(),
     )
 
 

@@ -16,19 +16,23 @@ from typing import TYPE_CHECKING
 import discord
 from discord import app_commands
 
-from bots.commands import CommandError, merge_options, parse_lora, parse_prompt
+from bots.commands import IMAGE_PROMPT_ONLY, CommandError, merge_options, parse_lora, parse_prompt
 from bots.discord.choices import choices
 from bots.discord.inputs import AttachmentRef, input_image, precheck
 from bots.discord.launch import defer_then_start, refuse
 from bots.discord.loras import lora_names, with_guild_loras
+from engine.edit_requests import DEFAULT_VARIATION_STRENGTH
 from engine.lora import check_loras
+from jobs.prompt_params import image_weight_strength
 from jobs.specs import MAX_SEED, Imagine, Vary, imagine_spec, vary_spec
+from jobs.styles import find_style
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
     from bots.discord.client import AtelierBot
 
+TEXT_TO_IMAGE_ONLY = ("tile", "chaos", "stylize")
 ASPECTS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9")
 
 
@@ -44,6 +48,8 @@ def build_spec(
     merged = merge_options(parsed, options)
     loras: list[tuple[str, float]] = merged.get("lora") or []  # type: ignore[assignment]
     check_loras(loras)  # how many, weights, repeats: the names come later
+    if merged.get("iw") is not None:
+        raise CommandError(IMAGE_PROMPT_ONLY)
     spec = imagine_spec(
         bot.config.registry,
         prompt=parsed.prompt,
@@ -57,6 +63,10 @@ def build_spec(
         count=merged.get("count"),  # type: ignore[arg-type]
         tiny=bot.config.tiny_models,
         random_seed=secrets.randbelow(MAX_SEED + 1),
+        style=merged.get("style"),  # type: ignore[arg-type]
+        tile=bool(merged.get("tile")),
+        chaos=merged.get("chaos") or 0,  # type: ignore[arg-type]
+        stylize=merged.get("stylize"),  # type: ignore[arg-type]
     )
     return spec, loras
 
@@ -64,7 +74,7 @@ def build_spec(
 @app_commands.command(name="imagine", description="Generate images from a prompt")
 @app_commands.guild_only()
 @app_commands.describe(
-    prompt="What to draw. Flags work too: --ar 16:9 --seed 7 --steps 30 --no text",
+    prompt="What to draw. Flags: --ar 16:9 --seed 7 --no text --style photo --tile --chaos 50 --s 200",
     negative="What the image should not contain",
     aspect="Aspect ratio W:H, e.g. 16:9",
     model="Model to use (default: the server's default)",
@@ -126,6 +136,11 @@ async def _image_to_image(
         merged = merge_options(parsed, options)
         if merged.get("lora"):
             raise CommandError("LoRAs apply to text-to-image: remove the image, or remove --lora")
+        for name in TEXT_TO_IMAGE_ONLY:
+            if merged.get(name):
+                raise CommandError(f"--{name} applies to text-to-image: remove the image, or remove --{name}")
+        if merged.get("iw") is not None:
+            image_weight_strength(merged["iw"])  # type: ignore[arg-type]  # refused now, before the download
         precheck(ref)
     except ValueError as exc:
         await refuse(interaction, str(exc))
@@ -142,12 +157,18 @@ async def _image_to_image(
 def build_vary_spec(
     bot: AtelierBot, prompt: str, merged: dict[str, object], image: PILImage.Image, key: str
 ) -> Vary:
-    """Image-to-image of a stored image with the prompt and the merged options (the image sets the size)."""
+    """Image-to-image of a stored image with the prompt and the merged options (the image sets the size); `--iw`
+    sets the strength, `--style` expands the prompt."""
+    negative = str(merged.get("negative") or "")
+    if merged.get("style"):
+        prompt, negative = find_style(str(merged["style"])).apply(prompt, negative)
+    weight = merged.get("iw")
     return vary_spec(
         bot.config.registry,
         image=image,
         prompt=prompt,
-        negative=str(merged.get("negative") or ""),
+        negative=negative,
+        strength=DEFAULT_VARIATION_STRENGTH if weight is None else image_weight_strength(weight),  # type: ignore[arg-type]
         model=merged.get("model"),  # type: ignore[arg-type]
         steps=merged.get("steps"),  # type: ignore[arg-type]
         guidance=merged.get("guidance"),  # type: ignore[arg-type]

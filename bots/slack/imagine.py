@@ -20,7 +20,7 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.commands import CommandError, merge_options, parse_prompt
+from bots.commands import IMAGE_PROMPT_ONLY, CommandError, merge_options, parse_prompt
 from bots.slack import answers
 from bots.slack.services import SlackServices
 from bots.slack.submit import submit, submit_command
@@ -47,6 +47,8 @@ def imagine_from_text(
     parsed = parse_prompt(text)
     options = merge_options(parsed, {})
     wanted = options.pop("lora", [])
+    if options.pop("iw", None) is not None:
+        raise CommandError(IMAGE_PROMPT_ONLY)
     try:
         spec = imagine_spec(
             registry,
