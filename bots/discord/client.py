@@ -8,7 +8,7 @@ Under a burst of interactions the bot acknowledges first (issue 10): REST calls,
 included, share a pool of `REST_CONNECTIONS` keep-alive connections instead of opening one per request (500
 deferrals at once opened 500 connections, TLS handshakes against discord.com), and admission work (database,
 queue) runs at most `ADMISSIONS_AT_ONCE` at a time, so the deferrals still waiting are not queued behind it.
-`bench/ack_burst.py` measures both.
+The deferral itself goes out on a lean path with a pool of its own (`acks`). `bench/ack_burst.py` measures them.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from discord import app_commands
 from discord.gateway import DiscordWebSocket
 
 from bots.discord import admin, imagine, inpaint, lora_admin, reactions, upscale, views
+from bots.discord.acks import Acknowledger
 from bots.discord.editclock import EditClock
 from bots.discord.guide import invite_url
 from bots.discord.metering import MeteredTree, RestWatch, outcome
@@ -78,15 +79,17 @@ def intents() -> discord.Intents:
 
 class AtelierBot(discord.Client):
     def __init__(self, config: BotConfig) -> None:
+        rest_watch = RestWatch().trace()
         super().__init__(
             intents=intents(),
             allowed_mentions=discord.AllowedMentions.none(),
             connector=aiohttp.TCPConnector(limit=REST_CONNECTIONS),
-            http_trace=RestWatch().trace(),  # 429s, retries and acknowledgements (see `metering`)
+            http_trace=rest_watch,  # 429s, retries and acknowledgements (see `metering`)
         )
         show_platform("discord")
         self.config = config
         self.admissions = asyncio.Semaphore(ADMISSIONS_AT_ONCE)  # see the module docstring
+        self.acks = Acknowledger(rest_watch)  # deferrals, on a lean path and a pool of their own
         self.clock = EditClock(config.redis)
         self.admin = Admin(
             config.redis, config.queue_name, config.tiers, train_queue_name=config.train_queue_name
@@ -94,6 +97,7 @@ class AtelierBot(discord.Client):
         self.tree = MeteredTree(self)
 
     async def setup_hook(self) -> None:
+        await self.acks.start()
         imagine.setup(self)
         upscale.setup(self)
         inpaint.setup(self)
@@ -113,6 +117,10 @@ class AtelierBot(discord.Client):
             self.tree.copy_global_to(guild=guild)
             synced = await self.tree.sync(guild=guild)
             log.info("discord: %d commands registered in guild %s", len(synced), guild_id)
+
+    async def close(self) -> None:
+        await super().close()
+        await self.acks.close()
 
     async def on_app_command_completion(
         self, interaction: discord.Interaction, command: app_commands.Command | app_commands.ContextMenu

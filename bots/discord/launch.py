@@ -50,10 +50,7 @@ THREAD_ARCHIVE_MINUTES = 1440
 
 async def defer_status(interaction: discord.Interaction[AtelierBot]) -> int:
     """Acknowledge within Discord's 3 s with a public "thinking…" message; return that message's id."""
-    callback = await interaction.response.defer(thinking=True)
-    if callback.message_id is not None:
-        return callback.message_id
-    return (await interaction.original_response()).id
+    return await interaction.client.acks.defer_thinking(interaction)
 
 
 class Refused(Exception):
