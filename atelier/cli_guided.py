@@ -69,6 +69,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _add_generation_options(blend)
     _add_tenant_options(blend)
 
+    describe = sub.add_parser("describe", help="four prompts that would make an image like IMAGE, one a line")
+    describe.add_argument("image", type=Path)
+    describe.add_argument("--out", type=Path, default=Path("out"), help=argparse.SUPPRESS)
+    _add_tenant_options(describe)
+
 
 async def imagine_guided(settings: Settings, args: argparse.Namespace) -> int:
     """`atelier imagine PROMPT` with guidance flags: with --control, --image is what the condition is computed
@@ -148,4 +153,23 @@ async def _run(settings: Settings, args: argparse.Namespace, **guidance) -> int:
         return await run_and_wait(runtime, spec, args.out, tenant, args.user)
 
 
-COMMANDS = {"blend": _blend}
+async def _describe(settings: Settings, args: argparse.Namespace) -> int:
+    from engine.registry import Registry
+    from jobs.describe import describe_spec
+    from quotas.policy import parse_tenant_ref
+
+    image = read_image_file(args.image, "the image")
+    try:
+        tenant = parse_tenant_ref(args.tenant)
+        spec = describe_spec(Registry.load(settings.models_file), image=image, tiny=settings.tiny_models)
+    except ValueError as exc:
+        raise UsageError(exc) from None
+    from atelier.runtime import Runtime
+    from jobs.inputs import store_input
+
+    async with Runtime.open(settings) as runtime:
+        spec = spec.model_copy(update={"image": await store_input(runtime.blobs, image)})
+        return await run_and_wait(runtime, spec, args.out, tenant, args.user)
+
+
+COMMANDS = {"blend": _blend, "describe": _describe}

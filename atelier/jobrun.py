@@ -55,6 +55,9 @@ async def run_and_wait(
         return 1
     for path in terminal.paths:
         print(path)
+    job = await Job.get(id=queued.job_id)
+    for prompt in job.spec.get("prompts", []) if job.kind == "describe" else []:
+        print(prompt)  # /describe makes prompts, not images (jobs.describe)
     return 0
 
 

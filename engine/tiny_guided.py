@@ -18,7 +18,15 @@ import torch
 from diffusers import ControlNetModel
 from safetensors.torch import save_file
 from transformers import (
+    BertTokenizer,
+    BlipConfig,
+    BlipForConditionalGeneration,
+    BlipImageProcessor,
+    BlipProcessor,
+    CLIPConfig,
     CLIPImageProcessor,
+    CLIPModel,
+    CLIPProcessor,
     CLIPVisionConfig,
     CLIPVisionModelWithProjection,
     DPTConfig,
@@ -39,7 +47,13 @@ IP_TOKENS = 4  # the plain IP-Adapter's image tokens
 
 def ensure_built(preset: Preset, cache_dir: Path) -> Path:
     """The directory of `preset`'s tiny build, building it first when absent or stale."""
-    builders = {"controlnet": _controlnet, "annotator": _depth, "ip-adapter": _ip_adapter}
+    builders = {
+        "controlnet": _controlnet,
+        "annotator": _depth,
+        "ip-adapter": _ip_adapter,
+        "captioner": _captioner,
+        "interrogator": _interrogator,
+    }
     if preset.role not in builders:
         raise ValueError(f"no tiny guidance builder for role {preset.role!r}")
     target = Path(cache_dir) / preset.name
@@ -119,6 +133,72 @@ def _ip_adapter(preset: Preset, directory: Path) -> None:
         crop_size={"height": IMAGE_ENCODER_SIZE, "width": IMAGE_ENCODER_SIZE},
     ).save_pretrained(directory / folder / "image_encoder")
     save_file(ip_adapter_state_dict(unet), str(directory / folder / weight_file))
+
+
+CAPTION_WORDS = (
+    "a an the photo painting drawing picture of with and in on at by near under over house cat dog person "
+    "woman man child tree trees sky city street river mountain sea beach forest field room table flowers car "
+    "red blue green yellow white black dark bright old small large night sunset morning"
+).split()
+"""The tiny captioner's word-piece vocabulary (after BERT's five special tokens): random weights pick among
+these, so a tiny caption reads like words."""
+
+
+def _captioner(preset: Preset, directory: Path) -> None:
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *CAPTION_WORDS]
+    vocab_file = directory / "vocab-source.txt"
+    vocab_file.write_text("\n".join(vocab) + "\n")
+    text = {
+        "vocab_size": len(vocab),
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 37,
+        "max_position_embeddings": 40,
+        "bos_token_id": vocab.index("[CLS]"),
+        "sep_token_id": vocab.index("[SEP]"),
+        "eos_token_id": vocab.index("[SEP]"),
+        "pad_token_id": vocab.index("[PAD]"),
+    }
+    vision = {
+        "hidden_size": 32,
+        "image_size": IMAGE_ENCODER_SIZE,
+        "patch_size": 8,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 37,
+    }
+    BlipForConditionalGeneration(
+        BlipConfig(text_config=text, vision_config=vision, projection_dim=16)
+    ).save_pretrained(directory)
+    processor = BlipProcessor(
+        image_processor=BlipImageProcessor(size={"height": IMAGE_ENCODER_SIZE, "width": IMAGE_ENCODER_SIZE}),
+        tokenizer=BertTokenizer(str(vocab_file)),
+    )
+    processor.save_pretrained(directory)
+    vocab_file.unlink()
+
+
+def _interrogator(preset: Preset, directory: Path) -> None:
+    vision = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        image_size=IMAGE_ENCODER_SIZE,
+        patch_size=8,
+    )
+    config = CLIPConfig(
+        text_config=tiny._clip_config().to_dict(), vision_config=vision.to_dict(), projection_dim=16
+    )
+    CLIPModel(config).save_pretrained(directory)
+    CLIPProcessor(
+        image_processor=CLIPImageProcessor(
+            size={"shortest_edge": IMAGE_ENCODER_SIZE},
+            crop_size={"height": IMAGE_ENCODER_SIZE, "width": IMAGE_ENCODER_SIZE},
+        ),
+        tokenizer=tiny.clip_tokenizer(),
+    ).save_pretrained(directory)
 
 
 def ip_adapter_state_dict(unet) -> dict[str, torch.Tensor]:

@@ -27,7 +27,7 @@ from arq.constants import in_progress_key_prefix
 from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
-from jobs import edit, enhance, functions, guided, heartbeat, lifecycle, training
+from jobs import describe, edit, enhance, functions, guided, heartbeat, lifecycle, training
 from jobs.services import WorkerServices
 from jobs.tenant_loras import fetching_tenant_loras
 
@@ -44,6 +44,7 @@ class WorkerSettings:
         func(enhance.upscale, name="upscale"),
         func(enhance.enhance, name="enhance"),
         func(guided.guided, name="guided"),
+        func(describe.describe, name="describe"),
     )
     poll_delay = 0.005
     max_jobs = 1

@@ -204,3 +204,18 @@ def test_bad_guidance_is_refused_before_anything_loads(registry: Registry, tiny_
         with pytest.raises(ValueError, match=message):
             guided(untouched, preset, request)
     assert untouched.loaded() == []
+
+
+def test_describe_gives_four_prompts_of_caption_and_style_words(
+    registry: Registry, cache: PipelineCache
+) -> None:
+    from engine.describe import STYLE_WORDS, describe
+
+    captioner, interrogator = registry.get("tiny-captioner"), registry.get("tiny-clip")
+    prompts = describe(cache, captioner, interrogator, source_image())
+    assert len(prompts) == 4 and len(set(prompts)) == 4
+    styles = [prompt.rsplit(", ", 2)[1:] for prompt in prompts]
+    used = [word for pair in styles for word in pair]
+    assert set(used) <= set(STYLE_WORDS) and len(set(used)) == 8  # each prompt its own pair
+    assert describe(cache, captioner, interrogator, source_image()) == prompts  # deterministic
+    assert {"tiny-captioner", "tiny-clip"} <= set(cache.loaded())

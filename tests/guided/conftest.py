@@ -23,7 +23,7 @@ QUEUE = "atelier:test-guided"
 def guided_models(models_dir: Path) -> Path:
     registry = Registry.load()
     ensure_built(registry.get("tiny"), models_dir)
-    for name in ("tiny-controlnet-canny", "tiny-ip-adapter"):
+    for name in ("tiny-controlnet-canny", "tiny-ip-adapter", "tiny-captioner", "tiny-clip"):
         ensure_guidance_built(registry.get(name), models_dir)
     return models_dir
 

@@ -153,3 +153,24 @@ async def test_bad_guidance_is_one_message_and_nothing_queued(
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert len(await jobs(guided_database_url)) == before
+
+
+async def test_describe_prints_four_prompts_and_records_them_on_the_job(
+    worker_env, guided_database_url: str, tmp_path: Path
+) -> None:
+    from engine.describe import STYLE_WORDS
+    from engine.tiny_guided import CAPTION_WORDS
+
+    path = write(tmp_path, "photo.png", blocks(4))
+    result = run_atelier("describe", str(path), cwd=tmp_path, env=worker_env)
+    assert result.returncode == 0, result.stderr
+    prompts = result.stdout.strip().splitlines()
+    assert len(prompts) == 4 and len(set(prompts)) == 4
+    for prompt in prompts:
+        caption, first, second = prompt.rsplit(", ", 2)
+        assert {first, second} <= set(STYLE_WORDS)
+        assert set(caption.split()) <= set(CAPTION_WORDS)  # the tiny captioner's words
+    job = (await jobs(guided_database_url))[-1]
+    assert job["kind"] == "describe"
+    assert job["spec"]["prompts"] == prompts
+    assert job["spec"]["sha256"] == pixel_digest(blocks(4))
