@@ -226,12 +226,24 @@ async def _already_ended(services: WorkerServices, job: Job, replier: Replier) -
             await _deliver(job, replier, images)
         return {"status": job.status.value, "images": len(images)}
     await ledger.refund(job.id)
-    if job.status == JobStatus.CANCELLED and job.delivered_at is None:
-        # Cancelled while queued: tell the platform (its status message still says "queued"), once.
+    if job.status in (JobStatus.CANCELLED, JobStatus.FAILED) and job.delivered_at is None:
+        # Cancelled while queued, failed by a worker that died before it said so, or failed by the front-end's
+        # reconciliation (arq lost it): tell the platform, whose status message still says "queued" or shows
+        # progress. At least once: a death between the word and the record below says it again.
         await replier.failure(job, job.error or "Cancelled.")
         job.delivered_at = datetime.now(UTC)
         await job.save(update_fields=["delivered_at"])
     return {"status": job.status.value}
+
+
+async def announce_end(ctx: dict, job_id: str) -> dict:
+    """A worker job: tell the user of a job that ended without a word (`jobs.queue.reconcile` fails a job that
+    arq lost and enqueues this, since only workers have the platforms' repliers)."""
+    services: WorkerServices = ctx["services"]
+    job = await Job.get_or_none(id=job_id)
+    if job is None or job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+        return {"status": job.status.value if job else "missing"}
+    return await _already_ended(services, job, replier_for(services, job))
 
 
 def _cancellable(report: Progress, cancel: threading.Event) -> Progress:
@@ -336,6 +348,8 @@ async def _fail(job: Job, replier: Replier, message: str) -> dict:
     await job.save(update_fields=["status", "finished_at", "error"])
     metrics.JOBS.labels(job.kind, job.model, "failed").inc()
     await replier.failure(job, message)
+    job.delivered_at = datetime.now(UTC)  # told: a retry after a death before this line tells again
+    await job.save(update_fields=["delivered_at"])
     return {"status": job.status.value, "error": message}
 
 

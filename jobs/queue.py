@@ -153,8 +153,9 @@ async def reconcile(redis: ArqRedis, queue_name: str, tenant: Tenant) -> int:
     A reservation stays open only while its job may still run. It is settled or refunded here when its job
     ended without closing it (a crash between the two writes, or a job cancelled through arq's abort, which
     never calls the job function), refunded when the job record was never written, and refunded with the job
-    marked failed when arq no longer has the job (it expired in the queue, or ran out of tries). Called on each
-    admission, so an abandoned job never holds its tenant's limits for long."""
+    marked failed when arq no longer has the job (it expired in the queue, or ran out of tries), with a worker job
+    (`announce_end`) that tells its user. Called on each admission, so an abandoned job never holds its tenant's
+    limits for long."""
     cutoff = datetime.now(UTC) - timedelta(seconds=RECONCILE_AFTER_S)
     stale = await QuotaReservation.filter(
         tenant_id=tenant.id, state=ReservationState.OPEN, created_at__lt=cutoff
@@ -178,6 +179,10 @@ async def reconcile(redis: ArqRedis, queue_name: str, tenant: Tenant) -> int:
             if lost:
                 log.warning("job %s was %s but arq no longer has it: failed and refunded", job_id, job.status)
                 closed += await refund(job_id)
+                # Its user is told by a worker (the platforms' repliers live there): once, whoever reconciles.
+                await redis.enqueue_job(
+                    "announce_end", job_id, _job_id=f"announce:{job_id}", _queue_name=queue_name
+                )
     return closed
 
 

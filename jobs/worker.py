@@ -45,6 +45,7 @@ class WorkerSettings:
         func(enhance.enhance, name="enhance"),
         func(guided.guided, name="guided"),
         func(describe.describe, name="describe"),
+        func(lifecycle.announce_end, name="announce_end"),  # a job failed by the front-end's reconciliation
     )
     poll_delay = 0.005
     max_jobs = 1

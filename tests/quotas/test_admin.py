@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from jobs import events
 from jobs.queue import reconcile
 from jobs.queue_status import queue_position
 from quotas.admin import Admin
@@ -155,8 +157,13 @@ async def test_jobs_are_listed_newest_first_and_cancel_is_scoped_to_the_tenant(a
         await admin.cancel_job("nope", as_admin=True)
 
 
+async def _events(redis, job_id: str) -> list[tuple[str, dict]]:
+    entries = await redis.xrange(events.stream_key(job_id))
+    return [(f[b"event"].decode(), json.loads(f[b"data"])) for _id, f in entries]
+
+
 async def test_reservations_nothing_else_will_close_are_closed_on_the_next_admission(
-    runtime, imagine
+    runtime, imagine, run_worker
 ) -> None:
     lost = await imagine("discord:R", "u1", "lost")
     tenant = await get_or_create_tenant("discord", "R")
@@ -176,6 +183,15 @@ async def test_reservations_nothing_else_will_close_are_closed_on_the_next_admis
     job = await Job.get(id=lost.job_id)
     assert job.status == JobStatus.FAILED and "expired" in job.error
     assert await audit(tenant) == []
+
+    # Its user is told, by a worker (only workers have the platforms' repliers), once.
+    assert job.delivered_at is None
+    await reconcile(runtime.redis, runtime.settings.queue_name, tenant)  # a second admission: no second word
+    await run_worker()
+    await job.refresh_from_db()
+    assert job.delivered_at is not None
+    told = [d for e, d in await _events(runtime.redis, lost.job_id) if e == "failed"]
+    assert told == [{"message": "The job expired in the queue or ran out of retries."}]
 
 
 async def test_safety_and_reaction_emoji_are_per_tenant_and_default_until_set(admin: Admin) -> None:
