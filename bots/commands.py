@@ -39,6 +39,11 @@ FLAGS: dict[str, tuple[str, str]] = {
     "--stylize": ("stylize", "int"),
     "--s": ("stylize", "int"),
     "--iw": ("iw", "float"),
+    "--control": ("control", "text"),  # guided generation (jobs.guided)
+    "--control-weight": ("control_weight", "float"),
+    "--hires": ("hires", "float"),
+    "--sw": ("sref_weight", "float"),
+    "--cw": ("cref_weight", "float"),
 }
 IMAGE_PROMPT_ONLY = "--iw weighs an image prompt against the text: attach an image, or remove --iw"
 

@@ -26,7 +26,7 @@ from arq.connections import ArqRedis
 from discord import app_commands
 from discord.gateway import DiscordWebSocket
 
-from bots.discord import admin, imagine, inpaint, lora_admin, reactions, upscale, views
+from bots.discord import admin, guided, imagine, inpaint, lora_admin, reactions, upscale, views
 from bots.discord.acks import Acknowledger
 from bots.discord.editclock import EditClock
 from bots.discord.guide import invite_url
@@ -99,6 +99,7 @@ class AtelierBot(discord.Client):
     async def setup_hook(self) -> None:
         await self.acks.start()
         imagine.setup(self)
+        guided.setup(self)
         upscale.setup(self)
         inpaint.setup(self)
         lora_admin.setup(self)

@@ -11,13 +11,14 @@ public "thinking…" message for an ephemeral answer (see `loras`). An attached 
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import discord
 from discord import app_commands
 
 from bots.commands import IMAGE_PROMPT_ONLY, CommandError, merge_options, parse_lora, parse_prompt
 from bots.discord.choices import choices
+from bots.discord.guided import start_guided, wants_guidance
 from bots.discord.inputs import AttachmentRef, input_image, precheck
 from bots.discord.launch import defer_then_start, refuse
 from bots.discord.loras import lora_names, with_guild_loras
@@ -82,7 +83,12 @@ def build_spec(
     steps="Denoising steps (more: slower, finer)",
     count="Number of images",
     lora="A LoRA of this server, as name or name:0.8 (more with --lora in the prompt)",
-    image="A starting image: the result follows its layout and colours (image-to-image)",
+    image="A starting image: the result follows its layout and colours (image-to-image); with control, the "
+    "image whose edges or depth the result follows",
+    control="Follow the attached image through a ControlNet: canny (edges), depth, openpose (give control_image)",
+    control_image="The condition image itself (an edge map, a depth map, an OpenPose skeleton)",
+    sref="A style reference image (weight: --sw 0-2)",
+    cref="A content or character reference image (weight: --cw 0-2)",
 )
 async def imagine_command(
     interaction: discord.Interaction[AtelierBot],
@@ -95,6 +101,10 @@ async def imagine_command(
     count: app_commands.Range[int, 1, 10] | None = None,
     lora: str | None = None,
     image: discord.Attachment | None = None,
+    control: Literal["canny", "depth", "openpose"] | None = None,
+    control_image: discord.Attachment | None = None,
+    sref: discord.Attachment | None = None,
+    cref: discord.Attachment | None = None,
 ) -> None:
     if interaction.guild_id is None:
         await refuse(interaction, "/imagine works in a server channel, not in direct messages.")
@@ -111,6 +121,16 @@ async def imagine_command(
         options["lora"] = [parse_lora(lora)] if lora else None
     except ValueError as exc:
         await refuse(interaction, str(exc))
+        return
+    guidance = {"image": image, "control_image": control_image, "sref": sref, "cref": cref}
+    refs = {name: None if a is None else AttachmentRef.of(a) for name, a in guidance.items()}
+    try:
+        wanted = wants_guidance(merge_options(parse_prompt(prompt), {**options, "control": control}), refs)
+    except ValueError as exc:
+        await refuse(interaction, str(exc))
+        return
+    if wanted:
+        await start_guided(interaction, prompt, {**options, "control": control}, refs)
         return
     if image is not None:
         await _image_to_image(interaction, prompt, options, AttachmentRef.of(image))

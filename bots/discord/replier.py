@@ -23,6 +23,7 @@ from PIL import Image as PILImage
 from bots.discord import safety
 from bots.discord.attachments import UploadFile, fit_image, preview_jpeg
 from bots.discord.components import SEEDED_KINDS, result_components
+from bots.discord.describe_rows import describe_rows, describe_text
 from bots.discord.editclock import EditClock
 from bots.discord.rest import DiscordHTTPError, DiscordRest, RateLimited, TokenExpired
 from bots.discord.status import (
@@ -175,10 +176,14 @@ class DiscordReplier:
         """Post the shown images (ten files a message; a text alone when all were withheld); return whether
         they went into the job's thread."""
         chunks = [shown[i : i + MAX_FILES_PER_MESSAGE] for i in range(0, len(shown), MAX_FILES_PER_MESSAGE)]
-        caption = _result_caption(job, target, images)
+        if job.kind == "describe":  # prompts, not images: each with its /imagine button (bots.discord.guided)
+            caption = describe_text(target.user_id, job.spec.get("prompts", []))
+            buttons = describe_rows(job.id, job.spec.get("prompts", []))
+        else:
+            caption = _result_caption(job, target, images)
+            buttons = result_components(job.id, len(images), job.kind, shown=[s.image.index for s in shown])
         if withheld:
             caption += "\n" + safety.withheld_line(withheld)
-        buttons = result_components(job.id, len(images), job.kind, shown=[s.image.index for s in shown])
         posted = PostedParts(self._clock.redis, job.id, "discord")
         in_thread = False
         for number, chunk in enumerate(chunks or [[]]):
