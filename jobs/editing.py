@@ -283,3 +283,108 @@ def _preset(registry: Registry, model: str | None) -> Preset | None:
         return registry.get(model)
     except ValueError:
         return None  # a preset removed since the source ran: fall back to the defaults
+
+
+@dataclass(frozen=True)
+class LoopAction:
+    """One button of the editing loop, the same in both chats: `name` goes into the button's id, `row` says
+    which row of buttons it sits in, `remix` whether the member's remix mode opens a modal before it runs."""
+
+    name: str
+    label: str
+    emoji: str | None
+    row: int
+    remix: bool
+
+
+LOOP_ACTIONS: tuple[LoopAction, ...] = (
+    LoopAction("vary_subtle", "Vary (Subtle)", "🪄", 0, remix=True),
+    LoopAction("vary_strong", "Vary (Strong)", "🪄", 0, remix=True),
+    LoopAction("upscale_subtle", "Upscale (Subtle)", None, 0, remix=False),
+    LoopAction("upscale_creative", "Upscale (Creative)", None, 0, remix=False),
+    LoopAction("zoom_15", "Zoom Out 1.5x", "🔍", 1, remix=True),
+    LoopAction("zoom_2", "Zoom Out 2x", "🔍", 1, remix=True),
+    LoopAction("zoom_custom", "Custom Zoom", "🔍", 1, remix=True),  # always asks: its factor is typed
+    LoopAction("square", "Make Square", "↔️", 1, remix=False),
+    LoopAction("pan_left", "", "⬅️", 2, remix=True),
+    LoopAction("pan_right", "", "➡️", 2, remix=True),
+    LoopAction("pan_up", "", "⬆️", 2, remix=True),
+    LoopAction("pan_down", "", "⬇️", 2, remix=True),
+)
+LOOP = {action.name: action for action in LOOP_ACTIONS}
+LOOP_TITLES = {
+    "vary_subtle": "Vary (Subtle)",
+    "vary_strong": "Vary (Strong)",
+    "upscale_subtle": "Upscale (Subtle)",
+    "upscale_creative": "Upscale (Creative)",
+    "zoom_15": "Zoom Out 1.5×",
+    "zoom_2": "Zoom Out 2×",
+    "zoom_custom": "Custom Zoom",
+    "square": "Make Square",
+    "pan_left": "Pan ⬅️",
+    "pan_right": "Pan ➡️",
+    "pan_up": "Pan ⬆️",
+    "pan_down": "Pan ⬇️",
+}
+LOOP_KINDS = frozenset({"imagine", "vary", "inpaint", "upscale", "creative_upscale"})
+"""Kinds of job whose single image gets the editing loop's buttons."""
+
+
+def loop_spec(
+    registry: Registry,
+    action: str,
+    *,
+    image: PILImage.Image,
+    lineage: Lineage,
+    prompt: str | None = None,
+    factor: float | None = None,
+    strength: float | None = None,
+    tiny: bool = False,
+    random_seed: int = 0,
+    image_key: str = "",
+) -> Inpaint | Vary | Upscale | CreativeUpscale:
+    """The spec of loop action `action` on `image`. `prompt` (and `strength` for a variation) come from a remix
+    modal; `factor` from Custom Zoom's. Raises ValueError naming the problem."""
+    if action not in LOOP:
+        raise ValueError(f"unknown action {action!r}")
+    common = {"image": image, "lineage": lineage, "tiny": tiny, "image_key": image_key}
+    if action.startswith("vary_"):
+        how: str | float = action.removeprefix("vary_") if strength is None else strength
+        return variation_spec(registry, strength=how, prompt=prompt, random_seed=random_seed, **common)
+    if action == "upscale_subtle":
+        return subtle_upscale_spec(registry, **common)
+    if action == "upscale_creative":
+        return creative_upscale_spec(registry, random_seed=random_seed, **common)
+    if action.startswith("zoom_"):
+        fixed = {"zoom_15": 1.5, "zoom_2": 2.0}
+        zoom = fixed.get(action, factor)
+        if zoom is None:
+            raise ValueError("Custom Zoom needs a factor, e.g. 1.5")
+        extend = zoom_extend(image.size, zoom)
+    elif action.startswith("pan_"):
+        extend = pan_extend(image.size, action.removeprefix("pan_"))
+    else:
+        extend = square_extend(image.size)
+    return outpaint_spec(
+        registry,
+        image=image,
+        extend=extend,
+        lineage=lineage,
+        prompt=prompt,
+        tiny=tiny,
+        random_seed=random_seed,
+        image_key=image_key,
+    )
+
+
+def parse_strength(text: str) -> float:
+    """A variation strength typed in a remix modal ("0.5")."""
+    try:
+        value = float(text.strip().replace(",", "."))
+    except ValueError:
+        raise ValueError(
+            f"the strength must be a number above 0 and at most 1 (got {text.strip()[:20]!r})"
+        ) from None
+    if not 0 < value <= 1:
+        raise ValueError(f"the strength must be above 0 and at most 1 (got {value:g})")
+    return value

@@ -170,3 +170,4 @@ from storage.api_models import ApiKey, Batch, WebhookDelivery  # noqa: E402, F40
 from storage.lora_models import LoraModel  # noqa: E402, F401
 from storage.preferences import Preferences  # noqa: E402, F401
 from storage.quota_models import QuotaCounter, QuotaLedger, QuotaReservation, TenantQuota, UserBan  # noqa: E402, F401
+from storage.settings import MemberSettings, TenantStyle  # noqa: E402, F401

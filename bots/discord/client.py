@@ -26,7 +26,7 @@ from arq.connections import ArqRedis
 from discord import app_commands
 from discord.gateway import DiscordWebSocket
 
-from bots.discord import admin, guided, imagine, inpaint, lora_admin, reactions, upscale, views
+from bots.discord import admin, guided, imagine, inpaint, lora_admin, reactions, settings, upscale, views
 from bots.discord.acks import Acknowledger
 from bots.discord.editclock import EditClock
 from bots.discord.guide import invite_url
@@ -104,6 +104,7 @@ class AtelierBot(discord.Client):
         inpaint.setup(self)
         lora_admin.setup(self)
         admin.setup(self)
+        settings.setup(self)
         views.setup(self)
         await self._sync_commands()
 

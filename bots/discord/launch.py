@@ -49,8 +49,25 @@ THREAD_ARCHIVE_MINUTES = 1440
 
 
 async def defer_status(interaction: discord.Interaction[AtelierBot]) -> int:
-    """Acknowledge within Discord's 3 s with a public "thinking…" message; return that message's id."""
+    """Acknowledge within Discord's 3 s with a public "thinking…" message; return that message's id. For a
+    member in private mode (`/settings`) the message is ephemeral, and so is everything the job posts."""
+    if await private_mode(interaction):
+        interaction.extras["private"] = True
+        callback = await interaction.response.defer(thinking=True, ephemeral=True)
+        if callback is not None and callback.message_id is not None:
+            return callback.message_id
+        return (await interaction.original_response()).id
     return await interaction.client.acks.defer_thinking(interaction)
+
+
+async def private_mode(interaction: discord.Interaction) -> bool:
+    """Whether the member asked for private results in this server (`storage.settings`)."""
+    if interaction.guild_id is None:
+        return False
+    from storage.settings import settings_for
+
+    settings = await settings_for("discord", str(interaction.guild_id), str(interaction.user.id))
+    return settings is not None and settings.private
 
 
 class Refused(Exception):
@@ -115,7 +132,8 @@ async def _admit(
         guild = interaction.guild
         tenant = await get_or_create_tenant("discord", str(interaction.guild_id), guild.name if guild else "")
         user = await get_or_create_user(tenant, str(interaction.user.id), interaction.user.name)
-        in_thread = threads_allowed(interaction)
+        private = bool(interaction.extras.get("private"))
+        in_thread = threads_allowed(interaction) and not private
         target = DiscordTarget(
             application_id=interaction.application_id,
             interaction_id=interaction.id,
@@ -128,6 +146,7 @@ async def _admit(
             attachment_size_limit=interaction.filesize_limit or DEFAULT_ATTACHMENT_LIMIT,
             prompt=title,
             age_restricted=age_restricted(interaction.channel),
+            private=private,
         )
         try:
             queued = await submit(

@@ -45,6 +45,8 @@ from storage.models import Job, JobStatus
 
 log = logging.getLogger(__name__)
 
+EPHEMERAL_FLAG = 64  # a message only the interaction's user sees (private mode)
+
 TRYING = "trying"  # a result part being posted: a delivery that finds it so checks whether it got there
 WEBHOOK_TRIES = 5
 
@@ -144,6 +146,8 @@ class DiscordReplier:
     async def _edit_status(
         self, target: DiscordTarget, payload: dict, files: Sequence[UploadFile], *, retry_rate_limits: bool
     ) -> None:
+        if target.private and not self._token_usable(target):
+            return  # an ephemeral message can only be edited through its interaction's token
         if self._token_usable(target):
             try:
                 path = f"/webhooks/{target.application_id}/{target.token}/messages/@original"
@@ -218,7 +222,25 @@ class DiscordReplier:
 
     async def _post(self, target: DiscordTarget, payload: dict, uploads: Sequence[UploadFile]) -> bool:
         """Into the job's thread; else (no thread, or it could not be made) next to the status message: a
-        followup while the token is usable, a bot-token reply after that. Returns whether it went in the thread."""
+        followup while the token is usable, a bot-token reply after that. Returns whether it went in the thread.
+
+        Private mode: an ephemeral followup for the asker alone, through the token only (a result that outlives
+        it is not posted in the channel: the asker finds it with `atelier` or the gallery)."""
+        if target.private:
+            if self._token_usable(target):
+                path = f"/webhooks/{target.application_id}/{target.token}"
+                await self._rest.request(
+                    "POST",
+                    path,
+                    payload={**payload, "flags": EPHEMERAL_FLAG},
+                    files=uploads,
+                    bot_auth=False,
+                    query={"wait": "true"},
+                    retry_server_errors=False,
+                )
+            else:
+                log.warning("discord: private result of %s not posted: its token expired", target.message_id)
+            return False
         if target.thread_id is not None:
             try:
                 path = f"/channels/{target.thread_id}/messages"

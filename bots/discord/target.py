@@ -37,6 +37,7 @@ class DiscordTarget:
     prompt: str = ""  # shown on every status edit
     reply_to: int | None = None  # the message results reply to when there is no thread (a reacted-to message)
     age_restricted: bool = False  # asked in an age-restricted channel: flagged images may be shown (`safety`)
+    private: bool = False  # the asker's private mode: status and results are ephemeral, never in the channel
 
     @property
     def token_created_at(self) -> float:
@@ -85,4 +86,5 @@ class DiscordTarget:
             prompt=data.get("prompt", ""),
             reply_to=snowflake("reply_to"),
             age_restricted=bool(data.get("age_restricted", False)),
+            private=bool(data.get("private", False)),
         )

@@ -9,7 +9,7 @@ import json
 import pytest
 from PIL import Image as PILImage
 
-from bots.discord.components import cancel_id, result_id
+from bots.discord.components import cancel_id, loop_id, result_id
 from tests.discord.emulator import DiscordEmulator, Interaction, Message
 from tests.discord.helpers import (
     followups,
@@ -149,7 +149,8 @@ async def test_u_upscales_and_v_varies_one_image_into_the_thread(stack: Stack) -
     (posted,) = results_of(emulator, thread_id, upscaled)
     (image,) = posted.attachments
     assert _size(image.data) == (256, 256)  # image 2 (64×64) made 4× larger by the default upscaler
-    assert posted.custom_ids() == [result_id("faces", upscaled, 0), result_id("delete", upscaled, 0)]
+    assert loop_id("zoom_2", upscaled, 0) in posted.custom_ids()  # a single image: the editing loop
+    assert posted.custom_ids()[-1] == result_id("delete", upscaled, 0)
     assert (await job_row(stack, upscaled))["kind"] == "upscale"
 
     vary = await click_and_wait(emulator, result.id, result_id("vary", job_id, 0))
@@ -171,7 +172,7 @@ async def test_buttons_keep_working_after_the_bot_and_the_worker_restart(stack: 
     await stack.start_worker()
     await stack.start_bot()
 
-    upscale = await click_and_wait(emulator, result.id, result_id("upscale", job_id_of(command), 0))
+    upscale = await click_and_wait(emulator, result.id, loop_id("upscale_subtle", job_id_of(command), 0))
     assert upscale.callback_type == 5
     await wait_status(emulator, upscale.original_message_id, "✅ Done", within=180)
     posted = results_of(emulator, command.original_message_id, job_id_of(upscale))

@@ -8,11 +8,14 @@ import pytest
 
 from bots.discord.components import (
     CANCEL_TEMPLATE,
+    LOOP_TEMPLATE,
     RESULT_TEMPLATE,
     cancel_components,
+    loop_id,
     result_components,
     result_id,
 )
+from jobs.editing import LOOP_ACTIONS
 from jobs.queue import job_id_for
 
 JOB = job_id_for("discord:interaction:1234567890123456789")
@@ -22,7 +25,7 @@ def _buttons(rows: list[dict]) -> list[dict]:
     return [b for r in rows for b in r["components"]]
 
 
-@pytest.mark.parametrize("count", [1, 4, 7])
+@pytest.mark.parametrize("count", [2, 4, 7])
 def test_result_buttons_fit_discord_and_carry_the_job(count: int) -> None:
     rows = result_components(JOB, count)
     assert len(rows) <= 5 and all(len(r["components"]) <= 5 for r in rows)
@@ -47,9 +50,23 @@ def test_an_unknown_action_is_refused() -> None:
         result_id("explode", JOB, 0)
 
 
-def test_an_upscale_offers_faces_and_delete_and_restored_faces_only_delete() -> None:
+def test_a_single_image_offers_the_editing_loop_and_restored_faces_only_delete() -> None:
+    loop = [*(loop_id(action.name, JOB, 0) for action in LOOP_ACTIONS[:4]), result_id("faces", JOB, 0)]
+    loop += [loop_id(action.name, JOB, 0) for action in LOOP_ACTIONS[4:]]
     upscale = [b["custom_id"] for b in _buttons(result_components(JOB, 1, "upscale"))]
-    assert upscale == [result_id("faces", JOB, 0), result_id("delete", JOB, 0)]
+    assert upscale == [*loop, result_id("delete", JOB, 0)]
+    single = result_components(JOB, 1)
+    assert [b["custom_id"] for b in _buttons(single)] == [
+        *loop,
+        result_id("reroll", JOB, 0),
+        result_id("delete", JOB, 0),
+    ]
+    assert len(single) <= 5 and all(len(r["components"]) <= 5 for r in single)
+    for button in _buttons(single):
+        assert len(button["custom_id"]) <= 100 and (button.get("label") or button.get("emoji"))
+        assert re.fullmatch(LOOP_TEMPLATE, button["custom_id"]) or re.fullmatch(
+            RESULT_TEMPLATE, button["custom_id"]
+        )
     assert [b["custom_id"] for b in _buttons(result_components(JOB, 1, "enhance"))] == [
         result_id("delete", JOB, 0)
     ]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from bots.discord.components import result_id
+from bots.discord.components import loop_id, result_components
 from engine.output import png_bytes
 from tests.discord.emulator import Upload
 from tests.discord.helpers import (
@@ -57,12 +57,9 @@ async def test_inpaint_with_an_image_and_a_mask_posts_the_result_in_the_jobs_thr
     assert size_of(posted.attachments[0].data) == (64, 64)
     assert await image_sha256s(stack, job_id) == [sha256(posted.attachments[0].data)]
     assert posted.custom_ids() == [
-        result_id("upscale", job_id, 0),
-        result_id("vary", job_id, 0),
-        result_id("faces", job_id, 0),
-        result_id("reroll", job_id, 0),
-        result_id("delete", job_id, 0),
+        b["custom_id"] for r in result_components(job_id, 1, "inpaint") for b in r["components"]
     ]
+    assert loop_id("vary_subtle", job_id, 0) in posted.custom_ids()
     row = await job_row(stack, job_id)
     spec = json.loads(row["spec"])
     assert row["kind"] == "inpaint" and row["status"] == "succeeded"
@@ -70,8 +67,8 @@ async def test_inpaint_with_an_image_and_a_mask_posts_the_result_in_the_jobs_thr
     assert spec["image"].startswith("inputs/") and spec["mask"].startswith("inputs/")
     assert spec["mask"] != spec["image"]
 
-    # V1 on an inpainting result: variations on the default text-to-image model (an inpainting one cannot vary).
-    click = await emulator.click(posted.id, result_id("vary", job_id, 0))
+    # Vary on an inpainting result: variations on the default text-to-image model (an inpainting one cannot vary).
+    click = await emulator.click(posted.id, loop_id("vary_subtle", job_id, 0))
     await emulator.wait_response(click)
     await wait_status(emulator, click.original_message_id, "✅ Done", within=180)
     varied = await job_row(stack, job_id_of(click))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from bots.discord.components import result_id
+from bots.discord.components import loop_id, result_id
 from jobs.queue import job_id_for
 from tests.discord import payloads as p
 from tests.discord.emulator import DiscordEmulator, Interaction, Message
@@ -52,8 +52,8 @@ async def test_a_flagged_image_is_a_spoiler_in_an_age_restricted_channel_and_wit
     assert await image_sha256s(stack, job_id) == [sha256(posted.attachments[0].data)]
     assert await stack.db.fetchval("SELECT flagged FROM images WHERE job_id = $1", job_id) is True
     assert "withheld" not in posted.content
-    # An upscale of it (U1, in its thread) is as flagged as its source: a spoiler too.
-    click = await emulator.click(posted.id, result_id("upscale", job_id, 0))
+    # An upscale of it (Upscale (Subtle), in its thread) is as flagged as its source: a spoiler too.
+    click = await emulator.click(posted.id, loop_id("upscale_subtle", job_id, 0))
     await emulator.wait_response(click)
     await wait_delivered(stack, job_id_of(click), within=180)
     (upscaled,) = results_of(emulator, adult.original_message_id, job_id_of(click))
@@ -93,4 +93,4 @@ async def test_with_safety_off_a_flagged_image_is_posted_as_usual(stack: Stack) 
     job_id = job_id_of(command)
     assert [a.filename for a in posted.attachments] == [f"{job_id}-0.png"]
     assert "withheld" not in posted.content
-    assert result_id("upscale", job_id, 0) in posted.custom_ids()
+    assert loop_id("upscale_subtle", job_id, 0) in posted.custom_ids()

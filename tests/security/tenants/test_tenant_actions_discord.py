@@ -90,7 +90,7 @@ async def test_buttons_naming_a_withheld_image_are_refused(stack: Stack) -> None
     (held,) = [m for m in emulator.messages_in(thread_id) if result_id("delete", job_id, 0) in m.custom_ids()]
     assert held.attachments == [] and "withheld" in held.content
     # The buttons it would have had, made by hand in the same server.
-    copied = _copy_of(emulator, result_components(job_id, 1), thread_id, "alice")
+    copied = _copy_of(emulator, result_components(job_id, 2), thread_id, "alice")  # U1, V1, F1 on image 0
     before = await _queue_state(stack)
 
     for action in ("upscale", "vary", "faces"):

@@ -1,0 +1,175 @@
+"""`/settings`: a member's own defaults in this server, on an ephemeral panel only they see.
+
+Select menus for the default model, aspect ratio, steps and style of `/imagine`, and two toggles: remix mode
+(vary, reroll, pan and zoom open a modal with the prompt before they queue, `loop`) and private mode (results
+are ephemeral, for the asker alone; nothing is posted in the channel). Every change is stored at once
+(`storage.settings`) and the panel is redrawn. The panel's components carry their meaning in their custom ids
+(`atelier:settings:<field>`), so a click on an old panel still works after a restart.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+
+from bots.discord.imagine import ASPECTS
+from bots.discord.launch import refuse
+from bots.discord.metering import answering
+from jobs.styles import BUILT_IN
+from storage.models import get_or_create_tenant
+from storage.settings import MemberSettings, settings_for, tenant_styles, update_settings
+
+if TYPE_CHECKING:
+    from bots.discord.client import AtelierBot
+
+DEFAULT = "default"  # the select option meaning "the server's default"
+STEP_CHOICES = (4, 10, 20, 30, 40, 50)
+SELECTS = ("model", "aspect", "steps", "style")
+TOGGLES = ("remix", "private")
+SETTINGS_TEMPLATE = rf"atelier:settings:(?P<field>{'|'.join(SELECTS + TOGGLES)})"
+MAX_OPTIONS = 25  # Discord's limit per select menu
+
+
+def settings_text(settings: MemberSettings | None) -> str:
+    if settings is None:
+        return "⚙️ Your settings in this server: all defaults. Change them below; only you see this."
+    parts = [
+        f"model **{settings.model or DEFAULT}**",
+        f"aspect **{settings.aspect or DEFAULT}**",
+        f"steps **{settings.steps or DEFAULT}**",
+        f"style **{settings.style or 'none'}**",
+        f"remix **{'on' if settings.remix else 'off'}**",
+        f"private **{'on' if settings.private else 'off'}**",
+    ]
+    return "⚙️ Your settings in this server: " + ", ".join(parts) + ". Only you see this."
+
+
+async def panel(
+    bot: AtelierBot, guild_id: int, settings: MemberSettings | None
+) -> list[discord.ui.ActionRow]:
+    """The panel's rows: four selects, then the two toggles."""
+    tenant = await get_or_create_tenant("discord", str(guild_id))
+    styles = sorted({*BUILT_IN, *(await tenant_styles(tenant))})
+    current = {
+        "model": settings.model if settings else "",
+        "aspect": settings.aspect if settings else "",
+        "steps": str(settings.steps) if settings and settings.steps else "",
+        "style": settings.style if settings else "",
+    }
+    choices = {
+        "model": bot.config.registry.names("txt2img"),
+        "aspect": list(ASPECTS),
+        "steps": [str(steps) for steps in STEP_CHOICES],
+        "style": styles,
+    }
+    rows = []
+    for field in SELECTS:
+        options = [
+            discord.SelectOption(label=f"{field}: server default", value=DEFAULT, default=not current[field])
+        ]
+        options += [
+            discord.SelectOption(label=f"{field}: {value}", value=value, default=value == current[field])
+            for value in choices[field][: MAX_OPTIONS - 1]
+        ]
+        select = discord.ui.Select(custom_id=f"atelier:settings:{field}", options=options)
+        rows.append(discord.ui.ActionRow(select))
+    toggles = []
+    for field in TOGGLES:
+        on = bool(settings and getattr(settings, field))
+        style = discord.ButtonStyle.success if on else discord.ButtonStyle.secondary
+        label = f"{field.title()}: {'on' if on else 'off'}"
+        toggles.append(discord.ui.Button(custom_id=f"atelier:settings:{field}", label=label, style=style))
+    rows.append(discord.ui.ActionRow(*toggles))
+    return rows
+
+
+def _view(rows: list[discord.ui.ActionRow]) -> discord.ui.View:
+    """The rows as a view that discord.py only serialises: clicks go to `SettingsItem`, so it is stopped (not
+    kept in memory, one per panel ever shown)."""
+    view = discord.ui.View(timeout=None)
+    for row_number, row in enumerate(rows):
+        for item in row.children:
+            item.row = row_number
+            view.add_item(item)
+    view.stop()
+    return view
+
+
+@app_commands.command(
+    name="settings", description="Your defaults, remix mode and private mode in this server"
+)
+@app_commands.guild_only()
+async def settings_command(interaction: discord.Interaction[AtelierBot]) -> None:
+    if interaction.guild_id is None:
+        await refuse(interaction, "/settings works in a server, not in direct messages.")
+        return
+    with answering(interaction):
+        settings = await settings_for("discord", str(interaction.guild_id), str(interaction.user.id))
+        rows = await panel(interaction.client, interaction.guild_id, settings)
+        await interaction.response.send_message(settings_text(settings), view=_view(rows), ephemeral=True)
+
+
+async def on_settings_component(interaction: discord.Interaction[AtelierBot], field: str) -> None:
+    """A select or toggle of the panel: store the change, redraw the panel in place."""
+    assert interaction.guild_id is not None
+    guild = str(interaction.guild_id)
+    settings = await settings_for("discord", guild, str(interaction.user.id))
+    if field in TOGGLES:
+        value: Any = not (settings is not None and getattr(settings, field))
+    else:
+        chosen = ((interaction.data or {}).get("values") or [DEFAULT])[0]
+        try:
+            value = _checked(interaction.client, field, chosen, guild)
+        except ValueError as exc:
+            await refuse(interaction, str(exc))
+            return
+        if field == "style" and value and value not in BUILT_IN:
+            tenant = await get_or_create_tenant("discord", guild)
+            if value not in await tenant_styles(tenant):
+                await refuse(interaction, f"unknown style {value!r}")
+                return
+    tenant = await get_or_create_tenant("discord", guild)
+    settings = await update_settings(tenant, str(interaction.user.id), **{field: value})
+    rows = await panel(interaction.client, interaction.guild_id, settings)
+    await interaction.response.edit_message(content=settings_text(settings), view=_view(rows))
+
+
+def _checked(bot: AtelierBot, field: str, chosen: str, guild: str) -> Any:
+    """The stored value for a select's choice ("" or None for the default); a value not on offer is refused."""
+    if chosen == DEFAULT:
+        return None if field == "steps" else ""
+    if field == "model" and chosen not in bot.config.registry.names("txt2img"):
+        raise ValueError(f"unknown model {chosen[:40]!r}")
+    if field == "aspect" and chosen not in ASPECTS:
+        raise ValueError(f"aspect must be one of {', '.join(ASPECTS)}")
+    if field == "steps":
+        if not chosen.isdigit() or int(chosen) not in STEP_CHOICES:
+            raise ValueError(f"steps must be one of {', '.join(map(str, STEP_CHOICES))}")
+        return int(chosen)
+    return chosen
+
+
+class SettingsItem(discord.ui.DynamicItem[discord.ui.Button], template=SETTINGS_TEMPLATE):
+    """Any select or toggle of a settings panel, however old."""
+
+    def __init__(self, item: discord.ui.Item[Any], field: str) -> None:
+        super().__init__(item)  # type: ignore[arg-type]
+        self.field = field
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> SettingsItem:
+        return cls(item, match["field"])
+
+    async def callback(self, interaction: discord.Interaction[AtelierBot]) -> None:
+        with answering(interaction):
+            await on_settings_component(interaction, self.field)
+
+
+def setup(bot: AtelierBot) -> None:
+    bot.tree.add_command(settings_command)
+    bot.add_dynamic_items(SettingsItem)

@@ -1,0 +1,217 @@
+"""The editing loop in Discord, against the emulator with the real bot, worker, Redis, PostgreSQL and tiny models:
+the buttons under a single image (zoom, pan, vary subtle/strong, custom zoom's modal), remix mode and private
+mode from /settings, and styles.
+
+The tiny models stop at 512 px a side, so "Zoom Out 2× of a 512² result is 1024²" is proven at 128² → 256²:
+the same buttons, specs and engine code."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from bots.discord.components import loop_id, modal_id, result_id
+from engine.canvas import feather_width
+from tests.discord.emulator import DiscordEmulator, Interaction, Message
+from tests.discord.helpers import followups, job_id_of, job_row, results_of, wait_delivered
+from tests.discord.stack import Stack
+
+pytestmark = pytest.mark.usefixtures("show_logs_on_failure")
+
+EPHEMERAL = 64
+
+
+def pixels(data: bytes) -> np.ndarray:
+    with PILImage.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB")).astype(np.int16)
+
+
+async def single_result(stack: Stack, prompt: str) -> tuple[Message, str]:
+    """A one-image /imagine result and its job id."""
+    command = await stack.emulator.slash("imagine", {"prompt": prompt, "model": "tiny"})
+    await stack.emulator.wait_response(command)
+    job_id = job_id_of(command)
+    await wait_delivered(stack, job_id, within=180)
+    (posted,) = results_of(stack.emulator, command.original_message_id, job_id)
+    return posted, job_id
+
+
+async def run_button(stack: Stack, posted: Message, custom_id: str) -> tuple[Interaction, bytes]:
+    """Click, wait for the new job's one image, return the click and the image."""
+    click = await stack.emulator.click(posted.id, custom_id)
+    await stack.emulator.wait_response(click)
+    assert click.callback_type == 5, click.callback_data
+    new = job_id_of(click)
+    await wait_delivered(stack, new, within=180)
+    (result,) = results_of(stack.emulator, posted.channel_id, new)
+    return click, result.attachments[0].data
+
+
+async def submit_modal(
+    emulator: DiscordEmulator, message: Message, custom_id: str, values: list[str], user: str = "alice"
+) -> Interaction:
+    """A MODAL_SUBMIT for the modal `custom_id` opened from `message`, its text inputs holding `values`."""
+    names = ("prompt", "extra")  # the text inputs' custom ids (bots.discord.loop.RemixModal)
+    rows = [
+        {"type": 1, "components": [{"type": 4, "custom_id": name, "value": value}]}
+        for name, value in zip(names, values, strict=False)
+    ]
+    data = {"custom_id": custom_id, "components": rows}
+    return await emulator._interact(5, data, user, message=message)
+
+
+async def test_zoom_out_2x_and_pan_left_keep_the_source_pixels(stack: Stack) -> None:
+    posted, job_id = await single_result(stack, "a lighthouse --size 128x128 --steps 2 --seed 21")
+    source = pixels(posted.attachments[0].data)
+    assert source.shape == (128, 128, 3)
+
+    click, zoomed = await run_button(stack, posted, loop_id("zoom_2", job_id, 0))
+    zoom = pixels(zoomed)
+    assert zoom.shape == (256, 256, 3)
+    band = feather_width((256, 256))
+    inner = slice(64 + band + 1, 192 - band - 1)
+    assert np.array_equal(zoom[inner, inner], source[band + 1 : 128 - band - 1, band + 1 : 128 - band - 1])
+    row = await job_row(stack, job_id_of(click))
+    spec = json.loads(row["spec"])
+    assert row["kind"] == "inpaint" and spec["parent"] == job_id and spec["prompt"] == "a lighthouse"
+    assert spec["seed"] == 21 and row["model"] == "tiny-inpaint"  # the source's seed, its family's inpainter
+
+    _, panned = await run_button(stack, posted, loop_id("pan_left", job_id, 0))
+    pan = pixels(panned)
+    assert pan.shape == (128, 192, 3)
+    assert np.array_equal(pan[:, 64 + band + 1 :], source[:, band + 1 :])
+
+
+async def test_vary_subtle_stays_closer_than_vary_strong(stack: Stack) -> None:
+    posted, job_id = await single_result(stack, "a meadow --size 64x64 --steps 8 --seed 5")
+    source = pixels(posted.attachments[0].data)
+    distances = {}
+    for how in ("subtle", "strong"):
+        click, image = await run_button(stack, posted, loop_id(f"vary_{how}", job_id, 0))
+        distances[how] = np.abs(pixels(image) - source).mean()
+        spec = json.loads((await job_row(stack, job_id_of(click)))["spec"])
+        assert (spec["seed"], spec["parent"], spec["model"]) == (5, job_id, "tiny")
+    assert 0 < distances["subtle"] < distances["strong"]
+
+
+async def test_custom_zoom_asks_for_a_factor_and_refuses_a_bad_one(stack: Stack) -> None:
+    emulator = stack.emulator
+    posted, job_id = await single_result(stack, "a canyon --size 64x64 --steps 2 --seed 8")
+    click = await emulator.click(posted.id, loop_id("zoom_custom", job_id, 0))
+    await emulator.wait_response(click)
+    assert click.callback_type == 9  # a modal
+    assert click.callback_data["custom_id"] == modal_id("zoom_custom", job_id, 0)
+    queued_before = await stack.db.fetchval("SELECT count(*) FROM jobs")
+
+    bad = await submit_modal(emulator, posted, modal_id("zoom_custom", job_id, 0), ["a canyon", "3"])
+    await emulator.wait_response(bad)
+    assert bad.callback_type == 4 and bad.callback_data["flags"] & EPHEMERAL
+    assert "between 1.1 and 2" in bad.callback_data["content"]
+    assert await stack.db.fetchval("SELECT count(*) FROM jobs") == queued_before  # nothing queued
+
+    # The modal is answered on a fresh click (discord.py keeps the open one in memory).
+    again = await emulator.click(posted.id, loop_id("zoom_custom", job_id, 0))
+    await emulator.wait_response(again)
+    good = await submit_modal(emulator, posted, modal_id("zoom_custom", job_id, 0), ["a red canyon", "1.5"])
+    await emulator.wait_response(good)
+    assert good.callback_type == 5
+    await wait_delivered(stack, job_id_of(good), within=180)
+    (result,) = results_of(emulator, posted.channel_id, job_id_of(good))
+    assert pixels(result.attachments[0].data).shape == (96, 96, 3)
+    assert json.loads((await job_row(stack, job_id_of(good)))["spec"])["prompt"] == "a red canyon"
+
+
+async def test_a_button_on_a_deleted_job_says_it_is_gone(stack: Stack) -> None:
+    emulator = stack.emulator
+    posted, job_id = await single_result(stack, "a kite --size 64x64 --steps 2 --seed 2")
+    await stack.db.execute("DELETE FROM jobs WHERE id = $1", job_id)
+    click = await emulator.click(posted.id, loop_id("zoom_2", job_id, 0))
+    found = await emulator.wait_until(
+        lambda: [m for m in followups(emulator, click) if "gone" in m.content], 10, "the refusal"
+    )
+    assert found[0].flags & EPHEMERAL
+    assert result_id("delete", job_id, 0) in posted.custom_ids()
+
+
+async def open_settings(emulator: DiscordEmulator, user: str = "alice") -> Message:
+    command = await emulator.slash("settings", {}, user=user)
+    await emulator.wait_response(command)
+    assert command.callback_type == 4 and command.callback_data["flags"] & EPHEMERAL
+    return emulator.messages[command.original_message_id]
+
+
+async def toggle(emulator: DiscordEmulator, panel: Message, field: str, expected: str) -> None:
+    click = await emulator.click(panel.id, f"atelier:settings:{field}")
+    await emulator.wait_response(click)
+    assert click.callback_type == 7, click.callback_data  # the panel is redrawn in place
+    assert f"{field} **{expected}**" in emulator.messages[panel.id].content
+
+
+async def test_with_remix_on_vary_opens_a_modal_and_runs_the_submitted_prompt(stack: Stack) -> None:
+    emulator = stack.emulator
+    posted, job_id = await single_result(stack, "a harbour --size 64x64 --steps 4 --seed 12")
+    panel = await open_settings(emulator)
+    await toggle(emulator, panel, "remix", "on")
+    try:
+        click = await emulator.click(posted.id, loop_id("vary_strong", job_id, 0))
+        await emulator.wait_response(click)
+        assert click.callback_type == 9 and click.callback_data["custom_id"] == modal_id(
+            "vary_strong", job_id, 0
+        )
+        fields = [c for row in click.callback_data["components"] for c in row["components"]]
+        assert [f["value"] for f in fields] == ["a harbour", "0.8"]  # the source's prompt, Strong's strength
+
+        bad = await submit_modal(emulator, posted, modal_id("vary_strong", job_id, 0), ["a harbour", "1.5"])
+        await emulator.wait_response(bad)
+        assert bad.callback_type == 4 and "at most 1" in bad.callback_data["content"]
+
+        again = await emulator.click(posted.id, loop_id("vary_strong", job_id, 0))
+        await emulator.wait_response(again)
+        submitted = await submit_modal(
+            emulator, posted, modal_id("vary_strong", job_id, 0), ["a harbour at night", "0.5"]
+        )
+        await emulator.wait_response(submitted)
+        assert submitted.callback_type == 5
+        await wait_delivered(stack, job_id_of(submitted), within=180)
+        spec = json.loads((await job_row(stack, job_id_of(submitted)))["spec"])
+        assert (spec["prompt"], spec["strength"], spec["parent"]) == ("a harbour at night", 0.5, job_id)
+    finally:
+        await toggle(emulator, panel, "remix", "off")
+
+
+async def test_with_private_mode_on_imagine_posts_nothing_in_the_channel(stack: Stack) -> None:
+    emulator = stack.emulator
+    panel = await open_settings(emulator)
+    await toggle(emulator, panel, "private", "on")
+    try:
+        before = {m.id for m in emulator.messages_in(emulator.channel_id)}
+        command = await emulator.slash(
+            "imagine", {"prompt": "a secret garden --steps 2 --seed 4", "model": "tiny"}
+        )
+        await emulator.wait_response(command)
+        assert command.callback_type == 5 and command.callback_data["flags"] & EPHEMERAL
+        job_id = job_id_of(command)
+        await wait_delivered(stack, job_id, within=180)
+        results = [m for m in followups(emulator, command) if m.attachments]
+        assert len(results) == 1 and results[0].flags & EPHEMERAL  # the asker received the image
+        assert f":{job_id}:" in "".join(results[0].custom_ids())
+        new = [m for m in emulator.messages_in(emulator.channel_id) if m.id not in before]
+        assert new and all(m.flags & EPHEMERAL for m in new), [(m.id, m.flags, m.content) for m in new]
+        assert command.original_message_id not in emulator.channels  # no thread was opened
+    finally:
+        await toggle(emulator, panel, "private", "off")
+
+
+async def test_style_expands_into_the_recorded_prompt(stack: Stack) -> None:
+    _, job_id = await single_result(stack, "a fox --style watercolor --steps 2 --seed 1")
+    row = await job_row(stack, job_id)
+    spec = json.loads(row["spec"])
+    assert spec["prompt"] == "watercolor painting of a fox, soft washes, paper texture"
+    assert spec["style"] == "watercolor" and "3d render" in spec["negative"]
+    unknown = await stack.emulator.slash("imagine", {"prompt": "a fox --style nope", "model": "tiny"})
+    await stack.emulator.wait_response(unknown)
+    assert unknown.callback_type == 4 and "nknown style 'nope'" in unknown.callback_data["content"]
