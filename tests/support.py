@@ -14,6 +14,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -175,6 +177,43 @@ def worker_process(
         finally:
             stop_process(worker)
             client.close()
+
+
+API_START_S = 120
+
+
+@contextlib.contextmanager
+def api_process(env: dict[str, str], root: Path, *, start_s: float = API_START_S) -> Iterator[str]:
+    """An `atelier api` process on `env`'s services and `ATELIER_API_PORT`, logging to `root/api.log`; yields its
+    base URL once /healthz answers 200, and stops it (SIGTERM, killed after 30 s) on exit."""
+    url = f"http://127.0.0.1:{env['ATELIER_API_PORT']}"
+    log_path = root / "api.log"
+    with log_path.open("w") as log:
+        api = subprocess.Popen(
+            [sys.executable, "-m", "atelier", "api"],
+            cwd=root,
+            env=atelier_env(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + start_s
+            while not _answers(f"{url}/healthz"):
+                if api.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"`atelier api` did not start:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.1)
+            yield url
+        finally:
+            stop_process(api)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return answer.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def stop_process(process: subprocess.Popen, within: float = 30) -> None:

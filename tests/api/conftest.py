@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +20,11 @@ from engine.registry import Registry
 from engine.tiny import ensure_built
 from storage.db import close_db, init_db
 from tests.support import (
-    atelier_env,
+    api_process,
     free_port,
     redis_url,
     run_atelier,
     service_env,
-    stop_process,
     worker_process,
 )
 
@@ -40,7 +36,6 @@ TINY = [
     "tiny-inpaint",
 ]  # diffusers presets; upscalers are built by the worker on first use
 KEY_BURST, KEY_RATE = 25, 0.5  # the API process's per-key bucket: small enough to exhaust in a test
-API_START_S = 120
 
 
 @pytest.fixture(scope="session")
@@ -89,48 +84,14 @@ def rig(tmp_path_factory: pytest.TempPathFactory, api_models: Path, api_database
         "ATELIER_MAX_BATCH": "1",  # one job per engine call: the same pixels as the CLI's job, by construction
     }
     try:
-        with worker_process(env | {"ATELIER_METRICS_PORT": str(metrics_port)}, root, QUEUE):
-            with (root / "api.log").open("w") as log:
-                api = subprocess.Popen(
-                    [sys.executable, "-m", "atelier", "api"],
-                    cwd=root,
-                    env=atelier_env(env),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                )
-                try:
-                    _wait_healthy(api, f"http://127.0.0.1:{port}/healthz", root / "api.log")
-                    yield Rig(
-                        f"http://127.0.0.1:{port}",
-                        env,
-                        root,
-                        f"http://127.0.0.1:{metrics_port}/metrics",
-                        REDIS_URL,
-                        api_database_url,
-                    )
-                finally:
-                    stop_process(api)
+        with (
+            worker_process(env | {"ATELIER_METRICS_PORT": str(metrics_port)}, root, QUEUE),
+            api_process(env, root) as url,
+        ):
+            yield Rig(url, env, root, f"http://127.0.0.1:{metrics_port}/metrics", REDIS_URL, api_database_url)
     finally:
         client.flushdb()
         client.close()
-
-
-def _wait_healthy(process: subprocess.Popen, url: str, log: Path) -> None:
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + API_START_S
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"`atelier api` did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.1)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -6,11 +6,6 @@ with `jobs.webhooks.verify` and the secret the CLI printed. The operator allows 
 from __future__ import annotations
 
 import secrets
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +23,9 @@ from storage.models import Job
 from storage.quota_models import QuotaReservation
 from tests.api_webhooks.conftest import REDIS_URL
 from tests.api_webhooks.receiver import Receiver, start_receiver, until
-from tests.support import atelier_env, free_port, run_atelier, service_env, stop_process, worker_process
+from tests.support import api_process, free_port, run_atelier, service_env, worker_process
 
 QUEUE = "atelier:test-webhooks"
-API_START_S = 120
 OPTIONS = {"model": "tiny", "width": 64, "height": 64, "steps": 2}
 
 
@@ -64,36 +58,11 @@ def rig(tmp_path_factory: pytest.TempPathFactory, models_dir: Path, database_url
         }
     )
     try:
-        with worker_process(env, root, QUEUE), (root / "api.log").open("w") as log:
-            api = subprocess.Popen(
-                [sys.executable, "-m", "atelier", "api"],
-                cwd=root,
-                env=atelier_env(env),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            try:
-                _wait_healthy(api, f"http://127.0.0.1:{port}/healthz", root / "api.log")
-                yield Rig(f"http://127.0.0.1:{port}", env, root)
-            finally:
-                stop_process(api)
+        with worker_process(env, root, QUEUE), api_process(env, root) as url:
+            yield Rig(url, env, root)
     finally:
         client.flushdb()
         client.close()
-
-
-def _wait_healthy(process: subprocess.Popen, url: str, log: Path) -> None:
-    deadline = time.monotonic() + API_START_S
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"`atelier api` did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.1)
 
 
 @dataclass(frozen=True)
