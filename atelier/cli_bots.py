@@ -12,9 +12,15 @@ from atelier.settings import Settings
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("slack", help="run the Slack app (Socket Mode with ATELIER_SLACK_APP_TOKEN, else HTTP)")
-
     from bots.discord.guide import HELP as DISCORD_HELP  # plain text; discord.py is imported only to run
+    from bots.slack.guide import HELP as SLACK_HELP  # plain text too: slack-bolt is imported only to run
+
+    sub.add_parser(
+        "slack",
+        help="run the Slack app (Socket Mode with ATELIER_SLACK_APP_TOKEN, else HTTP)",
+        description=SLACK_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
     sub.add_parser(
         "discord",

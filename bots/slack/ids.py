@@ -44,6 +44,12 @@ def matcher(*actions: str) -> re.Pattern[str]:
 RESULT_MESSAGE_TTL_S = 90 * 24 * 3600
 
 
+def result_file_key(file_id: str) -> str:
+    """Redis key naming the job and image index (`job:index`) an uploaded result file shows, so a reaction on
+    the image message itself finds them."""
+    return f"atelier:slack:result-file:{file_id}"
+
+
 def result_message_key(channel: str, ts: str) -> str:
     """Redis key naming the job whose results a message shows (what a reaction on that message acts on)."""
     return f"atelier:slack:result:{channel}:{ts}"

@@ -1,5 +1,8 @@
 """Reactions on Atelier's result messages: `:mag:` upscales, `:sparkles:` restores faces (configurable).
 
+They work on the results message (every image of the job), on the image message itself (that image) and on a
+member's message with images (each image, read through the Web API: `on_image_message`).
+
 Which reaction does what is configured for the installation (ATELIER_SLACK_REACTIONS), and each workspace's
 admins may choose their own with `/atelier emoji upscale|faces NAME` (`storage.preferences`): a chosen reaction
 replaces the configured one for its action in that workspace, so `:mag:` stops upscaling where another reaction
@@ -23,10 +26,11 @@ from collections.abc import Mapping
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.commands import CommandError
-from bots.slack import answers, derive, ids, safety
+from bots.slack import answers, derive, files, ids, safety
 from bots.slack.config import SlackConfig
 from bots.slack.services import SlackServices
 from bots.slack.submit import submit
@@ -56,15 +60,17 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
     @app.event("reaction_added")
     async def reaction_added(event: dict, client: AsyncWebClient, context: AsyncBoltContext) -> None:
         item = event.get("item") or {}
-        if item.get("type") != "message" or event.get("item_user") != context.bot_user_id:
-            return  # not on one of our messages
-        raw = await services.redis.get(ids.result_message_key(item["channel"], item["ts"]))
-        if raw is None:
-            return  # a status message or another message of ours: nothing to act on
+        if item.get("type") != "message":
+            return
+        ours = event.get("item_user") == context.bot_user_id
+        raw = await services.redis.get(ids.result_message_key(item["channel"], item["ts"])) if ours else None
         preferences = await preferences_of(await context["workspace"].tenant())
         action = reaction_actions(config.reactions, preferences).get(event.get("reaction", ""))
         if action is None:
             return  # a reaction that means nothing to Atelier in this workspace
+        if raw is None:  # not a results message: an image message of ours, or a member's upload
+            await on_image_message(services, event, action, client, context)
+            return
         job_id = raw.decode() if isinstance(raw, bytes) else raw
         try:
             job = await context["workspace"].job(job_id)
@@ -120,3 +126,62 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
                     client, channel=item["channel"], user=event["user"], thread_ts=thread_ts, problem=exc
                 )
                 return
+
+
+async def on_image_message(
+    services: SlackServices, event: dict, action: str, client: AsyncWebClient, context: AsyncBoltContext
+) -> None:
+    """A reaction on a message with images: one of our result images (the file is recorded as a job's image,
+    `ids.result_file_key`), or one a member uploaded (read through the Web API with the bot token, with the
+    download rules of `files`). Each image becomes one new job in the message's thread."""
+    item, user, workspace = event["item"], event["user"], context["workspace"]
+    try:
+        found = await client.conversations_replies(
+            channel=item["channel"], ts=item["ts"], limit=1, inclusive=True
+        )
+    except SlackApiError as exc:
+        log.info("reaction by %s: message %s unreadable (%s)", user, item["ts"], exc.response.get("error"))
+        return
+    message = next((m for m in found.get("messages") or [] if m.get("ts") == item["ts"]), None)
+    if message is None or not [f for f in message.get("files") or [] if files.is_image(f)]:
+        return  # a message without an image: nothing to act on
+    thread_ts = message.get("thread_ts") or message["ts"]
+    try:
+        await precheck(await workspace.tenant(), await workspace.user(), services.tiers)
+    except QuotaRefused as refusal:
+        await answers.warn_in(
+            client, channel=item["channel"], user=user, thread_ts=thread_ts, problem=refusal
+        )
+        return
+    for file in files.image_files(message):
+        request_id = (
+            f"slack:reaction:{context.team_id}:{item['channel']}:{item['ts']}:{event['reaction']}:{user}:"
+            f"{file['id']}"
+        )
+        try:
+            recorded = await services.redis.get(ids.result_file_key(file["id"]))
+            if recorded is not None:
+                job_id, _, index = (recorded.decode() if isinstance(recorded, bytes) else recorded).partition(
+                    ":"
+                )
+                job = await derive.source_job(workspace, job_id, foreign=FOREIGN)
+                image, key = await derive.result_image(services, job, int(index))
+                spec = derive.derived_spec(services, action, image, key, job.spec)
+            else:
+                image, key = await files.input_image(services, file, client)
+                spec = derive.derived_spec(services, action, image, key)
+            log.info("reaction %s by %s on image %s", event["reaction"], user, file["id"])
+            await submit(
+                client,
+                services,
+                spec,
+                request_id=request_id,
+                channel=item["channel"],
+                thread_ts=thread_ts,
+                workspace=workspace,
+            )
+        except CommandError as exc:
+            await answers.warn_in(
+                client, channel=item["channel"], user=user, thread_ts=thread_ts, problem=exc
+            )
+            return

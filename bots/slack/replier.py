@@ -182,9 +182,13 @@ class SlackReplier:
                     "alt_txt": prompt[:1000],
                 }
             )
-        await self._client.files_upload_v2(
+        uploaded = await self._client.files_upload_v2(
             file_uploads=uploads, channel=data["channel"], thread_ts=data.get("thread_ts")
         )
+        # Which image each file is: a reaction on the image message acts on it (bots.slack.reactions).
+        for image, file in zip(images, uploaded.get("files") or [], strict=False):
+            key = ids.result_file_key(file["id"])
+            await self._redis.set(key, f"{job.id}:{image.index}", ex=ids.RESULT_MESSAGE_TTL_S)
 
     async def _post_buttons(self, job: Job, data: dict, images: list[StoredImage], withheld: int) -> None:
         """The message with the action buttons, recorded as showing `job` (what a reaction on it acts on)."""

@@ -157,10 +157,12 @@ class SlackEmulator:
         """Answer the next call of `method` (with arguments including `when`) with a failure."""
         self._failures.setdefault(method, []).append(Failure(status, error, retry_after, when or {}))
 
-    def add_file(self, data: bytes, name: str, mimetype: str, *, size: int | None = None) -> dict:
+    def add_file(
+        self, data: bytes, name: str, mimetype: str, *, size: int | None = None, file_id: str | None = None
+    ) -> dict:
         """Host a file someone posted; return its file object as Slack puts it in a message's `files`
-        (`size` may lie, as a test of the app's own limit while it downloads)."""
-        file_id = f"F{uuid.uuid4().hex[:10].upper()}"
+        (`size` may lie, as a test of the app's own limit while it downloads; `file_id`: an upload's own)."""
+        file_id = file_id or f"F{uuid.uuid4().hex[:10].upper()}"
         self._files[file_id] = (data, mimetype)
         url = f"{self.base_url}/files/{file_id}/{name}"
         self.file_objects[file_id] = {
@@ -372,7 +374,39 @@ class SlackEmulator:
             upload.title, upload.channel = f.get("title"), args.get("channel_id")
             upload.thread_ts, upload.completed = args.get("thread_ts"), True
             done.append({"id": upload.file_id, "title": upload.title, "name": upload.filename})
+        if args.get("channel_id"):  # shared at once: Slack posts the files as one message of the uploader's
+            shared = []
+            for f in done:
+                upload = self.uploads[f["id"]]
+                mimetype = "image/png" if upload.filename.endswith(".png") else "image/jpeg"
+                shared.append(self.add_file(upload.data, upload.filename, mimetype, file_id=upload.file_id))
+            self.post_message(args["channel_id"], self.bot_user_id, shared, thread_ts=args.get("thread_ts"))
         return {"files": done}
+
+    def post_message(
+        self, channel: str, user: str, files: list[dict], *, thread_ts: str | None = None
+    ) -> dict:
+        """A message with `files` by `user` (a member's upload, or the file share of an upload)."""
+        ts = self._next_ts()
+        message = {
+            "type": "message",
+            "user": user,
+            "ts": ts,
+            "text": "",
+            "files": files,
+            "thread_ts": thread_ts,
+        }
+        self.messages[(channel, ts)] = message
+        return message
+
+    def _m_conversations_replies(self, args: dict) -> dict:
+        ts = args["ts"]
+        found = [
+            m
+            for (channel, _), m in self.messages.items()
+            if channel == args["channel"] and ts in (m["ts"], m.get("thread_ts"))
+        ]
+        return {"messages": sorted(found, key=lambda m: float(m["ts"]))}
 
     def _next_ts(self) -> str:
         return f"{int(time.time())}.{next(self._ts):06d}"
