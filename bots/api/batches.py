@@ -36,9 +36,8 @@ from bots.api.openapi import AUTH_ERRORS, add_paths, error, json_body
 from bots.api.services import caller_of, services_of
 from bots.api.submit import (
     Built,
+    GenerationOptions,
     ImagesRequest,
-    LoraChoice,
-    RequestModel,
     api_target,
     images_spec,
     refusal_error,
@@ -46,7 +45,7 @@ from bots.api.submit import (
     submit_spec,
 )
 from bots.api.webhooks import batch_created, batch_view, check_webhook_url
-from jobs.specs import MAX_PROMPT_CHARS, MAX_SEED
+from jobs.specs import MAX_PROMPT_CHARS
 from quotas.errors import QuotaRefused
 from quotas.ledger import precheck
 from storage.api_models import Batch
@@ -56,23 +55,10 @@ BATCH_PATH = "/v1/batches/{batch_id}"
 Prompt = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
 
 
-class BatchRequest(RequestModel):
+class BatchRequest(GenerationOptions):
     """The prompts, and the options every one of them shares (those of `POST /v1/images`, without an image)."""
 
     prompts: list[Prompt] = Field(min_length=1, max_length=MAX_PROMPTS)
-    negative: str = Field("", max_length=MAX_PROMPT_CHARS)
-    model: str | None = Field(None, max_length=200)
-    width: int | None = Field(None, ge=1, le=100_000)
-    height: int | None = Field(None, ge=1, le=100_000)
-    aspect: str | None = Field(None, max_length=20)
-    steps: int | None = Field(None, ge=1, le=10_000)
-    guidance: float | None = Field(None, ge=0, le=1000)
-    seed: int | None = Field(None, ge=0, le=MAX_SEED)
-    count: int | None = Field(None, ge=1, le=100)
-    loras: list[LoraChoice] = Field(default_factory=list, max_length=16)
-    enhance_faces: bool = False
-    cache: bool = True
-    webhook_url: str | None = Field(None, max_length=2000)
 
 
 SHARED = ("negative", "model", "width", "height", "aspect", "steps", "guidance", "seed", "count", "loras")

@@ -81,10 +81,9 @@ class LoraChoice(RequestModel):
     weight: float = Field(1.0, ge=-2, le=2)
 
 
-class ImagesRequest(RequestModel):
-    """`POST /v1/images`: text-to-image, or image-to-image when `image` is given (the image sets the size)."""
+class GenerationOptions(RequestModel):
+    """What shapes a text-to-image job besides its prompt: `POST /v1/images` and each prompt of a batch."""
 
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     negative: str = Field("", max_length=MAX_PROMPT_CHARS)
     model: str | None = Field(None, max_length=200)
     width: int | None = Field(None, ge=1, le=100_000)
@@ -96,10 +95,16 @@ class ImagesRequest(RequestModel):
     count: int | None = Field(None, ge=1, le=100)
     loras: list[LoraChoice] = Field(default_factory=list, max_length=16)
     enhance_faces: bool = False
-    image: str | None = None
-    strength: float | None = Field(None, gt=0, le=1)
     cache: bool = True
     webhook_url: str | None = Field(None, max_length=2000)
+
+
+class ImagesRequest(GenerationOptions):
+    """`POST /v1/images`: text-to-image, or image-to-image when `image` is given (the image sets the size)."""
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    image: str | None = None
+    strength: float | None = Field(None, gt=0, le=1)
 
 
 class ExtendRequest(RequestModel):
