@@ -20,7 +20,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.commands import CommandError
-from bots.slack import answers, lora_command
+from bots.slack import answers, lora_command, settings_command
 from bots.slack.admins import is_admin
 from bots.slack.config import SlackConfig
 from bots.slack.services import SlackServices
@@ -49,11 +49,24 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
         await ack()
         user = command.get("user_id", "")
         operator = user in config.operators
+        text = command.get("text", "")
+        first, _, rest = text.strip().partition(" ")
+        if first.lower() == "settings":  # anyone's own settings (bots.slack.settings_command)
+            await settings_command.open_settings(client, services, command, context)
+            return
+        if first.lower() == "style":  # list for anyone; add and delete for admins
+            admin = operator or await is_admin(client, config.admins, user)
+            try:
+                answer = await settings_command.style_command(
+                    await context["workspace"].tenant(), rest, admin=admin
+                )
+            except CommandError as exc:
+                answer = f":warning: {exc}"
+            await answers.tell(respond, answer)
+            return
         if not operator and not await is_admin(client, config.admins, user):
             await answers.tell(respond, f":no_entry_sign: {REFUSED}")
             return
-        text = command.get("text", "")
-        first, _, rest = text.strip().partition(" ")
         if first.lower() == "lora":
             try:
                 answer = await lora_command.run(client, services, command, context["workspace"], rest)

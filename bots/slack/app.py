@@ -26,7 +26,9 @@ from bots.slack import (
     imagine,
     inpaint,
     inpaint_command,
+    loop,
     reactions,
+    settings_command,
     shortcuts,
     train_shortcut,
     upscale_command,
@@ -56,6 +58,8 @@ def create_app(config: SlackConfig, services: SlackServices) -> AsyncApp:
     app.middleware(attach_workspace)
     imagine.register(app, services)
     actions.register(app, config, services)
+    loop.register(app, services)
+    settings_command.register(app, services)
     reactions.register(app, config, services)
     shortcuts.register(app, services)
     admin_command.register(app, config, services)

@@ -9,8 +9,18 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from bots.slack.ids import ActionRef
+from jobs.editing import LOOP_ACTIONS, LOOP_KINDS
 
 PROGRESS_CELLS = 10
+_EMOJI_NAMES = {
+    "🪄": ":magic_wand:",
+    "🔍": ":mag:",
+    "↔️": ":left_right_arrow:",
+    "⬅️": ":arrow_left:",
+    "➡️": ":arrow_right:",
+    "⬆️": ":arrow_up:",
+    "⬇️": ":arrow_down:",
+}  # the loop's emoji, as Slack names them
 MAX_BUTTONS_PER_BLOCK = 25  # Slack's limit for the elements of one actions block
 WITHHELD_NOTE = (
     "the model's safety checker flagged them; an admin can turn the filter off with `/atelier safety off`"
@@ -188,6 +198,13 @@ def result_message(
         upscale = []
     if kind == "enhance":
         faces = []
+    loop: list[list[dict]] = []
+    if len(images) == 1 and kind in LOOP_KINDS:  # a single image: the editing loop instead of U1 and V1
+        upscale, variations = [], []
+        loop = [[] for _ in range(1 + max(action.row for action in LOOP_ACTIONS))]
+        for action in LOOP_ACTIONS:
+            label = " ".join(part for part in (_EMOJI_NAMES.get(action.emoji or ""), action.label) if part)
+            loop[action.row].append(_button(label, ActionRef(action.name, job_id, images[0].index)))
     details = f"{describe(spec)} · seeds {seeds}" if images else describe(spec)
     blocks: list[dict] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": text}},
@@ -196,7 +213,8 @@ def result_message(
     if withheld:
         note = f":see_no_evil: {_images(withheld)} withheld: {WITHHELD_NOTE}"
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": note}]})
-    for name, row in (("upscale", upscale), ("variations", variations), ("more", reroll + faces)):
+    rows = [*((f"loop{number}", row) for number, row in enumerate(loop)), ("upscale", upscale)]
+    for name, row in (*rows, ("variations", variations), ("more", reroll + faces)):
         if not row:
             continue
         for start in range(0, len(row), MAX_BUTTONS_PER_BLOCK):

@@ -16,6 +16,7 @@ SCOPES = (
     "users:read",
     "channels:history",
     "groups:history",
+    "im:write",
 )
 
 HELP = f"""\

@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from jobs.editing import LOOP
 from jobs.text import shown
 
-ACTIONS = ("cancel", "upscale", "variations", "reroll", "faces")
+ACTIONS = ("cancel", "upscale", "variations", "reroll", "faces", *LOOP)  # LOOP: the editing loop's buttons
 PATTERN = re.compile(rf"^({'|'.join(ACTIONS)}):(j[0-9a-f]+):(\d+)$")
 
 

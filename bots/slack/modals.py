@@ -52,8 +52,14 @@ def text_input(
     placeholder: str = "",
     optional: bool = False,
     max_length: int = 0,
+    initial: str = "",
+    multiline: bool = False,
 ) -> dict:
     element: dict = {"type": "plain_text_input", "action_id": block_id}
+    if initial:
+        element["initial_value"] = initial
+    if multiline:
+        element["multiline"] = True
     if placeholder:
         element["placeholder"] = _plain(placeholder)
     if max_length:

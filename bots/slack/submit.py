@@ -54,7 +54,13 @@ async def submit(
     workspace: Workspace,
 ) -> str | None:
     """Enqueue `spec` and post its status message (in `thread_ts`, or as a new thread); return the job id, or
-    None when this request had already been submitted. Refusals are CommandErrors with the reason."""
+    None when this request had already been submitted. Refusals are CommandErrors with the reason.
+
+    A member in private mode (`/atelier settings`) gets everything in their direct messages with the app instead:
+    nothing of the job appears in the channel."""
+    if workspace.user_id and await private_mode(workspace):
+        opened = await client.conversations_open(users=workspace.user_id)
+        channel, thread_ts = opened["channel"]["id"], None
     data = reply_data(channel, thread_ts, workspace)
     try:
         queued = await enqueue(
@@ -91,6 +97,13 @@ async def submit_command(
         thread_ts=None,
         workspace=workspace,
     )
+
+
+async def private_mode(workspace: Workspace) -> bool:
+    from storage.settings import settings_for
+
+    settings = await settings_for("slack", workspace.team_id, workspace.user_id or "")
+    return settings is not None and settings.private
 
 
 def reply_data(channel: str, thread_ts: str | None, workspace: Workspace) -> dict:

@@ -399,6 +399,9 @@ class SlackEmulator:
         self.messages[(channel, ts)] = message
         return message
 
+    def _m_conversations_open(self, args: dict) -> dict:
+        return {"channel": {"id": "D" + args["users"]}}  # the direct messages of the app and that member
+
     def _m_conversations_replies(self, args: dict) -> dict:
         ts = args["ts"]
         found = [

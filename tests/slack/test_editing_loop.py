@@ -4,13 +4,18 @@ the editing loop's buttons under a single image; `atelier slack --help`."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 
 import asyncpg
 
+from jobs.editing import LOOP, LOOP_ACTIONS
 from tests.slack.emulator import SlackEmulator
 from tests.slack.slack_requests import (
     a_png,
+    action_ids,
+    block_action,
     delivered_row,
     event_callback,
     imagined,
@@ -18,10 +23,12 @@ from tests.slack.slack_requests import (
     post_signed_form,
     post_signed_json,
     slash_command,
+    view_submission,
 )
 from tests.support import run_atelier
 
 TEAM, CHANNEL = "TLOOP", "CLOOP"
+BUTTONS = "CLOOPBUTTONS"  # in the default team of `block_action` and `view_submission`
 
 
 async def react(http_bot: str, message: dict, event_id: str, *, item_user: str) -> None:
@@ -88,3 +95,88 @@ def test_atelier_slack_help_prints_the_set_up_steps(tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     for step in ("slack-manifest.yml", "Socket Mode", "ATELIER_SLACK_BOT_TOKEN", "/invite"):
         assert step in result.stdout, step
+
+
+async def slash(http_bot: str, emulator: SlackEmulator, text: str, *, command: str = "/imagine") -> dict:
+    fields = slash_command(text, channel=BUTTONS, response_url=emulator.response_url())
+    fields["command"] = command
+    assert (await post_signed_form(http_bot, fields)).status == 200
+    return fields
+
+
+async def click(http_bot: str, emulator: SlackEmulator, action_id: str, message_ts: str) -> None:
+    payload = block_action(
+        action_id, channel=BUTTONS, message_ts=message_ts, response_url=emulator.response_url()
+    )
+    answer = await post_signed_form(http_bot, {"payload": json.dumps(payload)})
+    assert answer.status == 200 and answer.seconds < 3
+
+
+async def opened_view(emulator: SlackEmulator, callback_id: str, after: int) -> dict:
+    def probe() -> dict | None:
+        found = [v for v in list(emulator.views.values())[after:] if v.get("callback_id") == callback_id]
+        return found[-1] if found else None
+
+    return await emulator.wait_for(probe, what=f"the {callback_id} modal")
+
+
+async def setting_is(db: asyncpg.Connection, field: str, value: bool, within: float = 10) -> None:
+    """Wait (bounded) until member U1's stored `field` is `value`: the modal's submission is stored after its ack."""
+    deadline = time.monotonic() + within
+    query = f"SELECT {field} FROM member_settings WHERE user_external_id = 'U1'"
+    while await db.fetchval(query) is not value:
+        assert time.monotonic() < deadline, f"{field} never became {value}"
+        await asyncio.sleep(0.05)
+
+
+async def submit_view(http_bot: str, view: dict, values: dict[str, dict]) -> None:
+    answer = await post_signed_form(http_bot, {"payload": json.dumps(view_submission(view, values))})
+    assert answer.status == 200 and answer.seconds < 3
+
+
+async def test_loop_buttons_zoom_and_remix_and_private_mode(
+    http_bot: str, slack_emulator: SlackEmulator, db: asyncpg.Connection
+) -> None:
+    await slash(http_bot, slack_emulator, "a windmill --steps 2 --seed 6")
+    story = await imagined(slack_emulator, BUTTONS)
+    codes = action_ids(story.result.args["blocks"])
+    assert [c.split(":")[0] for c in codes if c.split(":")[0] in LOOP] == [a.name for a in LOOP_ACTIONS]
+
+    clicked_at = time.monotonic()
+    await click(http_bot, slack_emulator, f"zoom_2:{story.job_id}:0", story.result.result["ts"])
+    zoomed = await imagined(slack_emulator, BUTTONS, thread_ts=story.status_ts, after=clicked_at)
+    assert png_size(zoomed.files[0]) == (128, 128)
+    spec = json.loads((await delivered_row(db, zoomed.job_id))["spec"])
+    assert (spec["kind"], spec["parent"], spec["seed"]) == ("inpaint", story.job_id, 6)
+
+    # Remix on (from the settings modal): Vary opens a modal; the submitted prompt is the one the job runs with.
+    views = len(slack_emulator.views)
+    await slash(http_bot, slack_emulator, "settings", command="/atelier")
+    settings = await opened_view(slack_emulator, "atelier_settings", views)
+    await submit_view(http_bot, settings, {"remix": {"selected_option": {"value": "on"}}})
+    await setting_is(db, "remix", True)
+    views = len(slack_emulator.views)
+    await click(http_bot, slack_emulator, f"vary_subtle:{story.job_id}:0", story.result.result["ts"])
+    remix = await opened_view(slack_emulator, "atelier_remix", views)
+    clicked_at = time.monotonic()
+    await submit_view(http_bot, remix, {"prompt": {"value": "a windmill in snow"}, "extra": {"value": "0.5"}})
+    varied = await imagined(slack_emulator, BUTTONS, thread_ts=story.status_ts, after=clicked_at)
+    spec = json.loads((await delivered_row(db, varied.job_id))["spec"])
+    assert (spec["prompt"], spec["strength"], spec["parent"]) == ("a windmill in snow", 0.5, story.job_id)
+
+    # Private mode: the next /imagine goes to the member's direct messages with the app, not the channel.
+    views = len(slack_emulator.views)
+    await slash(http_bot, slack_emulator, "settings", command="/atelier")
+    settings = await opened_view(slack_emulator, "atelier_settings", views)
+    await submit_view(
+        http_bot,
+        settings,
+        {"remix": {"selected_option": {"value": "off"}}, "private": {"selected_option": {"value": "on"}}},
+    )
+    await setting_is(db, "private", True)
+    in_channel = len(slack_emulator.api_calls("chat.postMessage", channel=BUTTONS))
+    await slash(http_bot, slack_emulator, "a hidden lake --steps 2")
+    private = await imagined(slack_emulator, "DU1")
+    assert (await delivered_row(db, private.job_id))["status"] == "succeeded"
+    assert len(slack_emulator.api_calls("chat.postMessage", channel=BUTTONS)) == in_channel
+    assert not slack_emulator.api_calls("files.completeUploadExternal", channel_id=BUTTONS, thread_ts=None)

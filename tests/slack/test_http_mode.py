@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 import asyncpg
 import pytest
 
+from jobs.editing import LOOP_ACTIONS
 from tests.slack.conftest import logged, rig_process
 from tests.slack.emulator import SlackEmulator
 from tests.slack.slack_requests import (
@@ -49,9 +50,9 @@ async def test_imagine_acks_then_threads_progress_uploads_the_png_and_adds_butto
     assert "position 1 in the queue" in story.status.args["text"] or "Starting" in story.status.args["text"]
     story.assert_progress_coalesced()
     assert [png_size(f) for f in story.files] == [(128, 128)]
+    # A single image: the editing loop's buttons (jobs.editing), reroll and faces.
     assert set(action_ids(story.result.args["blocks"])) == {
-        f"upscale:{story.job_id}:0",
-        f"variations:{story.job_id}:0",
+        *(f"{action.name}:{story.job_id}:0" for action in LOOP_ACTIONS),
         f"reroll:{story.job_id}:0",
         f"faces:{story.job_id}:0",
     }
