@@ -10,7 +10,6 @@ for what each option means.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,12 +53,6 @@ class GuidedResult:
     pipeline: str
     condition: Image.Image | None = None
     passes: list[tuple[int, int, int]] = field(default_factory=list)
-
-
-def pixel_sha256(image: Image.Image) -> str:
-    """A digest of an image's RGB pixels (not of a file's bytes), to record which condition a job used."""
-    pixels = np.ascontiguousarray(np.asarray(image.convert("RGB")))
-    return hashlib.sha256(f"{pixels.shape}".encode() + pixels.tobytes()).hexdigest()
 
 
 def canny(image: Image.Image, size: tuple[int, int]) -> Image.Image:

@@ -15,6 +15,7 @@ Decisions, written down here because users see them:
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -82,6 +83,15 @@ class GuidedRequest:
     references: tuple[Reference, ...] = ()
     adapter: Preset | None = None
     hires: Hires | None = None
+
+
+def pixel_sha256(image: Image.Image) -> str:
+    """A digest of an image's RGB pixels (not of a file's bytes), to record which inputs and condition a job
+    used. Here, free of torch, so front-ends can record references."""
+    import numpy as np
+
+    pixels = np.ascontiguousarray(np.asarray(image.convert("RGB")))
+    return hashlib.sha256(f"{pixels.shape}".encode() + pixels.tobytes()).hexdigest()
 
 
 def controlnet_for(registry: Registry, model: Preset, kind: str) -> Preset:

@@ -32,7 +32,7 @@ def describe_spec(
     registry: Registry, *, image: PILImage.Image, tiny: bool = False, image_key: str = ""
 ) -> Describe:
     """A `Describe` spec for the decoded image with the default captioner and interrogator."""
-    from engine.guided import pixel_sha256
+    from engine.guided_requests import pixel_sha256
 
     captioner = registry.resolve(None, role="captioner", tiny=tiny)
     interrogator = registry.resolve(None, role="interrogator", tiny=tiny)

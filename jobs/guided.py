@@ -167,7 +167,7 @@ async def store_guided_inputs(
     references: Sequence[tuple[PILImage.Image, str, float]],
 ) -> Guided:
     """`spec` with its input images stored and their keys (and the references' pixel digests) filled in."""
-    from engine.guided import pixel_sha256
+    from engine.guided_requests import pixel_sha256
 
     update: dict = {}
     if control_image is not None:
@@ -229,7 +229,7 @@ async def guided(ctx: dict, job_id: str) -> dict:
 
 async def _guided(services: WorkerServices, job: Job, progress: Progress) -> list[Produced]:
     from engine import guided as engine_guided
-    from engine.guided import pixel_sha256
+    from engine.guided_requests import pixel_sha256
 
     spec = Guided.model_validate(job.spec)
     control = None if spec.control_image is None else await load_input(services.blobs, spec.control_image)

@@ -109,7 +109,7 @@ async def start_guided(
 
 
 def with_keys(spec: Guided, control_key: str | None, stored: list) -> Guided:
-    from engine.guided import pixel_sha256
+    from engine.guided_requests import pixel_sha256
 
     references = [
         GuidedReference(image=key, role=role, weight=weight, sha256=pixel_sha256(image))

@@ -23,6 +23,7 @@ from bots.metrics import show_platform
 from bots.slack import (
     actions,
     admin_command,
+    guided,
     imagine,
     inpaint,
     inpaint_command,
@@ -57,6 +58,7 @@ def create_app(config: SlackConfig, services: SlackServices) -> AsyncApp:
     app.middleware(event_deduplicator(services.redis))
     app.middleware(attach_workspace)
     imagine.register(app, services)
+    guided.register(app, services)
     actions.register(app, config, services)
     loop.register(app, services)
     settings_command.register(app, services)

@@ -21,7 +21,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.commands import IMAGE_PROMPT_ONLY, CommandError, merge_options, parse_prompt
-from bots.slack import answers
+from bots.slack import answers, guided
 from bots.slack.services import SlackServices
 from bots.slack.submit import submit, submit_command
 from bots.slack.workspace import Workspace
@@ -83,7 +83,11 @@ def register(app: AsyncApp, services: SlackServices) -> None:
         # trigger_id is unique per invocation: a redelivered command (Socket Mode) maps to the same job
         # (submit_command's request id).
         try:
-            spec = await imagine_request(services, context["workspace"], command.get("text", ""))
+            text = command.get("text", "")
+            if guided.wants_guidance(text):
+                spec = await guided.guided_request(services, client, text)
+            else:
+                spec = await imagine_request(services, context["workspace"], text)
             await submit_command(client, services, spec, command, context["workspace"])
         except CommandError as exc:
             await answers.warn(respond, exc)

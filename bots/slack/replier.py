@@ -25,6 +25,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack import blocks, ids, safety
 from bots.slack.coalesce import CoalescedEdits
+from bots.slack.describe_blocks import describe_message, described_status
 from jobs import events
 from jobs.delivery import PostedParts
 from jobs.replier import StoredImage
@@ -103,6 +104,15 @@ class SlackReplier:
                 await parts.mark("ready")
             loss = await latest_loss(self._redis, job.id)
             final = blocks.trained_status(job.id, job.spec, data.get("user"), loss)
+        elif job.kind == "describe":  # prompts, not images: each with its /imagine button (bots.slack.guided)
+            if await parts.get("prompts") is None:
+                await self._client.chat_postMessage(
+                    channel=data["channel"],
+                    thread_ts=data.get("thread_ts"),
+                    **describe_message(job.id, job.spec, data.get("user")),
+                )
+                await parts.mark("prompts")
+            final = described_status(job.id, job.spec, data.get("user"))
         else:
             if await parts.get("buttons") is None:
                 await self._post_buttons(job, data, posted, withheld)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from engine.cache import PipelineCache
 from engine.generate import TextToImage
-from engine.guided import guided, pixel_sha256
+from engine.guided import guided
 from engine.guided_requests import (
     Control,
     GuidedRequest,
@@ -21,6 +21,7 @@ from engine.guided_requests import (
     annotator_for,
     controlnet_for,
     hires_plan,
+    pixel_sha256,
 )
 from engine.registry import Registry
 

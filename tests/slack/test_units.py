@@ -216,7 +216,7 @@ def test_the_manifest_asks_for_what_the_app_uses_and_nothing_it_does_not_handle(
     manifest = yaml.safe_load((Path(__file__).parents[2] / "slack-manifest.yml").read_text())
     commands = {c["command"] for c in manifest["features"]["slash_commands"]}
     # every command and shortcut Slack will send has a listener
-    assert commands == {"/imagine", "/upscale", "/inpaint", "/atelier"}
+    assert commands == {"/imagine", "/upscale", "/inpaint", "/atelier", "/blend", "/describe"}
     shortcuts = {(s["type"], s["callback_id"]) for s in manifest["features"]["shortcuts"]}
     assert shortcuts == {
         ("message", callback_id) for callback_id in [*SHORTCUTS, inpaint.SHORTCUT, train_shortcut.SHORTCUT]
