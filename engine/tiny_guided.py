@@ -201,13 +201,13 @@ def _interrogator(preset: Preset, directory: Path) -> None:
     ).save_pretrained(directory)
 
 
-def ip_adapter_state_dict(unet) -> dict[str, torch.Tensor]:
+def ip_adapter_state_dict(unet, image_embed_dim: int = IMAGE_EMBED_DIM) -> dict[str, torch.Tensor]:
     """Random weights of a plain IP-Adapter for `unet`, in the flat key layout of the published .safetensors
     files: `image_proj.*` (image embedding → 4 tokens) and `ip_adapter.<n>.to_{k,v}_ip.weight` for every
     cross-attention layer, numbered 1, 3, 5, … in the UNet's processor order (as diffusers reads them)."""
     cross = unet.config.cross_attention_dim
     weights = {
-        "image_proj.proj.weight": torch.randn(cross * IP_TOKENS, IMAGE_EMBED_DIM) * 0.1,
+        "image_proj.proj.weight": torch.randn(cross * IP_TOKENS, image_embed_dim) * 0.1,
         "image_proj.proj.bias": torch.zeros(cross * IP_TOKENS),
         "image_proj.norm.weight": torch.ones(cross),
         "image_proj.norm.bias": torch.zeros(cross),
