@@ -123,6 +123,7 @@ async def test_blend_of_three_and_a_style_reference_record_their_references(
     ("arguments", "message"),
     [
         (["imagine", "a house", "--control", "canny", "--image", "{text}"], "is not an image"),
+        (["imagine", "a house", "--control", "canny", "--image", "{huge}"], "the limit is 20 MiB"),
         (
             ["imagine", "a house", "--control", "canny", "--image", "{image}", "--control-weight", "2.5"],
             "control weight must be between 0 and 2",
@@ -146,7 +147,13 @@ async def test_bad_guidance_is_one_message_and_nothing_queued(
     arguments: list[str], message: str, worker_env, guided_database_url: str, tmp_path: Path
 ) -> None:
     (tmp_path / "notes.png").write_text("not a picture")
-    paths = {"{text}": str(tmp_path / "notes.png"), "{image}": str(write(tmp_path, "i.png", blocks()))}
+    with (tmp_path / "huge.png").open("wb") as huge:
+        huge.truncate(21 * 2**20)  # over jobs.inputs.MAX_INPUT_BYTES, refused before it is read
+    paths = {
+        "{text}": str(tmp_path / "notes.png"),
+        "{huge}": str(tmp_path / "huge.png"),
+        "{image}": str(write(tmp_path, "i.png", blocks())),
+    }
     before = len(await jobs(guided_database_url))
     result = run_atelier(*[paths.get(a, a) for a in arguments], cwd=tmp_path, env=worker_env)
     assert result.returncode == 2
