@@ -41,8 +41,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
 
     from atelier.cli_guided import add_guidance_options
+    from jobs.styles import BUILT_IN
 
     add_guidance_options(imagine)
+    params = imagine.add_argument_group("prompt parameters (as in chat: jobs/prompt_params.py)")
+    params.add_argument("--style", help=f"a named prompt template: {', '.join(BUILT_IN)}")
+    params.add_argument("--tile", action="store_true", help="seamless tiling (not on Flux)")
+    params.add_argument("--chaos", type=int, default=0, help="0-100: variety between the images of one job")
+    params.add_argument(
+        "--stylize", type=int, help="0-1000, onto guidance: 100 the model's default, 0 literal, 1000 loose"
+    )
 
     demo = sub.add_parser(
         "demo", help="imagine a fixed prompt with the tiny model, offline, on embedded defaults"
@@ -86,6 +94,10 @@ async def _imagine(settings: Settings, args: argparse.Namespace) -> int:
             tiny=settings.tiny_models,
             random_seed=secrets.randbelow(2**32),
             enhance_faces=getattr(args, "enhance_faces", False),
+            style=getattr(args, "style", None),  # `atelier demo` has none of these
+            tile=getattr(args, "tile", False),
+            chaos=getattr(args, "chaos", 0),
+            stylize=getattr(args, "stylize", None),
         )
         check_loras(loras)  # count, repeats, weights; the names need the tenant's LoRAs, read below
         library = LoraLibrary(settings.loras_dir)
@@ -111,10 +123,15 @@ async def _imagine_from_image(settings: Settings, args: argparse.Namespace) -> i
         ("--ar", args.aspect),
         ("--lora", args.lora),
         ("--enhance-faces", args.enhance_faces),
+        ("--style", args.style),
+        ("--tile", args.tile),
+        ("--chaos", args.chaos),
+        ("--stylize", args.stylize is not None),
     ):
         if given:
             raise UsageError(
-                f"{flag} does not work with --image (the image sets the size; no LoRAs or faces)"
+                f"{flag} does not work with --image (the image sets the size; no LoRAs, faces or "
+                "text-to-image parameters)"
             )
     if args.strength is None:
         args.strength = DEFAULT_VARIATION_STRENGTH

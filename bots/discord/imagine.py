@@ -22,11 +22,13 @@ from bots.discord.guided import start_guided, wants_guidance
 from bots.discord.inputs import AttachmentRef, input_image, precheck
 from bots.discord.launch import defer_then_start, refuse
 from bots.discord.loras import lora_names, with_guild_loras
+from bots.member_defaults import MemberDefaults, member_defaults
 from engine.edit_requests import DEFAULT_VARIATION_STRENGTH
 from engine.lora import check_loras
 from jobs.prompt_params import image_weight_strength
 from jobs.specs import MAX_SEED, Imagine, Vary, imagine_spec, vary_spec
-from jobs.styles import find_style
+from jobs.styles import BUILT_IN, find_style
+from storage.models import get_or_create_tenant
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -38,15 +40,21 @@ ASPECTS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9")
 
 
 def build_spec(
-    bot: AtelierBot, prompt: str, options: dict[str, object]
+    bot: AtelierBot, prompt: str, options: dict[str, object], defaults: MemberDefaults | None = None
 ) -> tuple[Imagine, list[tuple[str, float]]]:
     """Flags from the prompt merged with the typed options, checked against the model's limits; the spec
     without LoRAs, and the LoRAs asked for (their names are the server's, checked after the deferral: see
-    `loras`).
+    `loras`). `defaults`: the member's own and the server's styles (`bots.member_defaults`), read after the
+    deferral; without them a style that is not built in is left for that second build.
 
     Raises ValueError (CommandError for the flags) with the message the user sees."""
     parsed = parse_prompt(prompt)
     merged = merge_options(parsed, options)
+    if defaults is not None:
+        merged = defaults.apply(merged)
+    style = merged.get("style")
+    if defaults is None and style and str(style).strip().lower() not in BUILT_IN:
+        style = None
     loras: list[tuple[str, float]] = merged.get("lora") or []  # type: ignore[assignment]
     check_loras(loras)  # how many, weights, repeats: the names come later
     if merged.get("iw") is not None:
@@ -64,7 +72,8 @@ def build_spec(
         count=merged.get("count"),  # type: ignore[arg-type]
         tiny=bot.config.tiny_models,
         random_seed=secrets.randbelow(MAX_SEED + 1),
-        style=merged.get("style"),  # type: ignore[arg-type]
+        style=style,  # type: ignore[arg-type]
+        styles=None if defaults is None else defaults.styles,
         tile=bool(merged.get("tile")),
         chaos=merged.get("chaos") or 0,  # type: ignore[arg-type]
         stylize=merged.get("stylize"),  # type: ignore[arg-type]
@@ -136,15 +145,18 @@ async def imagine_command(
         await _image_to_image(interaction, prompt, options, AttachmentRef.of(image))
         return
     try:
-        spec, loras = build_spec(interaction.client, prompt, options)
+        checked, _ = build_spec(interaction.client, prompt, options)  # refused now, before the deferral
     except ValueError as exc:
         await refuse(interaction, str(exc))
         return
 
     async def with_loras() -> Imagine:
+        tenant = await get_or_create_tenant("discord", str(interaction.guild_id))
+        defaults = await member_defaults("discord", tenant, str(interaction.user.id))
+        spec, loras = build_spec(interaction.client, prompt, options, defaults)
         return await with_guild_loras(interaction, spec, loras) if loras else spec
 
-    await defer_then_start(interaction, with_loras, title=spec.prompt)
+    await defer_then_start(interaction, with_loras, title=checked.prompt)
 
 
 async def _image_to_image(

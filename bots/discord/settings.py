@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import app_commands
 
+from bots.discord import admin
 from bots.discord.imagine import ASPECTS
 from bots.discord.launch import refuse
 from bots.discord.metering import answering
-from jobs.styles import BUILT_IN
+from jobs.styles import BUILT_IN, check_style
 from storage.models import get_or_create_tenant
-from storage.settings import MemberSettings, settings_for, tenant_styles, update_settings
+from storage.settings import MemberSettings, TenantStyle, settings_for, tenant_styles, update_settings
 
 if TYPE_CHECKING:
     from bots.discord.client import AtelierBot
@@ -168,6 +169,66 @@ class SettingsItem(discord.ui.DynamicItem[discord.ui.Button], template=SETTINGS_
     async def callback(self, interaction: discord.Interaction[AtelierBot]) -> None:
         with answering(interaction):
             await on_settings_component(interaction, self.field)
+
+
+style_group = app_commands.Group(
+    name="style",
+    description="This server's styles: named prompt templates (--style NAME)",
+    parent=admin.group,
+)
+
+
+@style_group.command(name="list", description="The styles anyone here can use with --style NAME")
+async def style_list(interaction: discord.Interaction[AtelierBot]) -> None:
+    tenant = await get_or_create_tenant("discord", str(interaction.guild_id))
+    own = await tenant_styles(tenant)
+    lines = [
+        f"• `{style.name}`: {style.prompt}" + (f" (no: {style.negative})" if style.negative else "")
+        for style in own.values()
+    ]
+    built_in = ", ".join(f"`{name}`" for name in BUILT_IN)
+    text = (
+        "\n".join([*lines, f"Built in: {built_in}"])
+        if lines
+        else f"No styles of this server yet. Built in: {built_in}"
+    )
+    await interaction.response.send_message(text[:2000], ephemeral=True)
+
+
+@style_group.command(name="add", description="Add or replace a style of this server (admins)")
+@app_commands.describe(
+    name="Lower-case letters, digits, - or _",
+    prompt="The template: {prompt} is what was typed",
+    negative="What to avoid",
+)
+async def style_add(
+    interaction: discord.Interaction[AtelierBot], name: str, prompt: str, negative: str = ""
+) -> None:
+    if not await admin.admin_only(interaction, "add styles"):
+        return
+    try:
+        style = check_style(name, prompt, negative)
+    except ValueError as exc:
+        await refuse(interaction, str(exc))
+        return
+    tenant = await get_or_create_tenant("discord", str(interaction.guild_id))
+    await TenantStyle.update_or_create(
+        defaults={"prompt": style.prompt, "negative": style.negative}, tenant=tenant, name=style.name
+    )
+    await interaction.response.send_message(
+        f"Style `{style.name}` saved: use `--style {style.name}`.", ephemeral=True
+    )
+
+
+@style_group.command(name="delete", description="Delete a style of this server (admins)")
+async def style_delete(interaction: discord.Interaction[AtelierBot], name: str) -> None:
+    if not await admin.admin_only(interaction, "delete styles"):
+        return
+    tenant = await get_or_create_tenant("discord", str(interaction.guild_id))
+    if not await TenantStyle.filter(tenant=tenant, name=name.strip().lower()).delete():
+        await refuse(interaction, f"this server has no style {name.strip()[:40]!r}")
+        return
+    await interaction.response.send_message(f"Style `{name.strip().lower()}` deleted.", ephemeral=True)
 
 
 def setup(bot: AtelierBot) -> None:

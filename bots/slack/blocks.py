@@ -199,7 +199,8 @@ def result_message(
     if kind == "enhance":
         faces = []
     loop: list[list[dict]] = []
-    if len(images) == 1 and kind in LOOP_KINDS:  # a single image: the editing loop instead of U1 and V1
+    # A single image (one made, one shown): the editing loop instead of U1 and V1, as on Discord.
+    if len(images) == 1 and spec.get("count", 1) == 1 and kind in LOOP_KINDS:
         upscale, variations = [], []
         loop = [[] for _ in range(1 + max(action.row for action in LOOP_ACTIONS))]
         for action in LOOP_ACTIONS:

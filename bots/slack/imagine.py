@@ -21,6 +21,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.commands import IMAGE_PROMPT_ONLY, CommandError, merge_options, parse_prompt
+from bots.member_defaults import MemberDefaults, member_defaults
 from bots.slack import answers, guided
 from bots.slack.services import SlackServices
 from bots.slack.submit import submit, submit_command
@@ -37,11 +38,17 @@ MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
 
 
 def imagine_from_text(
-    registry: Registry, text: str, *, tiny: bool, loras: TenantLoras | None = None
+    registry: Registry,
+    text: str,
+    *,
+    tiny: bool,
+    loras: TenantLoras | None = None,
+    defaults: MemberDefaults | None = None,
 ) -> Imagine:
     """Turn what someone typed into a checked spec; every problem is a CommandError with the reason. `--lora`
     names are looked up in `loras` (the workspace's view; without one LoRAs are refused) and carried in the
-    spec as the names the worker resolves (`TenantLoras.spec_name`)."""
+    spec as the names the worker resolves (`TenantLoras.spec_name`). `defaults`: the member's own defaults and
+    the workspace's styles (`bots.member_defaults`)."""
     if not text.strip():
         raise CommandError(f"describe the image you want. {USAGE}")
     parsed = parse_prompt(text)
@@ -49,10 +56,13 @@ def imagine_from_text(
     wanted = options.pop("lora", [])
     if options.pop("iw", None) is not None:
         raise CommandError(IMAGE_PROMPT_ONLY)
+    if defaults is not None:
+        options = defaults.apply(options)
     try:
         spec = imagine_spec(
             registry,
             prompt=parsed.prompt,
+            styles=None if defaults is None else defaults.styles,
             tiny=tiny,
             random_seed=secrets.randbelow(MAX_SEED + 1),
             loras=wanted,  # type: ignore[arg-type]  # parse_prompt makes (name, weight) pairs
@@ -68,8 +78,12 @@ def imagine_from_text(
 
 async def imagine_request(services: SlackServices, workspace: Workspace, text: str) -> Imagine:
     """`imagine_from_text` with the LoRAs the asking workspace may use."""
-    loras = await tenant_loras(await workspace.tenant(), LoraLibrary(services.loras_dir))
-    return imagine_from_text(services.registry, text, tiny=services.tiny_models, loras=loras)
+    tenant = await workspace.tenant()
+    loras = await tenant_loras(tenant, LoraLibrary(services.loras_dir))
+    defaults = await member_defaults("slack", tenant, workspace.user_id or "")
+    return imagine_from_text(
+        services.registry, text, tiny=services.tiny_models, loras=loras, defaults=defaults
+    )
 
 
 def register(app: AsyncApp, services: SlackServices) -> None:

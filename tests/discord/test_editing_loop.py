@@ -212,6 +212,77 @@ async def test_style_expands_into_the_recorded_prompt(stack: Stack) -> None:
     spec = json.loads(row["spec"])
     assert spec["prompt"] == "watercolor painting of a fox, soft washes, paper texture"
     assert spec["style"] == "watercolor" and "3d render" in spec["negative"]
-    unknown = await stack.emulator.slash("imagine", {"prompt": "a fox --style nope", "model": "tiny"})
-    await stack.emulator.wait_response(unknown)
-    assert unknown.callback_type == 4 and "nknown style 'nope'" in unknown.callback_data["content"]
+    # A style that is not built in may be the server's own: looked up after the deferral, then refused.
+    jobs_before = await stack.db.fetchval("SELECT count(*) FROM jobs")
+    emulator = stack.emulator
+    unknown = await emulator.slash("imagine", {"prompt": "a fox --style nope", "model": "tiny"})
+    found = await emulator.wait_until(
+        lambda: [m for m in followups(emulator, unknown) if "nknown style 'nope'" in m.content],
+        10,
+        "the refusal",
+    )
+    assert found[0].flags & EPHEMERAL and emulator.messages[unknown.original_message_id].deleted
+    assert await stack.db.fetchval("SELECT count(*) FROM jobs") == jobs_before  # nothing queued
+
+
+async def choose(emulator: DiscordEmulator, panel: Message, field: str, value: str) -> Interaction:
+    data = {"custom_id": f"atelier:settings:{field}", "component_type": 3, "values": [value]}
+    chosen = await emulator._interact(3, data, "alice", message=panel)
+    await emulator.wait_response(chosen)
+    return chosen
+
+
+async def test_server_styles_and_member_defaults_reach_imagine(stack: Stack) -> None:
+    emulator = stack.emulator
+    ink = {"name": "Ink", "prompt": "sumi-e ink painting of {prompt}", "negative": "colour"}
+    refused = await emulator.slash("atelier", ink, subcommand="style add", user="bob")
+    await emulator.wait_response(refused)
+    assert refused.callback_type == 4 and "Only" in refused.callback_data["content"]
+    added = await emulator.slash("atelier", ink, subcommand="style add", roles=[emulator.admin_role_id])
+    await emulator.wait_response(added)
+    assert "Style `ink` saved" in added.callback_data["content"]
+    listed = await emulator.slash("atelier", {}, subcommand="style list", user="bob")
+    await emulator.wait_response(listed)
+    assert "`ink`: sumi-e ink painting of {prompt}" in listed.callback_data["content"]
+
+    panel = await open_settings(emulator)
+    bad = await choose(emulator, panel, "steps", "999")
+    assert bad.callback_type == 4 and "teps must be one of" in bad.callback_data["content"]
+    for field, value in (("style", "ink"), ("steps", "4")):
+        chosen = await choose(emulator, panel, field, value)
+        assert chosen.callback_type == 7 and f"{field} **{value}**" in emulator.messages[panel.id].content
+    try:
+        _, job_id = await single_result(stack, "a heron --size 64x64 --seed 3")
+        spec = json.loads((await job_row(stack, job_id))["spec"])
+        assert (spec["prompt"], spec["negative"], spec["steps"]) == (
+            "sumi-e ink painting of a heron",
+            "colour",
+            4,
+        )
+        _, typed = await single_result(stack, "a heron --size 64x64 --seed 3 --steps 2 --style photo")
+        spec = json.loads((await job_row(stack, typed))["spec"])
+        assert spec["steps"] == 2 and spec["style"] == "photo"  # what was typed wins
+    finally:
+        for field in ("style", "steps"):
+            await choose(emulator, panel, field, "default")
+
+
+async def test_upscale_creative_and_chaos(stack: Stack) -> None:
+    posted, job_id = await single_result(stack, "a mossy stone --size 64x64 --steps 4 --seed 9")
+    _, subtle = await run_button(stack, posted, loop_id("upscale_subtle", job_id, 0))
+    creative_click, creative = await run_button(stack, posted, loop_id("upscale_creative", job_id, 0))
+    assert pixels(subtle).shape == pixels(creative).shape == (256, 256, 3)
+    row = await job_row(stack, job_id_of(creative_click))
+    spec = json.loads(row["spec"])
+    assert row["kind"] == "creative_upscale" and (spec["parent"], spec["model"]) == (job_id, "tiny")
+    assert np.abs(pixels(creative) - pixels(subtle)).mean() > 1  # the model drew over the upscaler's pixels
+
+    command = await stack.emulator.slash(
+        "imagine", {"prompt": "a reef --size 64x64 --steps 2 --seed 4 --n 2 --chaos 80", "model": "tiny"}
+    )
+    await stack.emulator.wait_response(command)
+    await wait_delivered(stack, job_id_of(command), within=180)
+    spec = json.loads((await job_row(stack, job_id_of(command)))["spec"])
+    assert spec["chaos"] == 80
+    (result,) = results_of(stack.emulator, command.original_message_id, job_id_of(command))
+    assert len(result.attachments) == 2

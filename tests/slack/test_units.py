@@ -16,7 +16,7 @@ from PIL import Image as PILImage
 
 from atelier.settings import Settings
 from bots.commands import CommandError
-from bots.slack import blocks, ids, inpaint, train_shortcut
+from bots.slack import blocks, guide, ids, inpaint, train_shortcut
 from bots.slack.client import web_client
 from bots.slack.coalesce import CoalescedEdits
 from bots.slack.config import SlackConfig
@@ -24,6 +24,7 @@ from bots.slack.imagine import imagine_from_text
 from bots.slack.replier import encode_for_slack
 from bots.slack.shortcuts import SHORTCUTS
 from engine.registry import Registry
+from jobs.editing import LOOP_ACTIONS
 from tests.support import atelier_env
 
 
@@ -233,7 +234,11 @@ def test_the_manifest_asks_for_what_the_app_uses_and_nothing_it_does_not_handle(
         "app_mentions:read",
         "reactions:read",
         "users:read",
+        "channels:history",  # conversations.replies: a reacted-to message's files (bots.slack.reactions)
+        "groups:history",
+        "im:write",  # conversations.open: private mode's direct messages (bots.slack.submit)
     }
+    assert scopes == set(guide.SCOPES)  # what `atelier slack --help` lists
 
 
 async def test_the_emulator_takes_web_api_arguments_every_way_slack_sdk_sends_them(slack_emulator) -> None:
@@ -265,7 +270,8 @@ def test_blocks_describe_each_kind_and_offer_the_buttons_that_make_sense() -> No
         if b["type"] == "actions"
         for e in b["elements"]
     ]
-    assert codes == ["variations:j0a:0", "faces:j0a:0"]  # no second U, no reroll of an unseeded job
+    # A single upscaled image: the editing loop (jobs.editing), faces, and no reroll of an unseeded job.
+    assert codes == [*(f"{action.name}:j0a:0" for action in LOOP_ACTIONS), "faces:j0a:0"]
     vary = {"kind": "vary", "prompt": "a fox", "strength": 0.6, "model": "tiny", "steps": 3, "seed": 2}
     assert "strength 0.6" in blocks.describe(vary) and blocks.title(vary) == "a fox"
     assert "Making variations" in blocks.progress_status("j0a", vary, "U1", 1, 3)["text"]
