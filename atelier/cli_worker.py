@@ -22,6 +22,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="which queues to serve: images (generation), train (LoRA training), or both; training holds the "
         "GPU for its whole run, so a worker serving both makes image jobs wait meanwhile (default: images)",
     )
+    worker.add_argument(
+        "--models",
+        metavar="sdxl,flux-schnell",
+        help="run only jobs for these model presets (with ATELIER_TINY_MODELS=1, also their tiny counterparts); "
+        "jobs needing no particular model are taken as usual. A job for a model no live worker serves stays "
+        "queued until one does (default: any model)",
+    )
 
 
 async def _worker(settings: Settings, args: argparse.Namespace) -> int:
@@ -34,6 +41,7 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
     if not queues or set(queues) - {"images", "train"}:
         raise UsageError(f"--queues takes images, train or images,train (got {args.queues!r})")
     async with Runtime.open(settings) as runtime, runtime.webhook_sweeper().running() as sweeper:
+        models = _served_models(runtime.registry, args.models, tiny=settings.tiny_models)
         repliers = _platform_repliers(settings, runtime) | {"api": ApiReplier(recorded=sweeper.wake)}
         services = runtime.worker_services(repliers=repliers)
         workers = []
@@ -47,6 +55,8 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
                     job_timeout=settings.job_timeout,
                     max_tries=settings.max_tries,
                     burst=args.burst,
+                    models=models,
+                    routing_wait_s=settings.routing_wait_s,
                 )
             )
         if "train" in queues:
@@ -97,7 +107,26 @@ def create_train_worker(
         functions=TrainWorkerSettings.functions,
         training_dir=settings.data_dir / "training",
         only_jobs=only_jobs,
+        routing_wait_s=0,  # a training run loads its own base model: residency says nothing about it
     )
+
+
+def _served_models(registry, names: str | None, *, tiny: bool) -> frozenset[str] | None:
+    """The presets `--models` names (registry: engine.registry.Registry), with their tiny counterparts when
+    ATELIER_TINY_MODELS=1 (jobs then name those); None without the flag. An unknown name is a usage error."""
+    if names is None:
+        return None
+    wanted = [name.strip() for name in names.split(",") if name.strip()]
+    known = set(registry.names())
+    unknown = [name for name in wanted if name not in known]
+    if not wanted or unknown:
+        raise UsageError(
+            f"--models takes model presets, e.g. sdxl,flux-schnell (unknown: {', '.join(unknown)})"
+        )
+    served = set(wanted)
+    if tiny:
+        served |= {registry.get(name).tiny for name in wanted if registry.get(name).tiny}
+    return frozenset(served)
 
 
 def _platform_repliers(settings: Settings, runtime) -> dict:  # runtime: Runtime (imported lazily)

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
         description="Seconds a job may run; past it, it is stopped, failed, refunded and its user told.",
     )
     max_tries: int = Field(3, ge=1, description="Times a job is attempted when its worker dies mid-job.")
+    routing_wait_s: float = Field(
+        3.0,
+        ge=0,
+        description="Seconds a queued job waits for a worker that has its model resident before any worker "
+        "may take it (model-aware routing, jobs.routing); 0: routing off, every worker takes jobs in fair order.",
+    )
     train_queue_name: str = Field(
         "atelier:train",
         description="arq queue for LoRA training jobs (served by `atelier worker --queues train`).",

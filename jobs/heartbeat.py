@@ -1,5 +1,7 @@
 """Worker heartbeats: each worker refreshes a short-lived key in Redis while it runs, so a front-end can tell
 whether any worker serves a queue (the CLI starts one of its own when none does; ETAs divide by the count).
+The key's value is the worker's advert (jobs.routing.advert: the models it may serve, those resident, its LoRAs,
+GPU memory free), which the other workers read to route jobs by model.
 
 Torch-free and light on purpose: front-ends import it on their event loop.
 """
@@ -10,6 +12,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Callable
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -31,15 +34,23 @@ async def live_workers(redis: Redis, queue_name: str) -> int:
     return len([k async for k in redis.scan_iter(match=heartbeat_key(queue_name, "*"))])
 
 
-async def beat(redis: Redis, queue_name: str, worker_id: str) -> None:
-    """Refresh the worker's key (and the queue-length gauge) until cancelled. A Redis error (a restart, a
-    network blip) is logged once per outage and the beat goes on: the worker is alive, and says so again as
-    soon as Redis answers."""
+async def beat(
+    redis: Redis,
+    queue_name: str,
+    worker_id: str,
+    advert: Callable[[], str] | None = None,
+    wake: asyncio.Event | None = None,
+) -> None:
+    """Refresh the worker's key (and the queue-length gauge) until cancelled, every `HEARTBEAT_EVERY_S` or as
+    soon as `wake` is set (what the worker holds changed). Its value is `advert()` ("host:pid" without one). A
+    Redis error (a restart, a network blip) is logged once per outage and the beat goes on: the worker is alive,
+    and says so again as soon as Redis answers."""
     key = heartbeat_key(queue_name, worker_id)
     failing = False
     while True:
         try:
-            await redis.set(key, f"{socket.gethostname()}:{os.getpid()}", ex=HEARTBEAT_TTL_S)
+            value = advert() if advert is not None else f"{socket.gethostname()}:{os.getpid()}"
+            await redis.set(key, value, ex=HEARTBEAT_TTL_S)
             metrics.QUEUE_LENGTH.labels(queue_name).set(await redis.zcard(queue_name))
             if failing:
                 log.info("heartbeat: Redis answers again")
@@ -50,4 +61,11 @@ async def beat(redis: Redis, queue_name: str, worker_id: str) -> None:
                     "heartbeat: Redis does not answer (%s); retrying every %d s", exc, HEARTBEAT_EVERY_S
                 )
             failing = True
-        await asyncio.sleep(HEARTBEAT_EVERY_S)
+        if wake is None:
+            await asyncio.sleep(HEARTBEAT_EVERY_S)
+        else:
+            try:
+                await asyncio.wait_for(wake.wait(), HEARTBEAT_EVERY_S)
+            except TimeoutError:
+                pass
+            wake.clear()

@@ -22,7 +22,7 @@ from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix
 from tortoise.exceptions import IntegrityError
 
-from jobs import events
+from jobs import events, routing
 from jobs.queue_status import queue_position
 from jobs.specs import Imagine, ReplyTarget
 from quotas.admin import JOB_EXPIRES_S, held_key
@@ -121,6 +121,7 @@ async def enqueue(
     if job.status != JobStatus.QUEUED:
         return Enqueued(job_id, created=False)
     tag = await _fair_tag(redis, queue_name, job, cost_ms, tiers)
+    await routing.record_model(redis, job_id, job.model)  # read by the workers' model-aware routing
     # For a repeat whose job is still queued this is a no-op in arq (same _job_id); it also covers a crash
     # between the insert above and this call, with the same score as before (the tag is kept per job).
     await redis.enqueue_job(

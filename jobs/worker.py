@@ -11,6 +11,10 @@ worker's claims lapse within `lease_s`, and the next worker that polls takes the
 The job's own time limit is enforced by the job itself (`jobs.lifecycle`, which fails it in plain words) and by
 arq a minute later as a backstop. A job arq gives up on (its tries used up by crashes, or expired) is marked
 failed, refunded and told to its user (`jobs.lifecycle.abandon`).
+
+Routing: an `AtelierWorker` takes, from the head of the fair queue, the jobs `jobs.routing` picks for it (those
+of the models it holds first; another's only after a bounded wait), and its heartbeat advertises what it may
+serve and holds; `OwnJobsWorker` takes its own jobs whatever they need.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +33,7 @@ from arq.constants import in_progress_key_prefix
 from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
-from jobs import describe, edit, enhance, functions, guided, heartbeat, lifecycle, training
+from jobs import describe, edit, enhance, functions, guided, heartbeat, lifecycle, routing, training
 from jobs.services import WorkerServices
 from jobs.tenant_loras import fetching_tenant_loras
 
@@ -93,19 +99,36 @@ def create_worker(
     training_dir: Path | None = None,
     only_jobs: Collection[str] | None = None,
     lease_s: float = LEASE_S,
+    models: Collection[str] | None = None,
+    routing_wait_s: float = routing.DEFAULT_WAIT_S,
 ) -> Worker:
     """An arq worker on `services.redis` serving `queue_name`, with a heartbeat while it runs.
 
     `max_jobs` None: `default_max_jobs(services.max_batch)`. `functions`: the image jobs by default;
     `TrainWorkerSettings.functions` for the training queue, whose checkpoints go under `training_dir`.
     `only_jobs`: a stand-in that runs just these jobs and then stops (see `OwnJobsWorker`); it beats no
-    heartbeat, since it serves nobody else. `lease_s`: see the module's docstring."""
+    heartbeat, since it serves nobody else. `lease_s`: see the module's docstring. `models`: the only models
+    this worker runs (None: any); `routing_wait_s`: how long a job waits for a worker that has its model resident
+    (0: routing off); see jobs.routing."""
     worker_id = uuid.uuid4().hex[:12]
     beat: dict[str, asyncio.Task] = {}
+    serves = None if models is None else frozenset(models)
+
+    def advert() -> str:
+        return routing.advert(
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            serves=serves,
+            resident=worker.resident(),
+            loras=_lora_names(services),
+            gpu_free_bytes=_gpu_free_bytes(services),
+        )
 
     async def on_startup(ctx: dict) -> None:
         if only_jobs is None:
-            beat["task"] = asyncio.create_task(heartbeat.beat(services.redis, queue_name, worker_id))
+            beat["task"] = asyncio.create_task(
+                heartbeat.beat(services.redis, queue_name, worker_id, advert, worker.advert_changed)
+            )
 
     async def on_shutdown(ctx: dict) -> None:
         task = beat.pop("task", None)
@@ -116,11 +139,16 @@ def create_worker(
         await services.redis.delete(heartbeat.heartbeat_key(queue_name, worker_id))
         await services.batcher.aclose()
 
-    options = {}
+    options: dict[str, Any] = {
+        "router": routing.Router(
+            queue_name=queue_name, worker_id=worker_id, serves=serves, wait_s=routing_wait_s
+        ),
+        "engine_resident": lambda: _engine_resident(services),
+    }
     if only_jobs is not None:
         options = {"only_jobs": frozenset(only_jobs), "max_burst_jobs": len(only_jobs)}
         burst = True
-    return (OwnJobsWorker if only_jobs is not None else AtelierWorker)(
+    worker = (OwnJobsWorker if only_jobs is not None else AtelierWorker)(
         **options,
         lease_s=lease_s,
         functions=functions,
@@ -138,17 +166,76 @@ def create_worker(
         burst=burst,
         handle_signals=handle_signals,
     )
+    return worker
+
+
+def _engine_resident(services: WorkerServices) -> list[str]:
+    """The presets resident in the engine's cache. The GPU thread may change the cache while it is read: then
+    the read is tried again (the worst case is an advert one beat old)."""
+    cache = getattr(services.engine, "cache", None)
+    for _ in range(3):
+        try:
+            return [] if cache is None else cache.loaded()
+        except RuntimeError:
+            continue
+    return []
+
+
+def _lora_names(services: WorkerServices) -> list[str]:
+    loras = getattr(services.engine, "loras", None)
+    return [] if loras is None else loras.names()
+
+
+def _gpu_free_bytes(services: WorkerServices) -> int | None:
+    device = getattr(services.engine, "device", None)
+    if device is None or getattr(device, "type", "cpu") != "cuda":
+        return None
+    import torch
+
+    return int(torch.cuda.mem_get_info(device)[0])
 
 
 class AtelierWorker(Worker):
     """arq's worker with short, renewed claims on its running jobs, and a word to the user for every job arq
     gives up on (see the module's docstring)."""
 
-    def __init__(self, *args: Any, lease_s: float = LEASE_S, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        lease_s: float = LEASE_S,
+        router: routing.Router | None = None,
+        engine_resident: Callable[[], list[str]] = list,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.lease_s = lease_s
         self.in_progress_timeout_s = lease_s  # what arq's claim (SET PX) is set to when a job starts
         self._redis_down = False
+        self.router = router
+        self._engine_resident = engine_resident
+        self._running_models: dict[str, str] = {}  # job id -> model, of the jobs this worker runs
+        self.advert_changed = asyncio.Event()  # set when what it holds changed: the heartbeat says so at once
+
+    def resident(self) -> set[str]:
+        """The models this worker holds: resident in its engine, or being loaded for a job it runs."""
+        for job_id in [j for j in self._running_models if j not in self.tasks]:
+            del self._running_models[job_id]
+        return set(self._engine_resident()) | set(self._running_models.values())
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """arq's start, on the jobs model-aware routing picks from the head of the queue (jobs.routing)."""
+        if self.router is None:
+            await super().start_jobs(job_ids)
+            return
+        held = self.resident()
+        before = set(self.tasks)
+        await super().start_jobs(await self.router.order(self.pool, job_ids, held))
+        for job_id in set(self.tasks) - before:
+            model = self.router.model_of(job_id)
+            if model:
+                self._running_models[job_id] = model
+                if model not in held:
+                    self.advert_changed.set()
 
     async def _poll_iteration(self) -> None:
         """arq's poll, surviving a Redis that restarts or drops the connection: the worker waits for it (logged
