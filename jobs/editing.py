@@ -21,6 +21,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pydantic import BaseModel, ValidationError
+
 from engine.canvas import Extend
 from engine.enhance_presets import upscale_factor
 from engine.registry import Preset, Registry
@@ -375,6 +377,22 @@ def loop_spec(
         random_seed=random_seed,
         image_key=image_key,
     )
+
+
+REMIX_TITLES = {**LOOP_TITLES, "reroll": "Reroll"}  # what a remix modal is for
+
+
+def reroll_spec(kind_spec: type[BaseModel], spec: dict, *, prompt: str | None, random_seed: int) -> BaseModel:
+    """The same request with a new seed, and with `prompt` when a remix changed it; checked like any spec
+    (an empty prompt for a text-to-image job is refused)."""
+    changes: dict = {"seed": random_seed}
+    if prompt is not None:
+        changes["prompt"] = prompt.strip()
+    try:
+        return kind_spec.model_validate({**spec, **changes})
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        raise ValueError(f"the {problem['loc'][0]} is not valid: {problem['msg'].lower()}") from None
 
 
 def parse_strength(text: str) -> float:

@@ -25,7 +25,17 @@ from bots.discord.launch import defer_status, refuse, start_job, withdraw
 from bots.discord.metering import answering
 from bots.discord.permissions import job_here, refuse_foreign
 from bots.discord.safety import withheld
-from jobs.editing import LOOP, LOOP_TITLES, VARY_STRENGTHS, Lineage, loop_spec, parse_strength, parse_zoom
+from jobs.editing import (
+    LOOP,
+    LOOP_TITLES,
+    REMIX_TITLES,
+    VARY_STRENGTHS,
+    Lineage,
+    loop_spec,
+    parse_strength,
+    parse_zoom,
+    reroll_spec,
+)
 from jobs.ownership import ForeignJob
 from jobs.specs import MAX_PROMPT_CHARS, MAX_SEED
 from storage.models import Image, Job
@@ -130,7 +140,7 @@ class RemixModal(discord.ui.Modal):
 
     def __init__(self, action: str, source: Job, index: int) -> None:
         super().__init__(
-            title=LOOP_TITLES[action][:45], custom_id=modal_id(action, source.id, index), timeout=900
+            title=REMIX_TITLES[action][:45], custom_id=modal_id(action, source.id, index), timeout=900
         )
         self.action, self.source_id, self.index = action, source.id, index
         self.prompt = discord.ui.TextInput(
@@ -179,7 +189,7 @@ async def on_modal_submit(
     extra: str | None,
 ) -> None:
     """Check the modal's fields (nothing is deferred or queued for a bad one), then start the job."""
-    if action not in LOOP:
+    if action not in LOOP and action != "reroll":
         await refuse(interaction, f"unknown action {action[:30]!r}")
         return
     options: dict[str, Any] = {"prompt": prompt.strip()}
@@ -196,7 +206,32 @@ async def on_modal_submit(
     except ForeignJob:
         await refuse_foreign(interaction)
         return
+    if action == "reroll":
+        await start_reroll(interaction, job, options["prompt"])
+        return
     await start_loop_job(interaction, action, job, index, **options)
+
+
+async def start_reroll(
+    interaction: discord.Interaction[AtelierBot], job: Job | None, prompt: str | None
+) -> None:
+    """Reroll (the same request, a new seed), with the prompt a remix modal gave."""
+    from bots.discord.results import SEEDED
+    from bots.discord.status import title_of
+
+    message_id = await defer_status(interaction)
+    if job is None or job.kind not in SEEDED:
+        await withdraw(interaction, "That job is gone, or has no seed to change; use /imagine again.")
+        return
+    try:
+        spec = reroll_spec(
+            SEEDED[job.kind], job.spec, prompt=prompt, random_seed=secrets.randbelow(MAX_SEED + 1)
+        )
+    except ValueError as exc:
+        await withdraw(interaction, str(exc))
+        return
+    title = getattr(spec, "prompt", "") or title_of(job)
+    await start_job(interaction, message_id, spec, title=title)  # type: ignore[arg-type]
 
 
 def _decode(data: bytes) -> PILImage.Image:

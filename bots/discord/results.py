@@ -14,6 +14,7 @@ import discord
 from bots.discord.components import RESULT_TEMPLATE
 from bots.discord.derive import on_derive
 from bots.discord.launch import defer_status, start_job, withdraw
+from bots.discord.loop import RemixModal, remix_on
 from bots.discord.metering import answering
 from bots.discord.permissions import is_admin, is_owner, job_here, refuse_foreign
 from bots.discord.status import title_of
@@ -57,6 +58,9 @@ async def on_result_button(
         await refuse_foreign(interaction)
         return
     if action == "reroll":
+        if job is not None and job.kind in SEEDED and await remix_on(interaction):
+            await interaction.response.send_modal(RemixModal("reroll", job, 0))  # the prompt to edit first
+            return
         await on_reroll(interaction, job)
     elif action == "delete":
         await on_delete(interaction, job)

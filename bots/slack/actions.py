@@ -21,7 +21,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.commands import CommandError
-from bots.slack import answers, blocks, derive, ids
+from bots.slack import answers, blocks, derive, ids, loop
 from bots.slack.admins import is_admin
 from bots.slack.config import SlackConfig
 from bots.slack.services import SlackServices
@@ -106,6 +106,10 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
             job = await derive.source_job(context["workspace"], ref.job_id, gone=gone)
             if job.kind not in SEEDED:
                 raise CommandError(gone)
+            if await loop.remix_on(context, body["user"]["id"]):  # the prompt to edit first (bots.slack.loop)
+                view = loop.remix_modal("reroll", job, 0, body["channel"]["id"])
+                await client.views_open(trigger_id=body["trigger_id"], view=view)
+                return
             data = (job.reply_target or {}).get("data", {})
             spec = (
                 SEEDED[job.kind]

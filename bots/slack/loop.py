@@ -22,7 +22,16 @@ from bots.commands import CommandError
 from bots.slack import answers, derive, ids, modals
 from bots.slack.services import SlackServices
 from bots.slack.submit import submit
-from jobs.editing import LOOP, LOOP_TITLES, VARY_STRENGTHS, Lineage, loop_spec, parse_strength, parse_zoom
+from jobs.editing import (
+    LOOP,
+    REMIX_TITLES,
+    VARY_STRENGTHS,
+    Lineage,
+    loop_spec,
+    parse_strength,
+    parse_zoom,
+    reroll_spec,
+)
 from jobs.specs import MAX_PROMPT_CHARS, MAX_SEED
 from storage.models import Image, Job
 from storage.settings import settings_for
@@ -50,7 +59,7 @@ def remix_modal(action: str, source: Job, index: int, channel: str) -> dict:
     elif action == "zoom_custom":
         blocks.append(modals.text_input("extra", "Zoom out factor (1.1 to 2)", initial="1.5"))
     metadata = {"action": action, "job": source.id, "index": index, "channel": channel}
-    return modals.modal(MODAL, LOOP_TITLES[action][:24], "Go", blocks, metadata)
+    return modals.modal(MODAL, REMIX_TITLES[action][:24], "Go", blocks, metadata)
 
 
 def field_errors(view: dict) -> dict[str, str]:
@@ -111,6 +120,44 @@ async def start(
     )
 
 
+async def remix_on(context: AsyncBoltContext, user: str) -> bool:
+    """Whether `user` has remix mode on in this workspace (`/atelier settings`)."""
+    settings = await settings_for("slack", context["workspace"].team_id, user)
+    return settings is not None and settings.remix
+
+
+async def reroll(
+    client: AsyncWebClient,
+    services: SlackServices,
+    context: AsyncBoltContext,
+    source: Job,
+    prompt: str,
+    view: dict,
+    meta: dict,
+) -> None:
+    """A remixed reroll: the source request with a new seed and the modal's prompt."""
+    from bots.slack.actions import SEEDED
+
+    if source.kind not in SEEDED:
+        raise CommandError("I can't find the job these images came from any more.")
+    try:
+        spec = reroll_spec(
+            SEEDED[source.kind], source.spec, prompt=prompt, random_seed=secrets.randbelow(MAX_SEED + 1)
+        )
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    data = (source.reply_target or {}).get("data", {})
+    await submit(
+        client,
+        services,
+        spec,  # type: ignore[arg-type]
+        request_id=f"slack:view:{view['id']}:{view.get('hash', '')}",
+        channel=data.get("channel") or meta["channel"],
+        thread_ts=data.get("thread_ts"),
+        workspace=context["workspace"],
+    )
+
+
 def register(app: AsyncApp, services: SlackServices) -> None:
     """Add the editing loop's button listener and its modal's submission to `app`."""
 
@@ -161,6 +208,9 @@ def register(app: AsyncApp, services: SlackServices) -> None:
         user = body["user"]["id"]
         try:
             source = await derive.source_job(context["workspace"], meta["job"])
+            if action == "reroll":
+                await reroll(client, services, context, source, modals.text_value(view, "prompt"), view, meta)
+                return
             await start(
                 client,
                 services,

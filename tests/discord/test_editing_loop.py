@@ -179,6 +179,18 @@ async def test_with_remix_on_vary_opens_a_modal_and_runs_the_submitted_prompt(st
         await wait_delivered(stack, job_id_of(submitted), within=180)
         spec = json.loads((await job_row(stack, job_id_of(submitted)))["spec"])
         assert (spec["prompt"], spec["strength"], spec["parent"]) == ("a harbour at night", 0.5, job_id)
+
+        # Reroll too: the same request, a new seed, the prompt from the modal.
+        reroll = await emulator.click(posted.id, result_id("reroll", job_id, 0))
+        await emulator.wait_response(reroll)
+        assert reroll.callback_type == 9 and reroll.callback_data["custom_id"] == modal_id(
+            "reroll", job_id, 0
+        )
+        rerolled = await submit_modal(emulator, posted, modal_id("reroll", job_id, 0), ["a harbour in fog"])
+        await emulator.wait_response(rerolled)
+        await wait_delivered(stack, job_id_of(rerolled), within=180)
+        spec = json.loads((await job_row(stack, job_id_of(rerolled)))["spec"])
+        assert spec["kind"] == "imagine" and spec["prompt"] == "a harbour in fog" and spec["seed"] != 12
     finally:
         await toggle(emulator, panel, "remix", "off")
 

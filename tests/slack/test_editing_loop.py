@@ -163,6 +163,14 @@ async def test_loop_buttons_zoom_and_remix_and_private_mode(
     varied = await imagined(slack_emulator, BUTTONS, thread_ts=story.status_ts, after=clicked_at)
     spec = json.loads((await delivered_row(db, varied.job_id))["spec"])
     assert (spec["prompt"], spec["strength"], spec["parent"]) == ("a windmill in snow", 0.5, story.job_id)
+    views = len(slack_emulator.views)
+    await click(http_bot, slack_emulator, f"reroll:{story.job_id}:0", story.result.result["ts"])
+    remix = await opened_view(slack_emulator, "atelier_remix", views)
+    clicked_at = time.monotonic()
+    await submit_view(http_bot, remix, {"prompt": {"value": "a windmill at dusk"}})
+    rerolled = await imagined(slack_emulator, BUTTONS, thread_ts=story.status_ts, after=clicked_at)
+    spec = json.loads((await delivered_row(db, rerolled.job_id))["spec"])
+    assert (spec["kind"], spec["prompt"]) == ("imagine", "a windmill at dusk") and spec["seed"] != 6
 
     # Private mode: the next /imagine goes to the member's direct messages with the app, not the channel.
     views = len(slack_emulator.views)
