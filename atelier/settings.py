@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     )
     max_tries: int = Field(3, ge=1, description="Times a job is attempted when its worker dies mid-job.")
     routing_wait_s: float = Field(
-        3.0,
+        5.0,
         ge=0,
         description="Seconds a queued job waits for a worker that has its model resident before any worker "
         "may take it (model-aware routing, jobs.routing); 0: routing off, every worker takes jobs in fair order.",
