@@ -61,7 +61,7 @@ JOB = {
         "id": {"type": "string"},
         "kind": {
             "type": "string",
-            "enum": ["imagine", "vary", "inpaint", "upscale", "enhance", "train_lora"],
+            "enum": ["imagine", "vary", "inpaint", "upscale", "creative_upscale", "enhance", "train_lora"],
         },
         "model": {"type": "string"},
         "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
