@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ValidationError
 
 from engine.canvas import Extend
+from engine.edit_requests import DEFAULT_VARIATION_STRENGTH
 from engine.enhance_presets import upscale_factor
 from engine.registry import Preset, Registry
 from jobs.specs import (
@@ -65,6 +66,7 @@ class Lineage:
     model: str | None = None  # the source's model of any role, or None
     loras: tuple[tuple[str, float], ...] = ()
     seed: int | None = None  # the seed of the source image
+    count: int | None = None  # how many images the source job made
 
     @classmethod
     def of(cls, job_id: str, spec: dict, seed: int | None) -> Lineage:
@@ -76,6 +78,7 @@ class Lineage:
             model=spec.get("model") or None,
             loras=tuple((name, float(weight)) for name, weight in spec.get("loras") or ()),
             seed=None if seed is None else int(seed) % (MAX_SEED + 1),
+            count=spec.get("count"),
         )
 
 
@@ -347,9 +350,15 @@ def loop_spec(
 ) -> Inpaint | Vary | Upscale | CreativeUpscale:
     """The spec of loop action `action` on `image`. `prompt` (and `strength` for a variation) come from a remix
     modal; `factor` from Custom Zoom's. Raises ValueError naming the problem."""
-    if action not in LOOP:
+    if action not in LOOP and action != "vary":
         raise ValueError(f"unknown action {action!r}")
     common = {"image": image, "lineage": lineage, "tiny": tiny, "image_key": image_key}
+    if action == "vary":  # a grid's V, remixed: the source's image count, the modal's prompt and strength
+        how = DEFAULT_VARIATION_STRENGTH if strength is None else strength
+        count = lineage.count
+        return variation_spec(
+            registry, strength=how, prompt=prompt, count=count, random_seed=random_seed, **common
+        )
     if action.startswith("vary_"):
         how: str | float = action.removeprefix("vary_") if strength is None else strength
         return variation_spec(registry, strength=how, prompt=prompt, random_seed=random_seed, **common)
@@ -379,7 +388,7 @@ def loop_spec(
     )
 
 
-REMIX_TITLES = {**LOOP_TITLES, "reroll": "Reroll"}  # what a remix modal is for
+REMIX_TITLES = {**LOOP_TITLES, "reroll": "Reroll", "vary": "Variations"}  # what a remix modal is for
 
 
 def reroll_spec(kind_spec: type[BaseModel], spec: dict, *, prompt: str | None, random_seed: int) -> BaseModel:

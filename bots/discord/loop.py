@@ -25,9 +25,9 @@ from bots.discord.launch import defer_status, refuse, start_job, withdraw
 from bots.discord.metering import answering
 from bots.discord.permissions import job_here, refuse_foreign
 from bots.discord.safety import withheld
+from engine.edit_requests import DEFAULT_VARIATION_STRENGTH
 from jobs.editing import (
     LOOP,
-    LOOP_TITLES,
     REMIX_TITLES,
     VARY_STRENGTHS,
     Lineage,
@@ -130,7 +130,7 @@ async def start_loop_job(
         await withdraw(interaction, str(exc))
         return
     shown_prompt = spec.prompt if hasattr(spec, "prompt") else source.spec.get("prompt") or ""
-    title = f"{LOOP_TITLES[action]} of image {index + 1}" + (f": {shown_prompt}" if shown_prompt else "")
+    title = f"{REMIX_TITLES[action]} of image {index + 1}" + (f": {shown_prompt}" if shown_prompt else "")
     await start_job(interaction, message_id, spec, title=title)
 
 
@@ -153,8 +153,8 @@ class RemixModal(discord.ui.Modal):
         )
         self.add_item(self.prompt)
         self.extra: discord.ui.TextInput | None = None
-        if action.startswith("vary_"):
-            strength = VARY_STRENGTHS[action.removeprefix("vary_")]
+        if action.startswith("vary"):
+            strength = VARY_STRENGTHS.get(action.removeprefix("vary_"), DEFAULT_VARIATION_STRENGTH)
             self.extra = discord.ui.TextInput(
                 label="Strength (above 0, at most 1)",
                 custom_id="extra",
@@ -189,12 +189,12 @@ async def on_modal_submit(
     extra: str | None,
 ) -> None:
     """Check the modal's fields (nothing is deferred or queued for a bad one), then start the job."""
-    if action not in LOOP and action != "reroll":
+    if action not in LOOP and action not in ("reroll", "vary"):
         await refuse(interaction, f"unknown action {action[:30]!r}")
         return
     options: dict[str, Any] = {"prompt": prompt.strip()}
     try:
-        if action.startswith("vary_") and extra is not None:
+        if action.startswith("vary") and extra is not None:
             options["strength"] = parse_strength(extra)
         elif action == "zoom_custom":
             options["factor"] = parse_zoom(extra or "")

@@ -57,6 +57,9 @@ async def on_result_button(
     except ForeignJob:
         await refuse_foreign(interaction)
         return
+    if action == "vary" and job is not None and await remix_on(interaction):
+        await interaction.response.send_modal(RemixModal("vary", job, index))  # the prompt and strength first
+        return
     if action == "reroll":
         if job is not None and job.kind in SEEDED and await remix_on(interaction):
             await interaction.response.send_modal(RemixModal("reroll", job, 0))  # the prompt to edit first

@@ -141,6 +141,10 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
         ref = ids.decode(action["action_id"])
         try:
             source = await derive.source_job(context["workspace"], ref.job_id)
+            if ref.action == "variations" and await loop.remix_on(context, body["user"]["id"]):
+                view = loop.remix_modal("vary", source, ref.index, body["channel"]["id"])
+                await client.views_open(trigger_id=body["trigger_id"], view=view)  # prompt and strength first
+                return
             image, key = await derive.result_image(services, source, ref.index)
             spec = derive.derived_spec(services, ref.action, image, key, source.spec)
             data = (source.reply_target or {}).get("data", {})

@@ -22,6 +22,7 @@ from bots.commands import CommandError
 from bots.slack import answers, derive, ids, modals
 from bots.slack.services import SlackServices
 from bots.slack.submit import submit
+from engine.edit_requests import DEFAULT_VARIATION_STRENGTH
 from jobs.editing import (
     LOOP,
     REMIX_TITLES,
@@ -53,8 +54,8 @@ def remix_modal(action: str, source: Job, index: int, channel: str) -> dict:
             multiline=True,
         )
     ]
-    if action.startswith("vary_"):
-        strength = VARY_STRENGTHS[action.removeprefix("vary_")]
+    if action.startswith("vary"):
+        strength = VARY_STRENGTHS.get(action.removeprefix("vary_"), DEFAULT_VARIATION_STRENGTH)
         blocks.append(modals.text_input("extra", "Strength (above 0, at most 1)", initial=f"{strength:g}"))
     elif action == "zoom_custom":
         blocks.append(modals.text_input("extra", "Zoom out factor (1.1 to 2)", initial="1.5"))
@@ -67,7 +68,7 @@ def field_errors(view: dict) -> dict[str, str]:
     action = modals.metadata(view).get("action", "")
     extra = modals.text_value(view, "extra")
     try:
-        if action.startswith("vary_"):
+        if action.startswith("vary"):
             parse_strength(extra)
         elif action == "zoom_custom":
             parse_zoom(extra)
@@ -222,7 +223,7 @@ def register(app: AsyncApp, services: SlackServices) -> None:
                 channel=meta["channel"],
                 prompt=modals.text_value(view, "prompt"),
                 factor=parse_zoom(extra) if action == "zoom_custom" else None,
-                strength=parse_strength(extra) if action.startswith("vary_") else None,
+                strength=parse_strength(extra) if action.startswith("vary") else None,
             )
         except CommandError as exc:
             await answers.warn_in(client, channel=meta["channel"], user=user, thread_ts=None, problem=exc)

@@ -191,6 +191,24 @@ async def test_with_remix_on_vary_opens_a_modal_and_runs_the_submitted_prompt(st
         await wait_delivered(stack, job_id_of(rerolled), within=180)
         spec = json.loads((await job_row(stack, job_id_of(rerolled)))["spec"])
         assert spec["kind"] == "imagine" and spec["prompt"] == "a harbour in fog" and spec["seed"] != 12
+
+        # And V under a grid: the modal has the strength too; the job keeps the grid's image count.
+        command = await emulator.slash(
+            "imagine", {"prompt": "two boats --size 64x64 --steps 2 --n 2", "model": "tiny"}
+        )
+        await emulator.wait_response(command)
+        await wait_delivered(stack, job_id_of(command), within=180)
+        (grid,) = results_of(emulator, command.original_message_id, job_id_of(command))
+        v2 = await emulator.click(grid.id, result_id("vary", job_id_of(command), 1))
+        await emulator.wait_response(v2)
+        assert v2.callback_type == 9
+        varied = await submit_modal(
+            emulator, grid, modal_id("vary", job_id_of(command), 1), ["two red boats", "0.4"]
+        )
+        await emulator.wait_response(varied)
+        await wait_delivered(stack, job_id_of(varied), within=180)
+        spec = json.loads((await job_row(stack, job_id_of(varied)))["spec"])
+        assert (spec["prompt"], spec["strength"], spec["count"]) == ("two red boats", 0.4, 2)
     finally:
         await toggle(emulator, panel, "remix", "off")
 

@@ -171,6 +171,14 @@ async def test_loop_buttons_zoom_and_remix_and_private_mode(
     rerolled = await imagined(slack_emulator, BUTTONS, thread_ts=story.status_ts, after=clicked_at)
     spec = json.loads((await delivered_row(db, rerolled.job_id))["spec"])
     assert (spec["kind"], spec["prompt"]) == ("imagine", "a windmill at dusk") and spec["seed"] != 6
+    views = len(slack_emulator.views)
+    await click(http_bot, slack_emulator, f"variations:{story.job_id}:0", story.result.result["ts"])
+    remix = await opened_view(slack_emulator, "atelier_remix", views)
+    clicked_at = time.monotonic()
+    await submit_view(http_bot, remix, {"prompt": {"value": "a windmill, v"}, "extra": {"value": "0.3"}})
+    varied = await imagined(slack_emulator, BUTTONS, thread_ts=story.status_ts, after=clicked_at)
+    spec = json.loads((await delivered_row(db, varied.job_id))["spec"])
+    assert (spec["kind"], spec["prompt"], spec["strength"]) == ("vary", "a windmill, v", 0.3)
 
     # Private mode: the next /imagine goes to the member's direct messages with the app, not the channel.
     views = len(slack_emulator.views)
