@@ -45,14 +45,11 @@ VARY_STRENGTHS = {"subtle": 0.35, "strong": 0.8}
 """How much of the image each variation noises away: subtle keeps the composition and colours, strong keeps
 little more than the layout."""
 
-ZOOM_FACTORS = (1.5, 2.0)  # the zoom buttons; Custom Zoom takes any factor in [MIN_ZOOM, MAX_ZOOM]
-MIN_ZOOM, MAX_ZOOM = 1.1, 2.0
+MIN_ZOOM, MAX_ZOOM = 1.1, 2.0  # Custom Zoom's range; the buttons zoom 1.5× and 2×
 PAN_DIRECTIONS = ("left", "right", "up", "down")
 CREATIVE_STRENGTH = 0.3
 """Upscale (Creative)'s image-to-image strength: enough for the model to draw texture into the enlarged image,
 too little for it to change what the image shows."""
-
-TEXT_TO_IMAGE_KINDS = frozenset({"imagine", "vary", "creative_upscale"})  # specs whose model is a txt2img one
 
 
 @dataclass(frozen=True)
@@ -307,8 +304,8 @@ LOOP_ACTIONS: tuple[LoopAction, ...] = (
     LoopAction("vary_strong", "Vary (Strong)", "🪄", 0, remix=True),
     LoopAction("upscale_subtle", "Upscale (Subtle)", None, 0, remix=False),
     LoopAction("upscale_creative", "Upscale (Creative)", None, 0, remix=False),
-    LoopAction("zoom_15", "Zoom Out 1.5x", "🔍", 1, remix=True),
-    LoopAction("zoom_2", "Zoom Out 2x", "🔍", 1, remix=True),
+    LoopAction("zoom_15", "Zoom Out 1.5×", "🔍", 1, remix=True),
+    LoopAction("zoom_2", "Zoom Out 2×", "🔍", 1, remix=True),
     LoopAction("zoom_custom", "Custom Zoom", "🔍", 1, remix=True),  # always asks: its factor is typed
     LoopAction("square", "Make Square", "↔️", 1, remix=False),
     LoopAction("pan_left", "", "⬅️", 2, remix=True),
