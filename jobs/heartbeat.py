@@ -29,6 +29,12 @@ def heartbeat_key(queue_name: str, worker_id: str) -> str:
     return f"atelier:worker:{queue_name}:{worker_id}"
 
 
+def workers_key(queue_name: str) -> str:
+    """A set of the ids of the workers that have beaten for `queue_name` (stale ones are removed by readers), so a
+    worker reads its peers' heartbeats without scanning the keyspace (jobs.routing)."""
+    return f"atelier:workers:{queue_name}"
+
+
 async def live_workers(redis: Redis, queue_name: str) -> int:
     """How many workers have beaten their heart for `queue_name` in the last few seconds."""
     return len([k async for k in redis.scan_iter(match=heartbeat_key(queue_name, "*"))])
@@ -50,7 +56,10 @@ async def beat(
     while True:
         try:
             value = advert() if advert is not None else f"{socket.gethostname()}:{os.getpid()}"
-            await redis.set(key, value, ex=HEARTBEAT_TTL_S)
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.set(key, value, ex=HEARTBEAT_TTL_S)
+                pipe.sadd(workers_key(queue_name), worker_id)
+                await pipe.execute()
             metrics.QUEUE_LENGTH.labels(queue_name).set(await redis.zcard(queue_name))
             if failing:
                 log.info("heartbeat: Redis answers again")

@@ -28,7 +28,7 @@ from tortoise.expressions import F
 
 from engine.output import png_bytes
 from engine.registry import Preset
-from jobs import gpu_time, metrics
+from jobs import gpu_time, metrics, routing
 from jobs.progress import ProgressPump
 from jobs.replier import Fanout, Replier, StoredImage, StreamReplier
 from jobs.services import WorkerServices
@@ -131,6 +131,9 @@ async def _run_once(ctx: dict, job_id: str, produce: Produce) -> dict:
         await job.refresh_from_db()
         return await _already_ended(services, job, replier)
     job.status, job.started_at, job.attempts = JobStatus.RUNNING, now, job.attempts + 1
+    tier = await routing.tier_of(services.redis, job_id)
+    if job.attempts == 1:  # a retry's wait would count the first attempt's run
+        metrics.QUEUE_WAIT_SECONDS.labels(job.model, tier).observe(_seconds_between(job.created_at, now))
     meter = gpu_time.start()
     limit_s = ctx.get("job_timeout")  # the worker's ATELIER_JOB_TIMEOUT (or the training one)
     limit = asyncio.timeout(limit_s)
@@ -180,6 +183,9 @@ async def _run_once(ctx: dict, job_id: str, produce: Produce) -> dict:
     metrics.JOBS.labels(job.kind, job.model, "succeeded").inc()
     metrics.IMAGES.labels(job.model, "succeeded").inc(len(stored))
     metrics.GENERATION_SECONDS.labels(job.kind, job.model).observe(gpu_seconds)
+    metrics.END_TO_END_SECONDS.labels(job.model, tier).observe(
+        _seconds_between(job.created_at, job.finished_at)
+    )
     _export_cache_stats(services)
     await _deliver(job, replier, stored)
     return {"status": job.status.value, "images": len(stored), "gpu_seconds": gpu_seconds}
@@ -353,8 +359,15 @@ async def _fail(job: Job, replier: Replier, message: str) -> dict:
     return {"status": job.status.value, "error": message}
 
 
+def _seconds_between(earlier: datetime, later: datetime) -> float:
+    """Seconds from `earlier` to `later`; a naive time (as a database may return it) is taken as UTC."""
+    earlier, later = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (earlier, later))
+    return (later - earlier).total_seconds()
+
+
 def _export_cache_stats(services: WorkerServices) -> None:
     cache = services.engine.cache
     metrics.MODEL_CACHE_HITS.set(cache.hits)
     metrics.MODEL_CACHE_MISSES.set(cache.misses)
     metrics.MODEL_LOAD_SECONDS.set(cache.load_seconds)
+    metrics.MODEL_CACHE_EVICTIONS.set(cache.evictions)

@@ -1,4 +1,7 @@
-"""Prometheus metrics that workers export (served on /metrics by the composition root)."""
+"""Prometheus metrics that workers export (served on /metrics by the composition root).
+
+Label sets stay bounded: kinds, models, tiers and statuses, never tenants or users. What each tenant used (GPU
+seconds, images) is in the usage ledger (quotas.ledger: `atelier admin usage TENANT`), not in labels."""
 
 from __future__ import annotations
 
@@ -17,7 +20,23 @@ DELIVERIES_FAILED = Counter(
     "Jobs whose results could not be posted after every retry.",
     ["platform"],
 )
+WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640, 1800)
+QUEUE_WAIT_SECONDS = Histogram(
+    "atelier_queue_wait_seconds",
+    "Seconds from enqueue to a job's first start, by model and tier.",
+    ["model", "tier"],
+    buckets=WAIT_BUCKETS,
+)
+END_TO_END_SECONDS = Histogram(
+    "atelier_end_to_end_seconds",
+    "Seconds from enqueue to a job's images stored, by model and tier (before delivery to the chat).",
+    ["model", "tier"],
+    buckets=WAIT_BUCKETS,
+)
 QUEUE_LENGTH = Gauge("atelier_queue_length", "Jobs waiting in the queue.", ["queue"])
 MODEL_CACHE_HITS = Gauge("atelier_model_cache_hits", "Pipeline cache hits since the worker started.")
 MODEL_CACHE_MISSES = Gauge("atelier_model_cache_misses", "Pipeline cache misses (loads) since start.")
 MODEL_LOAD_SECONDS = Gauge("atelier_model_load_seconds", "Seconds spent loading pipelines since start.")
+MODEL_CACHE_EVICTIONS = Gauge(
+    "atelier_model_cache_evictions", "Pipelines evicted from the GPU to make room since the worker started."
+)

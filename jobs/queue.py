@@ -120,8 +120,9 @@ async def enqueue(
             raise
     if job.status != JobStatus.QUEUED:
         return Enqueued(job_id, created=False)
-    tag = await _fair_tag(redis, queue_name, job, cost_ms, tiers)
-    await routing.record_model(redis, job_id, job.model)  # read by the workers' model-aware routing
+    tag, tier = await _fair_tag(redis, queue_name, job, cost_ms, tiers)
+    # Read by the workers: the model by routing on every poll, the tier by the queue-wait metrics at start.
+    await routing.record_job(redis, job_id, model=job.model, tier=tier)
     # For a repeat whose job is still queued this is a no-op in arq (same _job_id); it also covers a crash
     # between the insert above and this call, with the same score as before (the tag is kept per job).
     await redis.enqueue_job(
@@ -138,14 +139,19 @@ async def enqueue(
     return Enqueued(job_id, created, position, eta_s)
 
 
-async def _fair_tag(redis: ArqRedis, queue_name: str, job: Job, cost_ms: int, tiers: Tiers) -> int:
-    tenant_key, weight = UNMETERED, 1.0
+async def _fair_tag(
+    redis: ArqRedis, queue_name: str, job: Job, cost_ms: int, tiers: Tiers
+) -> tuple[int, str]:
+    """The job's fair tag, and its tenant's tier (UNMETERED for a job without a tenant)."""
+    tenant_key, weight, tier = UNMETERED, 1.0, UNMETERED
     if job.tenant_id is not None:  # type: ignore[attr-defined]
         tenant = await Tenant.get(id=job.tenant_id)  # type: ignore[attr-defined]
-        tenant_key, weight = str(tenant.id), (await policy_for(tenant, tiers)).tier.weight
-    return await fair_tag(
+        policy = await policy_for(tenant, tiers)
+        tenant_key, weight, tier = str(tenant.id), policy.tier.weight, policy.tier.name
+    tag = await fair_tag(
         redis, queue_name=queue_name, job_id=job.id, tenant_key=tenant_key, cost_ms=cost_ms, weight=weight
     )
+    return tag, tier
 
 
 async def reconcile(redis: ArqRedis, queue_name: str, tenant: Tenant) -> int:

@@ -24,7 +24,7 @@ worker appears or the job expires (then its user is told, jobs.lifecycle.abandon
 
 What the workers hold comes from their heartbeats (`advert`, jobs.heartbeat): the models each may serve (None:
 any), the ones resident (plus those of the jobs it is running, which it is loading or has loaded), the LoRAs on
-its disk and the GPU memory free. The job's model is written at enqueue beside the arq job (`record_model`), so
+its disk and the GPU memory free. The job's model is written at enqueue beside the arq job (`record_job`), so
 a poll costs one MGET, not a database read. Torch-free: front-ends import it.
 """
 
@@ -158,10 +158,24 @@ def parse_advert(worker_id: str, value: bytes | str | None) -> Peer:
     )
 
 
-async def record_model(redis: Redis, job_id: str, model: str | None) -> None:
-    """Note the model a queued job needs, for the workers' routing (done by `jobs.queue.enqueue`)."""
-    if model:
-        await redis.set(model_key(job_id), model, ex=KEY_TTL_S)
+def tier_key(job_id: str) -> str:
+    return f"atelier:route:tier:{job_id}"
+
+
+async def record_job(redis: Redis, job_id: str, *, model: str | None, tier: str) -> None:
+    """Note what the workers need to know of a queued job without reading the database (done by
+    `jobs.queue.enqueue`): the model it needs, for routing, and its tenant's tier, for the queue-wait metrics."""
+    async with redis.pipeline(transaction=False) as pipe:
+        if model:
+            pipe.set(model_key(job_id), model, ex=KEY_TTL_S)
+        pipe.set(tier_key(job_id), tier, ex=KEY_TTL_S)
+        await pipe.execute()
+
+
+async def tier_of(redis: Redis, job_id: str) -> str:
+    """The tier noted for a job at enqueue ("" if none was: a job queued by an older version)."""
+    value = await redis.get(tier_key(job_id))
+    return value.decode() if value else ""
 
 
 class Router:
@@ -225,16 +239,17 @@ class Router:
         return [j.encode() for j in decision.take]
 
     async def _fleet(self, redis: Redis) -> list[Peer]:
-        from jobs.heartbeat import heartbeat_key
+        from jobs.heartbeat import heartbeat_key, workers_key
 
         if self.clock() - self._peers_read < FLEET_REFRESH_S:
             return self._peers
-        keys = [k async for k in redis.scan_iter(match=heartbeat_key(self.queue_name, "*"))]
-        mine = heartbeat_key(self.queue_name, self.worker_id).encode()
-        keys = [k for k in keys if k != mine]
-        values = await redis.mget(keys) if keys else []
-        prefix = len(heartbeat_key(self.queue_name, ""))
-        self._peers = [parse_advert(k.decode()[prefix:], v) for k, v in zip(keys, values, strict=True) if v]
+        members = await redis.smembers(workers_key(self.queue_name))
+        ids = sorted(m.decode() for m in members if m.decode() != self.worker_id)
+        values = await redis.mget([heartbeat_key(self.queue_name, i) for i in ids]) if ids else []
+        gone = [i for i, v in zip(ids, values, strict=True) if v is None]
+        if gone:  # stopped or dead: a live one adds itself again on its next beat
+            await redis.srem(workers_key(self.queue_name), *gone)
+        self._peers = [parse_advert(i, v) for i, v in zip(ids, values, strict=True) if v is not None]
         self._peers_read = self.clock()
         return self._peers
 

@@ -137,11 +137,12 @@ def test_jobs_go_to_the_worker_holding_their_model_and_others_wait_no_longer_tha
         # Worker 1 joins; while worker 0 runs a long `tiny` job (it holds the model, so it gets it), a
         # `tiny-sdxl` job, which nobody holds, starts at once on the idle worker 1.
         xl = fleet.start_worker()
+        warm = set(fleet.ran())
         long_job = fleet.imagine("tiny", "--steps", "50", "--size", "512x512", "--count", "4")
-        fleet.wait_started("tiny", set())
+        fleet.wait_started("tiny", warm)
         seen = set(fleet.ran())
         fleet.finish(fleet.imagine("tiny-sdxl", "--steps", "2"))
-        first_xl = fleet.wait_started("tiny-sdxl", set())
+        first_xl = fleet.wait_started("tiny-sdxl", seen)
         assert fleet.ran()[first_xl] == xl, fleet.logs()
         assert fleet.start_delay(first_xl) < WAIT_S  # nobody held it: no wait
         fleet.finish(long_job)
