@@ -29,6 +29,7 @@ from tests.support import run_atelier
 
 TEAM, CHANNEL = "TLOOP", "CLOOP"
 BUTTONS = "CLOOPBUTTONS"  # in the default team of `block_action` and `view_submission`
+MEMBER = "ULOOP"  # whose settings these tests change: no other test's member
 
 
 async def react(http_bot: str, message: dict, event_id: str, *, item_user: str) -> None:
@@ -98,7 +99,7 @@ def test_atelier_slack_help_prints_the_set_up_steps(tmp_path) -> None:
 
 
 async def slash(http_bot: str, emulator: SlackEmulator, text: str, *, command: str = "/imagine") -> dict:
-    fields = slash_command(text, channel=BUTTONS, response_url=emulator.response_url())
+    fields = slash_command(text, channel=BUTTONS, response_url=emulator.response_url(), user=MEMBER)
     fields["command"] = command
     assert (await post_signed_form(http_bot, fields)).status == 200
     return fields
@@ -106,7 +107,7 @@ async def slash(http_bot: str, emulator: SlackEmulator, text: str, *, command: s
 
 async def click(http_bot: str, emulator: SlackEmulator, action_id: str, message_ts: str) -> None:
     payload = block_action(
-        action_id, channel=BUTTONS, message_ts=message_ts, response_url=emulator.response_url()
+        action_id, channel=BUTTONS, message_ts=message_ts, response_url=emulator.response_url(), user=MEMBER
     )
     answer = await post_signed_form(http_bot, {"payload": json.dumps(payload)})
     assert answer.status == 200 and answer.seconds < 3
@@ -121,16 +122,17 @@ async def opened_view(emulator: SlackEmulator, callback_id: str, after: int) -> 
 
 
 async def setting_is(db: asyncpg.Connection, field: str, value: bool, within: float = 10) -> None:
-    """Wait (bounded) until member U1's stored `field` is `value`: the modal's submission is stored after its ack."""
+    """Wait (bounded) until MEMBER's stored `field` is `value`: the modal's submission is stored after its ack."""
     deadline = time.monotonic() + within
-    query = f"SELECT {field} FROM member_settings WHERE user_external_id = 'U1'"
+    query = f"SELECT {field} FROM member_settings WHERE user_external_id = '{MEMBER}'"
     while await db.fetchval(query) is not value:
         assert time.monotonic() < deadline, f"{field} never became {value}"
         await asyncio.sleep(0.05)
 
 
 async def submit_view(http_bot: str, view: dict, values: dict[str, dict]) -> None:
-    answer = await post_signed_form(http_bot, {"payload": json.dumps(view_submission(view, values))})
+    payload = view_submission(view, values, user=MEMBER)
+    answer = await post_signed_form(http_bot, {"payload": json.dumps(payload)})
     assert answer.status == 200 and answer.seconds < 3
 
 
@@ -192,7 +194,7 @@ async def test_loop_buttons_zoom_and_remix_and_private_mode(
     await setting_is(db, "private", True)
     in_channel = len(slack_emulator.api_calls("chat.postMessage", channel=BUTTONS))
     await slash(http_bot, slack_emulator, "a hidden lake --steps 2")
-    private = await imagined(slack_emulator, "DU1")
+    private = await imagined(slack_emulator, "D" + MEMBER)
     assert (await delivered_row(db, private.job_id))["status"] == "succeeded"
     assert len(slack_emulator.api_calls("chat.postMessage", channel=BUTTONS)) == in_channel
     assert not slack_emulator.api_calls("files.completeUploadExternal", channel_id=BUTTONS, thread_ts=None)
