@@ -61,9 +61,13 @@ async def defer_status(interaction: discord.Interaction[AtelierBot]) -> int:
 
 
 async def private_mode(interaction: discord.Interaction) -> bool:
-    """Whether the member asked for private results in this server (`storage.settings`)."""
+    """Whether the member asked for private results in this server (`storage.settings`), from the bot's
+    short-lived copy when it has one (`settings.PrivateModes`: this runs before the 3 s acknowledgement)."""
     if interaction.guild_id is None:
         return False
+    modes = getattr(interaction.client, "private_modes", None)
+    if modes is not None:
+        return await modes.get(interaction.guild_id, interaction.user.id)
     from storage.settings import settings_for
 
     settings = await settings_for("discord", str(interaction.guild_id), str(interaction.user.id))

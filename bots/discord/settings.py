@@ -10,6 +10,7 @@ are ephemeral, for the asker alone; nothing is posted in the channel). Every cha
 from __future__ import annotations
 
 import re
+import time
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -134,6 +135,9 @@ async def on_settings_component(interaction: discord.Interaction[AtelierBot], fi
                 return
     tenant = await get_or_create_tenant("discord", guild)
     settings = await update_settings(tenant, str(interaction.user.id), **{field: value})
+    modes = getattr(interaction.client, "private_modes", None)
+    if modes is not None:
+        modes.set(interaction.guild_id, interaction.user.id, settings.private)
     rows = await panel(interaction.client, interaction.guild_id, settings)
     await interaction.response.edit_message(content=settings_text(settings), view=_view(rows))
 
@@ -231,6 +235,33 @@ async def style_delete(interaction: discord.Interaction[AtelierBot], name: str) 
     await interaction.response.send_message(f"Style `{name.strip().lower()}` deleted.", ephemeral=True)
 
 
+class PrivateModes:
+    """Who is in private mode, as last read, for `TTL_S`: the deferral reads it before its 3 s deadline, and most
+    members have no settings at all, so a database round trip per command would be spent on nothing. A change
+    made through this bot's `/settings` is seen at once; one made elsewhere within `TTL_S`."""
+
+    TTL_S = 30.0
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[int, int], tuple[bool, float]] = {}
+
+    async def get(self, guild_id: int, user_id: int) -> bool:
+        key, now = (guild_id, user_id), time.monotonic()
+        known = self._known.get(key)
+        if known is not None and known[1] > now:
+            return known[0]
+        settings = await settings_for("discord", str(guild_id), str(user_id))
+        private = settings is not None and settings.private
+        if len(self._known) > 10_000:
+            self._known.clear()  # bounded: a cache, not a record
+        self._known[key] = (private, now + self.TTL_S)
+        return private
+
+    def set(self, guild_id: int, user_id: int, private: bool) -> None:
+        self._known[(guild_id, user_id)] = (private, time.monotonic() + self.TTL_S)
+
+
 def setup(bot: AtelierBot) -> None:
+    bot.private_modes = PrivateModes()  # type: ignore[attr-defined]  # read by launch.private_mode
     bot.tree.add_command(settings_command)
     bot.add_dynamic_items(SettingsItem)
