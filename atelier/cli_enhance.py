@@ -9,6 +9,7 @@ on stderr whether it found faces: an image without one comes back unchanged, whi
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 from pathlib import Path
 
@@ -31,6 +32,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     upscale.add_argument("--scale", type=int, help="2 or 4 (default: 4, or the model's factor)")
     upscale.add_argument("--model", help="upscale model preset (default: the registry's for the scale)")
     upscale.add_argument("--out", type=Path, default=Path("out"), help="folder for the image (default: out)")
+    upscale.add_argument(
+        "--creative",
+        action="store_true",
+        help="Upscale (Creative): then rework the enlarged image at low strength, tile by tile, with --prompt "
+        "on the text-to-image model (jobs/editing.py)",
+    )
+    upscale.add_argument("--prompt", default="", help="with --creative: what the image shows")
 
     enhance = sub.add_parser(
         "enhance",
@@ -56,6 +64,10 @@ async def _upscale(settings: Settings, args: argparse.Namespace) -> int:
     from jobs.specs import upscale_spec
 
     image = read_image_file(args.image)
+    if args.creative:
+        return await _creative_upscale(settings, args, image)
+    if args.prompt:
+        raise UsageError("--prompt needs --creative (a plain upscale reads no prompt)")
     try:
         spec = upscale_spec(
             Registry.load(settings.models_file),
@@ -63,6 +75,25 @@ async def _upscale(settings: Settings, args: argparse.Namespace) -> int:
             scale=args.scale,
             model=args.model,
             tiny=settings.tiny_models,
+        )
+    except ValueError as exc:
+        raise UsageError(exc) from None
+    return await _store_and_run(settings, image, spec, args.out)
+
+
+async def _creative_upscale(settings: Settings, args: argparse.Namespace, image) -> int:
+    from engine.registry import Registry
+    from jobs.editing import Lineage, creative_upscale_spec
+
+    if args.scale is not None or args.model is not None:
+        raise UsageError("--creative runs the default upscaler: leave out --scale and --model")
+    try:
+        spec = creative_upscale_spec(
+            Registry.load(settings.models_file),
+            image=image,
+            lineage=Lineage(prompt=args.prompt),
+            tiny=settings.tiny_models,
+            random_seed=secrets.randbelow(2**32),
         )
     except ValueError as exc:
         raise UsageError(exc) from None

@@ -263,3 +263,18 @@ def _centre_mask(size: int, start: int, stop: int) -> Image.Image:
     mask = Image.new("L", (size, size), 255)
     mask.paste(0, (start, start, stop, stop))
     return mask
+
+
+def test_cli_upscale_creative_draws_over_the_plain_upscale(
+    atelier, worker_env, write_image, tmp_path: Path
+) -> None:
+    path = str(write_image("in.png", smooth_image(64, 64)))
+    [plain] = printed(atelier("upscale", path, "--out", "plain", cwd=tmp_path, env=worker_env), tmp_path)
+    creative_run = atelier(
+        "upscale", path, "--creative", "--prompt", "stone", "--out", "creative", cwd=tmp_path, env=worker_env
+    )
+    [creative] = printed(creative_run, tmp_path)
+    assert Image.open(creative).size == Image.open(plain).size == (256, 256)
+    assert np.abs(pixels(creative) - pixels(plain)).mean() > 1
+    refused = atelier("upscale", path, "--prompt", "stone", cwd=tmp_path)
+    assert refused.returncode == 2 and "--prompt needs --creative" in refused.stderr
