@@ -421,6 +421,7 @@ class Enhance(BaseModel):
     fidelity: float = Field(DEFAULT_FIDELITY, ge=0, le=1)  # CodeFormer's; other restorers have none
     upscaler: str | None = None
     scale: int = Field(1, ge=1)
+    parent: str | None = None  # the job whose image this enhances
 
 
 def upscale_spec(

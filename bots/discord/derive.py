@@ -47,7 +47,7 @@ async def on_derive(
     data = await bot.config.blobs.get(row.blob_key)
     image = await asyncio.to_thread(_decode, data)
     try:
-        spec = _spec(bot, action, source, image, row.blob_key)
+        spec = _spec(bot, action, source, image, row.blob_key).model_copy(update={"parent": source.id})
     except ValueError as exc:
         await withdraw(interaction, str(exc))
         return

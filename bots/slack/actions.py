@@ -146,7 +146,7 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
                 await client.views_open(trigger_id=body["trigger_id"], view=view)  # prompt and strength first
                 return
             image, key = await derive.result_image(services, source, ref.index)
-            spec = derive.derived_spec(services, ref.action, image, key, source.spec)
+            spec = derive.derived_spec(services, ref.action, image, key, source.spec, parent=source.id)
             data = (source.reply_target or {}).get("data", {})
             await submit(
                 client,

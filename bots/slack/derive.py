@@ -64,9 +64,17 @@ def derived_spec(
     image: PILImage.Image,
     key: str,
     source_spec: dict | None = None,
+    parent: str | None = None,
 ) -> Upscale | Enhance | Vary:
     """The spec of `action` on `image` (stored under `key`). Variations reuse the source job's prompt, model,
     steps and count with a new seed; without a source (an image someone posted) they are refused."""
+    spec = _derived_spec(services, action, image, key, source_spec)
+    return spec.model_copy(update={"parent": parent})  # the job whose image this is (None: someone's upload)
+
+
+def _derived_spec(
+    services: SlackServices, action: str, image: PILImage.Image, key: str, source_spec: dict | None
+) -> Upscale | Enhance | Vary:
     registry, tiny = services.registry, services.tiny_models
     try:
         if action == "upscale":

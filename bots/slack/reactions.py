@@ -111,7 +111,7 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
             )
             try:
                 image, key = await derive.result_image(services, job, index)
-                spec = derive.derived_spec(services, action, image, key, job.spec)
+                spec = derive.derived_spec(services, action, image, key, job.spec, parent=job.id)
                 await submit(
                     client,
                     services,
@@ -166,7 +166,7 @@ async def on_image_message(
                 )
                 job = await derive.source_job(workspace, job_id, foreign=FOREIGN)
                 image, key = await derive.result_image(services, job, int(index))
-                spec = derive.derived_spec(services, action, image, key, job.spec)
+                spec = derive.derived_spec(services, action, image, key, job.spec, parent=job.id)
             else:
                 image, key = await files.input_image(services, file, client)
                 spec = derive.derived_spec(services, action, image, key)

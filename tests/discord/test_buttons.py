@@ -152,6 +152,7 @@ async def test_u_upscales_and_v_varies_one_image_into_the_thread(stack: Stack) -
     assert loop_id("zoom_2", upscaled, 0) in posted.custom_ids()  # a single image: the editing loop
     assert posted.custom_ids()[-1] == result_id("delete", upscaled, 0)
     assert (await job_row(stack, upscaled))["kind"] == "upscale"
+    assert json.loads((await job_row(stack, upscaled))["spec"])["parent"] == job_id  # recorded as its child
 
     vary = await click_and_wait(emulator, result.id, result_id("vary", job_id, 0))
     await wait_status(emulator, vary.original_message_id, "✅ Done", within=180)

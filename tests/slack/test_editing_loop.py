@@ -77,7 +77,7 @@ async def test_mag_on_a_result_image_and_on_a_members_upload_each_post_one_upsca
     assert (await delivered_row(db, upscaled.job_id))["kind"] == "upscale"
     assert png_size(upscaled.files[0]) == (256, 256)  # the 64² result, 4× larger
     [first] = await upscales(db)
-    assert first["id"] == upscaled.job_id
+    assert first["id"] == upscaled.job_id and json.loads(first["spec"])["parent"] == story.job_id
 
     member = slack_emulator.post_message(
         CHANNEL, "U7", [slack_emulator.add_file(a_png(64, 80), "cat.png", "image/png")]
@@ -87,7 +87,9 @@ async def test_mag_on_a_result_image_and_on_a_members_upload_each_post_one_upsca
     theirs = await imagined(slack_emulator, CHANNEL, thread_ts=member["ts"], after=reacted_at)
     assert (await delivered_row(db, theirs.job_id))["kind"] == "upscale"
     assert png_size(theirs.files[0]) == (256, 320)
-    assert [row["id"] for row in await upscales(db)] == [upscaled.job_id, theirs.job_id]  # one each
+    rows = await upscales(db)
+    assert [row["id"] for row in rows] == [upscaled.job_id, theirs.job_id]  # one each
+    assert json.loads(rows[1]["spec"])["parent"] is None  # a member's upload has no job behind it
     assert slack_emulator.downloads(member["files"][0]["id"])  # read through the Web API's file URL
 
 
