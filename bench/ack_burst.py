@@ -33,6 +33,12 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_s(pid: int) -> float:
+    """User and system CPU seconds the process has used (/proc, clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -62,6 +68,7 @@ async def main(n: int, members: int) -> None:
         try:
             await emulator.wait_until(emulator.bot_ready, 180, "the bot's ready")
             rss_before = rss_mb(bot.pid)
+            cpu_before = cpu_s(bot.pid)
             sent = []
             started = time.monotonic()
             for i in range(n):
@@ -73,13 +80,21 @@ async def main(n: int, members: int) -> None:
             for interaction in sent:
                 await emulator.wait_response(interaction, within=120)
             burst_s = time.monotonic() - started
+            bot_cpu_s = cpu_s(bot.pid) - cpu_before
+            send_s = sent[-1].dispatched_at - sent[0].dispatched_at  # type: ignore[operator]
             acks = [(i.callback_at - i.dispatched_at) * 1000 for i in sent]  # type: ignore[operator]
             rss_after = rss_mb(bot.pid)
         finally:
             bot.terminate()
             await bot.wait()
             await emulator.close()
-    print(f"{n} /imagine from {members} members of one server, sent back to back in {burst_s:.1f} s")
+    print(
+        f"{n} /imagine from {members} members of one server, sent back to back in {send_s * 1000:.0f} ms; "
+        f"the last acknowledged {burst_s * 1000:.0f} ms after the first was sent"
+    )
+    # The last interaction waits for the bot's work on all before it: p99 follows the bot's CPU per interaction
+    # (admission included where it runs meanwhile), not the deferral's own round trip.
+    print(f"bot CPU over the burst: {bot_cpu_s:.2f} s, {bot_cpu_s / n * 1000:.2f} ms per interaction")
     print("| acknowledged | p50 ms | p95 ms | p99 ms | max ms | within 3 s | bot RSS MB (before → after) |")
     print("|---|---|---|---|---|---|---|")
     within = sum(a < 3000 for a in acks)

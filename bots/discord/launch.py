@@ -51,7 +51,7 @@ THREAD_ARCHIVE_MINUTES = 1440
 async def defer_status(interaction: discord.Interaction[AtelierBot]) -> int:
     """Acknowledge within Discord's 3 s with a public "thinking…" message; return that message's id. For a
     member in private mode (`/settings`) the message is ephemeral, and so is everything the job posts."""
-    if await private_mode(interaction):
+    if private_mode(interaction):
         interaction.extras["private"] = True
         callback = await interaction.response.defer(thinking=True, ephemeral=True)
         if callback is not None and callback.message_id is not None:
@@ -60,18 +60,15 @@ async def defer_status(interaction: discord.Interaction[AtelierBot]) -> int:
     return await interaction.client.acks.defer_thinking(interaction)
 
 
-async def private_mode(interaction: discord.Interaction) -> bool:
-    """Whether the member asked for private results in this server (`storage.settings`), from the bot's
-    short-lived copy when it has one (`settings.PrivateModes`: this runs before the 3 s acknowledgement)."""
-    if interaction.guild_id is None:
-        return False
+def private_mode(interaction: discord.Interaction) -> bool:
+    """Whether the member asked for private results in this server, from the bot's copy (`settings.PrivateModes`:
+    this runs before the 3 s acknowledgement, which waits for no database)."""
     modes = getattr(interaction.client, "private_modes", None)
-    if modes is not None:
-        return await modes.get(interaction.guild_id, interaction.user.id)
-    from storage.settings import settings_for
-
-    settings = await settings_for("discord", str(interaction.guild_id), str(interaction.user.id))
-    return settings is not None and settings.private
+    return (
+        interaction.guild_id is not None
+        and modes is not None
+        and modes.is_private(interaction.guild_id, interaction.user.id)
+    )
 
 
 class Refused(Exception):
@@ -86,6 +83,10 @@ async def start_job(
     interaction: discord.Interaction[AtelierBot], message_id: int, spec: Spec, *, title: str
 ) -> None:
     """Record and enqueue `spec` on the image queue; `title` heads its status message and names its thread."""
+    await start(interaction, message_id, _submitter(interaction, spec), title=title)
+
+
+def _submitter(interaction: discord.Interaction[AtelierBot], spec: Spec) -> Submit:
     bot = interaction.client
 
     async def submit(tenant: Tenant, user: User, request_id: str, reply_target: ReplyTarget) -> Enqueued:
@@ -100,22 +101,23 @@ async def start_job(
             tiers=bot.config.tiers,
         )
 
-    await start(interaction, message_id, submit, title=title)
+    return submit
 
 
 async def defer_then_start(
     interaction: discord.Interaction[AtelierBot], make_spec: Callable[[], Awaitable[Spec]], *, title: str
 ) -> None:
-    """For a request whose spec needs slow work (downloading attachments, reading the server's LoRAs): defer
-    first, then build it; a ValueError from `make_spec` withdraws the deferral with its text, else the job
-    starts."""
+    """For a request whose spec needs slow work (downloading attachments, reading the server's LoRAs or the
+    member's defaults): defer first, then build it; a ValueError from `make_spec` withdraws the deferral with its
+    text, else the job starts. Building it is admission work: it waits its turn with the rest (`admissions`)."""
     message_id = await defer_status(interaction)
-    try:
-        spec = await make_spec()
-    except ValueError as exc:
-        await withdraw(interaction, str(exc))
-        return
-    await start_job(interaction, message_id, spec, title=title)
+    async with interaction.client.admissions:
+        try:
+            spec = await make_spec()
+        except ValueError as exc:
+            await withdraw(interaction, str(exc))
+            return
+        await _admit(interaction, message_id, _submitter(interaction, spec), title=title)
 
 
 async def start(
