@@ -77,6 +77,22 @@ def _add_generation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("out"), help="folder for the images (default: out)")
 
 
+def generation_kwargs(
+    args: argparse.Namespace, settings: Settings, *, sized: bool = True
+) -> dict[str, object]:
+    """What `_add_generation_options` read, as the `jobs.specs` builders take it (without `size` and `aspect`
+    where the input image sets the size), with a fresh random seed for a request that names none."""
+    import secrets
+
+    chosen = ("negative", "model", "steps", "guidance", "seed", "count") + (
+        ("size", "aspect") if sized else ()
+    )
+    return {name: getattr(args, name) for name in chosen} | {
+        "tiny": settings.tiny_models,
+        "random_seed": secrets.randbelow(2**32),
+    }
+
+
 def _add_tenant_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tenant",

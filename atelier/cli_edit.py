@@ -11,7 +11,7 @@ import argparse
 import secrets
 from pathlib import Path
 
-from atelier.cli import UsageError
+from atelier.cli import UsageError, generation_kwargs
 from atelier.cli_imagine import read_image_file
 from atelier.jobrun import run_and_wait
 from atelier.settings import Settings
@@ -132,15 +132,8 @@ async def _inpaint(settings: Settings, args: argparse.Namespace) -> int:
             image=image,
             mask=mask,
             prompt=args.prompt,
-            negative=args.negative,
             extend=None if args.extend is None else parse_extend(args.extend),
-            model=args.model,
-            steps=args.steps,
-            guidance=args.guidance,
-            seed=args.seed,
-            count=args.count,
-            tiny=settings.tiny_models,
-            random_seed=secrets.randbelow(2**32),
+            **generation_kwargs(args, settings, sized=False),
         )
     except ValueError as exc:
         raise UsageError(exc) from None
@@ -168,15 +161,8 @@ async def _vary(settings: Settings, args: argparse.Namespace) -> int:
             Registry.load(settings.models_file),
             image=image,
             prompt=args.prompt,
-            negative=args.negative,
             strength=args.strength,
-            model=args.model,
-            steps=args.steps,
-            guidance=args.guidance,
-            seed=args.seed,
-            count=args.count,
-            tiny=settings.tiny_models,
-            random_seed=secrets.randbelow(2**32),
+            **generation_kwargs(args, settings, sized=False),
         )
     except ValueError as exc:
         raise UsageError(exc) from None

@@ -6,10 +6,9 @@ status 2 and one line, and nothing is stored, queued or charged."""
 from __future__ import annotations
 
 import argparse
-import secrets
 from pathlib import Path
 
-from atelier.cli import UsageError, _add_generation_options, _add_tenant_options
+from atelier.cli import UsageError, _add_generation_options, _add_tenant_options, generation_kwargs
 from atelier.cli_imagine import read_image_file
 from atelier.jobrun import run_and_wait
 from atelier.settings import Settings
@@ -130,16 +129,7 @@ async def _run(settings: Settings, args: argparse.Namespace, **guidance) -> int:
         tenant = parse_tenant_ref(args.tenant)
         spec = guided_spec(
             Registry.load(settings.models_file),
-            negative=args.negative,
-            model=args.model,
-            size=args.size,
-            aspect=args.aspect,
-            steps=args.steps,
-            guidance=args.guidance,
-            seed=args.seed,
-            count=args.count,
-            tiny=settings.tiny_models,
-            random_seed=secrets.randbelow(2**32),
+            **generation_kwargs(args, settings),
             **guidance,
         )
     except ValueError as exc:

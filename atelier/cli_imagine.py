@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import argparse
-import secrets
 from pathlib import Path
 
-from atelier.cli import UsageError, _add_generation_options, _add_tenant_options
+from atelier.cli import UsageError, _add_generation_options, _add_tenant_options, generation_kwargs
 from atelier.jobrun import run_and_wait
 from atelier.settings import Settings
 
@@ -83,16 +82,7 @@ async def _imagine(settings: Settings, args: argparse.Namespace) -> int:
         spec = imagine_spec(
             Registry.load(settings.models_file),
             prompt=args.prompt,
-            negative=args.negative,
-            model=args.model,
-            size=args.size,
-            aspect=args.aspect,
-            steps=args.steps,
-            guidance=args.guidance,
-            seed=args.seed,
-            count=args.count,
-            tiny=settings.tiny_models,
-            random_seed=secrets.randbelow(2**32),
+            **generation_kwargs(args, settings),
             enhance_faces=getattr(args, "enhance_faces", False),
             style=getattr(args, "style", None),  # `atelier demo` has none of these
             tile=getattr(args, "tile", False),
