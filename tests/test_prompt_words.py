@@ -7,7 +7,7 @@ import shlex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bots.commands import _words, parse_prompt
+from bots.commands import parse_prompt, prompt_words
 
 # Quotes, backslashes, the four characters shlex splits on and whitespace it does not (no-break, ideographic).
 PIECES = st.sampled_from(
@@ -26,7 +26,7 @@ def shlex_words(text: str) -> list[str] | str:
 @given(st.lists(PIECES, max_size=14).map("".join))
 def test_prompt_words_are_shlex_words(text: str) -> None:
     try:
-        words: list[str] | str = _words(text)
+        words: list[str] | str = prompt_words(text)
     except ValueError:
         words = "unreadable"
     assert words == shlex_words(text)

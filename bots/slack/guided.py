@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import shlex
 
 from PIL import Image
 from slack_bolt.async_app import AsyncApp
@@ -18,7 +19,7 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.commands import CommandError, merge_options, parse_prompt
+from bots.commands import CommandError, merge_options, parse_prompt, prompt_words
 from bots.slack import answers, files
 from bots.slack.services import SlackServices
 from bots.slack.submit import submit, submit_command
@@ -37,14 +38,18 @@ _PLACEHOLDER = Image.new("RGB", (64, 64))  # stands in for an image not download
 
 
 def wants_guidance(text: str) -> bool:
-    words = [word.lower() for word in text.split()]
+    try:
+        words = [word.lower() for word in prompt_words(text)]
+    except ValueError:  # unreadable (an open quote): parse_prompt says so on the plain path
+        return False
     return any(flag in words for flag in GUIDANCE_FLAGS)
 
 
 def split_links(text: str) -> tuple[str, dict[str, list[str]]]:
-    """The text without the link flags, and the links each one gave."""
+    """The text without the link flags, and the links each one gave. Words are read as `parse_prompt` reads them
+    and written back quoted, so what remains parses to the same words (a quoted phrase, a `\u2028`)."""
     links: dict[str, list[str]] = {flag: [] for flag in LINK_FLAGS}
-    words = text.split()
+    words = prompt_words(text)
     kept: list[str] = []
     i = 0
     while i < len(words):
@@ -57,7 +62,7 @@ def split_links(text: str) -> tuple[str, dict[str, list[str]]]:
             continue
         kept.append(words[i])
         i += 1
-    return " ".join(kept), links
+    return shlex.join(kept), links
 
 
 async def _image(services: SlackServices, client: AsyncWebClient, link: str):
