@@ -117,6 +117,9 @@ async def defer_then_start(
         except ValueError as exc:
             await withdraw(interaction, str(exc))
             return
+        except Exception:  # e.g. the member's defaults unread: the database is away
+            await _not_started(interaction)
+            return
         await _admit(interaction, message_id, _submitter(interaction, spec), title=title)
 
 
@@ -133,7 +136,6 @@ async def _admit(
     interaction: discord.Interaction[AtelierBot], message_id: int, submit: Submit, *, title: str
 ) -> None:
     request_id = f"discord:interaction:{interaction.id}"
-    job_id = job_id_for(request_id)
     try:
         guild = interaction.guild
         tenant = await get_or_create_tenant("discord", str(interaction.guild_id), guild.name if guild else "")
@@ -166,16 +168,23 @@ async def _admit(
             await _open_thread(interaction, message_id, title)
         await _show_queued(interaction, message_id, title, queued)
     except Exception:
-        if outage := await outage_message(interaction.client.config.redis):
-            log.warning("discord: interaction %s refused during an outage: %s", interaction.id, outage)
-            await withdraw(interaction, outage)
-            return
-        outcome(interaction, "error")
-        log.exception("discord: interaction %s (job %s) could not be started", interaction.id, job_id)
-        with counted_post("discord"):
-            await interaction.edit_original_response(
-                content=f"❌ Something went wrong on our side. Reference: {job_id}", view=None
-            )
+        await _not_started(interaction)
+
+
+async def _not_started(interaction: discord.Interaction[AtelierBot]) -> None:
+    """After the deferral, starting failed on our side: say so in place of the "thinking…" message (called from
+    an `except` block; an outage of the database or Redis gets its own words, see `bots.outage`)."""
+    job_id = job_id_for(f"discord:interaction:{interaction.id}")
+    if outage := await outage_message(interaction.client.config.redis):
+        log.warning("discord: interaction %s refused during an outage: %s", interaction.id, outage)
+        await withdraw(interaction, outage)
+        return
+    outcome(interaction, "error")
+    log.exception("discord: interaction %s (job %s) could not be started", interaction.id, job_id)
+    with counted_post("discord"):
+        await interaction.edit_original_response(
+            content=f"❌ Something went wrong on our side. Reference: {job_id}", view=None
+        )
 
 
 async def refuse(interaction: discord.Interaction, message: str) -> None:
