@@ -5,7 +5,12 @@ seconds, images) is in the usage ledger (quotas.ledger: `atelier admin usage TEN
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:  # torch-free at run time: front-ends import this module
+    from engine.gpu_stats import GpuReading
 
 JOBS = Counter("atelier_jobs_total", "Jobs finished, by kind, model and status.", ["kind", "model", "status"])
 IMAGES = Counter("atelier_images_total", "Images generated, by model and status.", ["model", "status"])
@@ -40,3 +45,33 @@ MODEL_LOAD_SECONDS = Gauge("atelier_model_load_seconds", "Seconds spent loading 
 MODEL_CACHE_EVICTIONS = Gauge(
     "atelier_model_cache_evictions", "Pipelines evicted from the GPU to make room since the worker started."
 )
+
+# GPU (engine.gpu_stats): set by each worker on CUDA every few seconds; absent, not 0, where nothing was read.
+GPU_MEMORY_USED = Gauge(
+    "atelier_gpu_memory_used_bytes",
+    "GPU memory in use (NVML: by every process on the GPU; else torch's device-wide figure), by device index.",
+    ["gpu"],
+)
+GPU_MEMORY_TOTAL = Gauge("atelier_gpu_memory_total_bytes", "GPU memory in all, by device index.", ["gpu"])
+GPU_UTILIZATION = Gauge(
+    "atelier_gpu_utilization_ratio",
+    "Share of the last sample period a kernel ran on the GPU (0-1), by device index; NVML only.",
+    ["gpu"],
+)
+WEBHOOK_DELIVERIES = Counter(
+    "atelier_webhook_deliveries_total",
+    "Webhook attempts by outcome: delivered (a 2xx), failed (to be tried again), given_up (no more attempts).",
+    ["outcome"],
+)
+WEBHOOK_OUTCOMES = ("delivered", "failed", "given_up")
+
+
+def export_gpu(reading: GpuReading | None) -> None:
+    """Set the GPU gauges from `reading`; None leaves them without series (a CPU worker exports none)."""
+    if reading is None:
+        return
+    gpu = str(reading.index)
+    GPU_MEMORY_USED.labels(gpu).set(reading.memory_used_bytes)
+    GPU_MEMORY_TOTAL.labels(gpu).set(reading.memory_total_bytes)
+    if reading.utilization is not None:
+        GPU_UTILIZATION.labels(gpu).set(reading.utilization)

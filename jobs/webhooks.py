@@ -18,7 +18,8 @@ row claimed until `claim_s` passes, and then any sweeper takes it again. A 2xx a
 (an error, a timeout, a redirect, which is never followed, an address the outbound rules refuse) schedules the
 next attempt after a pause that doubles from `retry_s` up to `max_pause_s` (each ±20 % jitter, so receivers that
 failed together are not retried together), until `give_up_s` after the row was written: then `given_up_at` is
-set. The last status and error stay on the row for operators.
+set. The last status and error stay on the row for operators, and each attempt's outcome is counted in
+`atelier_webhook_deliveries_total` (delivered, failed, given_up).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 from tortoise.exceptions import IntegrityError
 
+from jobs import metrics
 from jobs.outbound import (
     CheckedResolver,
     OutboundRefused,
@@ -227,6 +229,8 @@ class Sweeper:
                 await task
 
     async def run(self) -> None:
+        for outcome in metrics.WEBHOOK_OUTCOMES:  # at 0 from the start, so rate() sees the first of each
+            metrics.WEBHOOK_DELIVERIES.labels(outcome)
         connector = aiohttp.TCPConnector(resolver=CheckedResolver(self.rules), limit=self.policy.concurrency)
         timeout = aiohttp.ClientTimeout(total=self.policy.timeout_s)
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
@@ -322,9 +326,11 @@ async def _finish(
     does not overwrite a later attempt; a delivery is recorded whichever attempt made it)."""
     now = datetime.now(UTC)
     if outcome.delivered:
-        await WebhookDelivery.filter(id=row_id, delivered_at=None).update(
+        delivered = await WebhookDelivery.filter(id=row_id, delivered_at=None).update(
             delivered_at=now, last_status=outcome.status, last_error=None
         )
+        if delivered:
+            metrics.WEBHOOK_DELIVERIES.labels("delivered").inc()
         return
     changes: dict = {"last_status": outcome.status, "last_error": outcome.error}
     if give_up:
@@ -332,5 +338,7 @@ async def _finish(
     else:
         changes["next_attempt_at"] = next_at
     updated = await WebhookDelivery.filter(id=row_id, attempts=attempt, delivered_at=None).update(**changes)
+    if updated:
+        metrics.WEBHOOK_DELIVERIES.labels("given_up" if give_up else "failed").inc()
     if updated and give_up:
         log.warning("webhook %s given up after %d attempts: %s", row_id, attempt, outcome.error)

@@ -33,7 +33,8 @@ from arq.constants import in_progress_key_prefix
 from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
-from jobs import describe, edit, enhance, functions, guided, heartbeat, lifecycle, routing, training
+from engine import gpu_stats
+from jobs import describe, edit, enhance, functions, guided, heartbeat, lifecycle, metrics, routing, training
 from jobs.services import WorkerServices
 from jobs.tenant_loras import fetching_tenant_loras
 
@@ -129,13 +130,16 @@ def create_worker(
             beat["task"] = asyncio.create_task(
                 heartbeat.beat(services.redis, queue_name, worker_id, advert, worker.advert_changed)
             )
+            device = getattr(services.engine, "device", None)
+            if device is not None and _export_gpu(device):
+                beat["gpu"] = asyncio.create_task(_export_gpu_every(device, heartbeat.HEARTBEAT_EVERY_S))
 
     async def on_shutdown(ctx: dict) -> None:
-        task = beat.pop("task", None)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (beat.pop("task", None), beat.pop("gpu", None)):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await services.redis.delete(heartbeat.heartbeat_key(queue_name, worker_id))
         await services.batcher.aclose()
 
@@ -184,6 +188,21 @@ def _engine_resident(services: WorkerServices) -> list[str]:
 def _lora_names(services: WorkerServices) -> list[str]:
     loras = getattr(services.engine, "loras", None)
     return [] if loras is None else loras.names()
+
+
+def _export_gpu(device: Any) -> bool:
+    """Set the GPU gauges from a reading of `device` now; False (and nothing exported) where there is none to
+    read: a CPU worker, or CUDA not available."""
+    reading = gpu_stats.read(device)
+    metrics.export_gpu(reading)
+    return reading is not None
+
+
+async def _export_gpu_every(device: Any, every_s: float) -> None:
+    """The GPU gauges, read again every `every_s` (NVML calls take microseconds: on the event loop)."""
+    while True:
+        await asyncio.sleep(every_s)
+        _export_gpu(device)
 
 
 def _gpu_free_bytes(services: WorkerServices) -> int | None:

@@ -8,6 +8,7 @@ import json
 import time
 
 import pytest
+from prometheus_client import REGISTRY
 
 from jobs import webhooks
 from jobs.outbound import OutboundRefused, OutboundRules, check_url
@@ -25,6 +26,11 @@ async def row_where(row_id: str, predicate) -> WebhookDelivery:
         return row if predicate(row) else None
 
     return await until(check, what=f"delivery {row_id}")
+
+
+def deliveries(outcome: str) -> float:
+    """atelier_webhook_deliveries_total{outcome} in this process (the sweepers run here)."""
+    return REGISTRY.get_sample_value("atelier_webhook_deliveries_total", {"outcome": outcome}) or 0.0
 
 
 def test_signature_verifies_only_the_signed_body_with_the_secret_within_tolerance() -> None:
@@ -106,10 +112,13 @@ async def test_a_failing_receiver_gets_the_delivery_again_with_the_same_id(
         url=receiver.url(),
         payload={"id": "jretry"},
     )
+    before = {outcome: deliveries(outcome) for outcome in webhooks.metrics.WEBHOOK_OUTCOMES}
     async with Sweeper(ALLOW_LOOPBACK, FAST).running():
         done = await row_where(row.id, lambda r: r.delivered_at is not None)
     got = receiver.received
     assert len(got) == 3
+    counted = {outcome: deliveries(outcome) - before[outcome] for outcome in before}
+    assert counted == {"delivered": 1, "failed": 2, "given_up": 0}
     assert {r.webhook_id for r in got} == {row.id}
     assert all(r.signed for r in got)
     assert [r.body["data"] for r in got] == [{"id": "jretry"}] * 3
@@ -183,10 +192,13 @@ async def test_attempts_stop_when_the_give_up_time_has_passed(no_deliveries, api
         api_key_id=key.id, subject="jgone", event="job.succeeded", url=receiver.url(), payload={}
     )
     policy = RetryPolicy(retry_s=0.1, give_up_s=1.0, poll_s=0.1)
+    given_up, failed = deliveries("given_up"), deliveries("failed")
     async with Sweeper(ALLOW_LOOPBACK, policy).running():
         gone = await row_where(row.id, lambda r: r.given_up_at is not None)
     assert gone.delivered_at is None and gone.last_status == 503
     assert gone.attempts == len(receiver.received) >= 3
+    assert deliveries("given_up") - given_up == 1
+    assert deliveries("failed") - failed == gone.attempts - 1
     # the last attempt was made at the give-up time, not before it and not after
     assert (gone.given_up_at - gone.created_at).total_seconds() == pytest.approx(1.0, abs=0.5)
     assert json.loads(json.dumps(gone.payload)) == {}
