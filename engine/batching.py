@@ -1,8 +1,9 @@
 """Several text-to-image requests in one pipeline call, each image as it would be alone.
 
-Requests may share a call when their `batch_key`s are equal: same preset, size, steps, guidance and LoRAs, and
-all with or all without a negative prompt (SDXL encodes an absent negative prompt as zeros but an empty one as
-text, so mixing them would change images). Every image keeps its own generator seeded `seed + i`; a batched
+Requests may share a call when their `batch_key`s are equal: same preset, size, steps, guidance, LoRAs and
+hires fix (the same first-pass size, or none), and all with or all without a negative prompt (SDXL encodes an
+absent negative prompt as zeros but an empty one as text, so mixing them would change images). With the hires
+fix, the batch's first pass runs at the first size and its second pass (`engine.hires`) as one call too. Every image keeps its own generator seeded `seed + i`; a batched
 image differs from the lone one only by the rounding of batched matrix products.
 
 A member whose progress callback raises (that is how a job is cancelled) is dropped: what it raised becomes its
@@ -21,11 +22,9 @@ import torch
 from PIL import Image
 
 from engine.generate import ProgressFn, TextToImage
+from engine.hires import FLUX_MAX_SEQUENCE_LENGTH, refine
 from engine.preview import first_preview
 from engine.registry import Preset
-
-FLUX_MAX_SEQUENCE_LENGTH = 256
-"""T5 tokens of prompt Flux reads; FLUX.1-schnell was trained with at most 256."""
 
 ACTIVATION_BYTES_PER_PIXEL = 2560
 """Peak denoising memory per image and image pixel at 16-bit (2.5 GiB for a 1024x1024 SDXL image with
@@ -48,6 +47,7 @@ def batch_key(preset: Preset, request: TextToImage) -> Hashable:
         request.loras,
         bool(request.negative),
         request.tile,
+        request.hires,
     )
 
 
@@ -97,12 +97,13 @@ def generate(
         for request in requests
         for index in range(request.count)
     ]
-    reporter = _StepReporter(preset, requests, progress, preview_every)
+    size = (first.width, first.height) if first.hires is None else (first.hires.width, first.hires.height)
+    reporter = _StepReporter(preset, requests, progress, preview_every, size)
     try:
         result = pipeline(
             prompt=prompt,
-            width=first.width,
-            height=first.height,
+            width=size[0],
+            height=size[1],
             num_inference_steps=first.steps,
             guidance_scale=first.guidance,
             num_images_per_prompt=per_prompt,
@@ -114,10 +115,64 @@ def generate(
     except _EveryMemberStopped:
         return list(reporter.errors)  # type: ignore[arg-type]  # every entry is set
     images = list(result.images)
+    if first.hires is not None:
+        images = _second_pass(pipeline, preset, requests, progress, preview_every, reporter.errors, images)
     results: list[MemberResult] = []
     for request, offset, error in zip(requests, reporter.offsets, reporter.errors, strict=True):
         results.append(error if error is not None else images[offset : offset + request.count])
     return results
+
+
+def _second_pass(
+    pipeline: diffusers.DiffusionPipeline,
+    preset: Preset,
+    requests: Sequence[TextToImage],
+    progress: Sequence[ProgressFn | None],
+    preview_every: int,
+    errors: list[BaseException | None],
+    images: list[Image.Image],
+) -> list[Image.Image]:
+    """The hires fix's second pass over the first pass's `images`, as one call for the members still wanted;
+    a member's progress (and what it raises) goes on from the first pass. Returns every member's images in
+    the same places (a dropped member's are left as they were: they are never given out)."""
+    first = requests[0]
+    assert first.hires is not None
+    live = [member for member, error in enumerate(errors) if error is None]
+    offsets = [sum(r.count for r in requests[:member]) for member in range(len(requests))]
+    chosen = [offsets[m] + index for m in live for index in range(requests[m].count)]
+    reporter = _StepReporter(
+        preset,
+        [requests[m] for m in live],
+        [progress[m] for m in live],
+        preview_every,
+        (first.width, first.height),
+    )
+    try:
+        refined = refine(
+            pipeline,
+            preset,
+            [images[i] for i in chosen],
+            size=(first.width, first.height),
+            strength=first.hires.strength,
+            prompts=[requests[m].prompt for m in live for _ in range(requests[m].count)],
+            negatives=[requests[m].negative for m in live for _ in range(requests[m].count)]
+            if first.negative
+            else None,
+            seeds=[requests[m].seed + index for m in live for index in range(requests[m].count)],
+            steps=first.steps,
+            guidance=first.guidance,
+            callback=reporter if any(progress[m] is not None for m in live) else None,
+        )
+    except _EveryMemberStopped:
+        refined = []
+    for member, error in zip(live, reporter.errors, strict=True):
+        errors[member] = error
+    if not refined:
+        return images
+    images = list(images)
+    for place, image in zip(chosen, refined, strict=True):
+        images[place] = image
+    return images
 
 
 def _family_arguments(preset: Preset, negative: str | list[str] | None) -> dict[str, Any]:
@@ -131,7 +186,9 @@ class _EveryMemberStopped(Exception):
 
 
 class _StepReporter:
-    """The `callback_on_step_end` that gives each member `progress(step, total, preview)` of its first image."""
+    """The `callback_on_step_end` that gives each member `progress(step, total, preview)` of its first image,
+    `total` being the steps this call runs (fewer than asked in a hires fix's second pass) and the preview
+    drawn at `size`, the size this call generates."""
 
     def __init__(
         self,
@@ -139,19 +196,20 @@ class _StepReporter:
         requests: Sequence[TextToImage],
         progress: Sequence[ProgressFn | None],
         preview_every: int,
+        size: tuple[int, int],
     ) -> None:
         self.preset = preset
         self.requests = requests
         self.progress = progress
         self.preview_every = preview_every
+        self.size = size
         self.offsets = [sum(r.count for r in requests[:index]) for index in range(len(requests))]
         self.errors: list[BaseException | None] = [None] * len(requests)
 
     def __call__(
         self, pipeline: diffusers.DiffusionPipeline, index: int, timestep: Any, tensors: dict[str, Any]
     ) -> dict[str, Any]:
-        first = self.requests[0]
-        step, total = index + 1, first.steps
+        step, total = index + 1, pipeline.num_timesteps
         due = bool(self.preview_every) and (step % self.preview_every == 0 or step == total)
         for member, report in enumerate(self.progress):
             if report is None or self.errors[member] is not None:
@@ -162,8 +220,8 @@ class _StepReporter:
                 preview = first_preview(
                     self.preset.family,
                     tensors["latents"][offset : offset + 1],
-                    height=first.height,
-                    width=first.width,
+                    height=self.size[1],
+                    width=self.size[0],
                     vae_scale_factor=pipeline.vae_scale_factor,
                 )
             try:

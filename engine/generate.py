@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 MAX_SEED = 2**63 - 1
 """Largest seed accepted (image i uses seed + i): every seed fits a signed 64-bit database column."""
 
+DEFAULT_HIRES_STRENGTH = 0.5
+"""How far the hires fix's second pass re-denoises the upscaled first pass (half its steps run)."""
+
 ProgressFn = Callable[[int, int, "Image.Image | None"], None]
 """Called after each denoising step with (step counted from 1, total steps, a cheap preview or None).
 
@@ -27,10 +30,21 @@ It may raise to cancel the generation: the exception propagates out of `Engine.t
 
 
 @dataclass(frozen=True)
+class Hires:
+    """Hires fix: the first pass at `width`x`height`, then its pixels upscaled to the request's size and
+    denoised again from `strength` in an image-to-image pass (`engine.hires`)."""
+
+    width: int
+    height: int
+    strength: float = DEFAULT_HIRES_STRENGTH
+
+
+@dataclass(frozen=True)
 class TextToImage:
     """One text-to-image request. Image i is drawn with its own generator seeded `seed + i`, so a seed gives
     the same image alone or anywhere in a batch. `loras`: (name, weight) pairs applied for this request only;
-    `tile`: the image tiles seamlessly."""
+    `tile`: the image tiles seamlessly; `hires`: made through the hires fix, the first pass smaller (its
+    progress reported first, then the second pass's)."""
 
     prompt: str
     negative: str
@@ -42,6 +56,7 @@ class TextToImage:
     count: int
     loras: LoraWeights = ()
     tile: bool = False  # seamless tiling: circular padding in the denoiser and VAE (engine.seamless)
+    hires: Hires | None = None
 
     @classmethod
     def for_preset(
@@ -87,7 +102,16 @@ def check_request(preset: Preset, request: TextToImage) -> None:
     if not 0 <= request.seed <= MAX_SEED - request.count:
         raise ValueError(f"seed must be between 0 and {MAX_SEED - request.count} (got {request.seed})")
     check_loras(request.loras)
+    if request.hires is not None:
+        check_hires_pass(preset, request.hires, steps=request.steps, count=request.count)
     if request.tile and preset.family == "flux":
         raise ValueError(
             f"{preset.name} can't tile seamlessly (its denoiser has no convolutions): remove --tile"
         )
+
+
+def check_hires_pass(preset: Preset, hires: Hires, *, steps: int, count: int) -> None:
+    """Raise ValueError when the hires fix's first pass does not fit `preset` or its strength is out of range."""
+    preset.check(width=hires.width, height=hires.height, steps=steps, count=count)
+    if not 0 < hires.strength <= 1:
+        raise ValueError(f"hires strength must be above 0, at most 1 (got {hires.strength:g})")

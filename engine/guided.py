@@ -19,7 +19,6 @@ import diffusers
 import numpy as np
 import torch
 from diffusers import (
-    AutoPipelineForImage2Image,
     ControlNetModel,
     StableDiffusionControlNetPipeline,
     StableDiffusionPipeline,
@@ -32,6 +31,7 @@ from safetensors import safe_open
 from engine.cache import PipelineCache
 from engine.generate import ProgressFn
 from engine.guided_requests import CANNY_THRESHOLDS, GuidedRequest, Reference, check_guided
+from engine.hires import refine
 from engine.preview import first_preview
 from engine.registry import Preset
 from engine.tiny_guided import ensure_built
@@ -132,27 +132,25 @@ def _hires_pass(
     progress: ProgressFn | None,
     preview_every: int,
 ) -> None:
-    """Upscale the first pass's pixels to the final size and denoise them again, image by image (each with its
-    own seed)."""
+    """Upscale the first pass's pixels to the final size and denoise them again (`engine.hires`), each image
+    with its own seed."""
     assert request.hires is not None
     base = request.base
     size = (base.width, base.height)
-    pipeline = AutoPipelineForImage2Image.from_pipe(plain)
-    pipeline.set_progress_bar_config(disable=True)
     observer = _Observer(preset.family, size, progress, preview_every, watch_image=False)
-    upscaled = [image.resize(size, Image.Resampling.LANCZOS) for image in made.images]
-    result = pipeline(
-        prompt=[base.prompt] * len(upscaled),
-        negative_prompt=[base.negative] * len(upscaled) if base.negative else None,
-        image=upscaled,
+    made.images = refine(
+        plain,
+        preset,
+        made.images,
+        size=size,
         strength=request.hires.strength,
-        num_inference_steps=base.steps,
-        guidance_scale=base.guidance,
-        generator=_generators(base.seed, base.count),
-        callback_on_step_end=observer,
-        output_type="pil",
+        prompts=[base.prompt] * len(made.images),
+        negatives=[base.negative] * len(made.images) if base.negative else None,
+        seeds=[base.seed + index for index in range(base.count)],
+        steps=base.steps,
+        guidance=base.guidance,
+        callback=observer,
     )
-    made.images = list(result.images)
     made.passes.append((*size, observer.steps))
 
 

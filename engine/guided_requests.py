@@ -7,8 +7,9 @@ Decisions, written down here because users see them:
   model can be built offline from transformers alone), so it needs the pose image itself (`given`).
 - Hires fix: the first pass runs at the first size (the model's native size, or the size asked for), the
   pixels are upscaled with Lanczos to the final size, and a second image-to-image pass at `strength`
-  re-denoises them. A request larger than the model's native area gets it by default (`hires_plan`). The
-  ControlNet and the references guide the first pass, which sets the composition; the second pass only refines.
+  re-denoises them. A request larger than the model's native resolution at its aspect ratio gets it by
+  default, plain `/imagine` too (`hires_plan`); `--hires 1` turns it off. The ControlNet and the references
+  guide the first pass, which sets the composition; the second pass only refines.
 - References: one IP-Adapter per family; every reference image is one image prompt of the adapter, at its
   own weight (diffusers' per-adapter scale applies to all; the weights are averaged by image embedding).
 """
@@ -20,7 +21,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from engine.generate import TextToImage, check_request
+from engine.generate import Hires, TextToImage, check_hires_pass, check_request
+from engine.registry import MIN_SIDE
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -36,9 +38,8 @@ DEFAULT_REFERENCE_WEIGHT = 1.0
 MIN_BLEND_IMAGES = 2
 MAX_BLEND_IMAGES = 5
 MAX_REFERENCES = 5
-MIN_HIRES = 1.0  # exclusive
+HIRES_OFF = 1.0  # `--hires 1`: no hires fix, generate directly at the size asked for
 MAX_HIRES = 2.0
-DEFAULT_HIRES_STRENGTH = 0.5
 CANNY_THRESHOLDS = (100, 200)
 
 ReferenceRole = Literal["style", "content", "blend"]
@@ -61,15 +62,6 @@ class Reference:
     image: Image.Image
     role: ReferenceRole
     weight: float = DEFAULT_REFERENCE_WEIGHT
-
-
-@dataclass(frozen=True)
-class Hires:
-    """Hires fix: the first pass at `width`x`height`, the second at the request's size."""
-
-    width: int
-    height: int
-    strength: float = DEFAULT_HIRES_STRENGTH
 
 
 @dataclass(frozen=True)
@@ -135,22 +127,35 @@ def adapter_for(registry: Registry, model: Preset) -> Preset:
     return found[0]
 
 
+def native_size(model: Preset, width: float, height: float) -> tuple[int, int]:
+    """The model's native resolution at the aspect ratio `width`:`height`: its default pixel count, each side a
+    multiple of its step (8, or 16 for Flux), scaled up where needed so the short side is at least the minimum
+    (so on a model whose native side is the minimum, a long image is natively longer)."""
+    area = model.default_width * model.default_height
+    high = math.sqrt(area * height / width)
+    wide = high * width / height
+    scale = max(1.0, MIN_SIDE / min(wide, high))
+    step = model.multiple_of
+    return round(wide * scale / step) * step, round(high * scale / step) * step
+
+
 def hires_plan(model: Preset, width: int, height: int, scale: float | None) -> tuple[int, int, Hires | None]:
     """The final size and the hires pass for a request of `width`x`height`.
 
-    With `scale`, the first pass runs at the size asked for and the result is `scale` times larger. Without
-    it, a size above the model's native area gets hires fix by default: the first pass at the native area with
-    the same aspect ratio, the second at the size asked for. Sides are rounded to the model's multiple."""
+    With `scale` above 1, the first pass runs at the size asked for and the result is `scale` times larger;
+    `scale` 1 (`HIRES_OFF`) generates directly at the size asked for. Without it, hires fix is the default for a
+    size above the model's native resolution at that aspect ratio (more pixels than `native_size`): the first
+    pass at the native size, the second at the size asked for. Sides are rounded to the model's multiple."""
     step = model.multiple_of
     if scale is not None:
         check_hires(scale)
+        if scale == HIRES_OFF:
+            return width, height, None
         final = (_round(width * scale, step), _round(height * scale, step))
         return *final, Hires(width, height)
-    native = model.default_width * model.default_height
-    if width * height <= native:
+    first = native_size(model, width, height)
+    if width * height <= first[0] * first[1]:
         return width, height, None
-    shrink = math.sqrt(native / (width * height))
-    first = (max(step, _round(width * shrink, step)), max(step, _round(height * shrink, step)))
     return width, height, Hires(*first)
 
 
@@ -165,8 +170,10 @@ def check_weight(what: str, weight: float, maximum: float) -> None:
 
 
 def check_hires(scale: float) -> None:
-    if not (math.isfinite(scale) and MIN_HIRES < scale <= MAX_HIRES):
-        raise ValueError(f"hires must be above {MIN_HIRES:g} and at most {MAX_HIRES:g} (got {scale:g})")
+    if not (math.isfinite(scale) and HIRES_OFF <= scale <= MAX_HIRES):
+        raise ValueError(
+            f"hires must be 1 (off: generate directly at the size asked for) up to {MAX_HIRES:g} (got {scale:g})"
+        )
 
 
 def check_references(references: tuple[Reference, ...]) -> None:
@@ -195,14 +202,7 @@ def check_guided(preset: Preset, request: GuidedRequest) -> None:
     if request.references and (request.adapter is None or request.adapter.family != preset.family):
         raise ValueError(f"{preset.name} needs a {preset.family} IP-Adapter for reference images")
     if request.hires is not None:
-        preset.check(
-            width=request.hires.width,
-            height=request.hires.height,
-            steps=request.base.steps,
-            count=request.base.count,
-        )
-        if not 0 < request.hires.strength <= 1:
-            raise ValueError(f"hires strength must be above 0, at most 1 (got {request.hires.strength:g})")
+        check_hires_pass(preset, request.hires, steps=request.base.steps, count=request.base.count)
 
 
 def _of_role(registry: Registry, role: str, model: Preset) -> list[Preset]:

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from engine.cache import PipelineCache
-from engine.generate import TextToImage
+from engine.generate import Hires, TextToImage
 from engine.guided import guided
 from engine.guided_requests import (
     Control,
@@ -118,12 +118,17 @@ def test_hires_gives_one_and_a_half_times_the_native_size_in_two_passes(
     assert events == [(1, 4), (2, 4), (3, 4), (4, 4), (1, 2), (2, 2)]
 
 
-def test_hires_is_the_default_above_the_native_area(registry: Registry) -> None:
-    preset = registry.get("tiny")
-    assert hires_plan(preset, 64, 64, None)[2] is None
-    width, height, hires = hires_plan(preset, 128, 96, None)
-    assert (width, height) == (128, 96)
-    assert hires is not None and hires.width * hires.height <= 64 * 64 * 1.1
+def test_hires_is_the_default_above_the_native_resolution_at_the_aspect_ratio(registry: Registry) -> None:
+    tiny, sd15 = registry.get("tiny"), registry.get("sd15")
+    assert hires_plan(tiny, 64, 64, None)[2] is None
+    # 4:3 on tiny: natively 88x64 (the short side is held at the 64 px minimum), so 128x96 is above it
+    assert hires_plan(tiny, 128, 96, None) == (128, 96, Hires(88, 64))
+    assert hires_plan(tiny, 128, 64, None)[2] is None  # 2:1 at the minimum short side: tiny's native 2:1
+    assert hires_plan(sd15, 768, 768, None) == (768, 768, Hires(512, 512))
+    assert hires_plan(sd15, 680, 384, None)[2] is None  # --ar 16:9 on SD 1.5: its native pixel count
+    assert hires_plan(sd15, 768, 768, 1.0) == (768, 768, None)  # --hires 1: off
+    with pytest.raises(ValueError, match="hires must be 1 .off"):
+        hires_plan(sd15, 768, 768, 0.5)
 
 
 def test_references_change_the_image_and_leave_the_plain_pipeline_as_it_was(
