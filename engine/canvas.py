@@ -92,37 +92,56 @@ class Extend:
         return any((self.left, self.right, self.top, self.bottom))
 
 
+OUTPAINT_ENLARGEMENT = 2
+"""How far an outpaint's result may pass the preset's limits: up to this factor on a side (its square on the
+area). Within the limits the model paints at the result's own size; past them it paints the whole canvas scaled
+down into them, and the result is that painting enlarged with the source pasted back at full resolution (see
+`outpaint_geometry`). 2 is Zoom Out 2× of the largest image the model makes."""
+
+
 @dataclass(frozen=True)
 class OutpaintGeometry:
-    """Where an outpaint puts things: the result's size, the image's place in it, and the size the model works
-    at (the result padded right and bottom up to the preset's step and the minimum side, cropped off after)."""
+    """Where an outpaint puts things: the result's size, the image's place in it, the size the model works at,
+    and how the work canvas relates to the result: `scaled` False, the result padded right and bottom up to the
+    preset's step and the minimum side (cropped off after); True, the result scaled down into the preset's
+    limits (enlarged back after)."""
 
     size: tuple[int, int]
     offset: tuple[int, int]
     work: tuple[int, int]
+    scaled: bool = False
 
 
 def outpaint_geometry(preset: Preset, size: tuple[int, int], extend: Extend) -> OutpaintGeometry:
-    """The canvas for extending an image of `size` by `extend`, at native resolution so that the result grows
-    by exactly the amounts asked. Raises ValueError when nothing is extended or the canvas passes the preset's
-    limits."""
+    """The canvas for extending an image of `size` by `extend`; the result grows by exactly the amounts asked.
+
+    A canvas within the preset's limits is painted at its own size. A larger one, up to `OUTPAINT_ENLARGEMENT`
+    times the limits, is painted at `work_size` (the most the model takes) and enlarged: the new border then has
+    less detail than the source, whose own pixels are kept as they are (Zoom Out 2× of a 1024² image on a model
+    of 1024×768 at most gives 2048², its centre the source). Raises ValueError when nothing is extended or the
+    canvas passes even that."""
     if not extend.any:
         raise ValueError("outpaint needs at least one side to extend, e.g. --extend right=256")
     width, height = size[0] + extend.left + extend.right, size[1] + extend.top + extend.bottom
     step = preset.multiple_of
-    work = tuple(max(MIN_SIDE, math.ceil(side / step) * step) for side in (width, height))
+    padded = tuple(max(MIN_SIDE, math.ceil(side / step) * step) for side in (width, height))
+    offset = (extend.left, extend.top)
+    if max(padded) <= preset.max_side and padded[0] * padded[1] <= preset.max_pixels:
+        return OutpaintGeometry(size=(width, height), offset=offset, work=padded)  # type: ignore[arg-type]
     asked = f"extending {size[0]}x{size[1]} to {width}x{height}"
-    if max(work) > preset.max_side:
+    max_side, max_pixels = preset.max_side * OUTPAINT_ENLARGEMENT, preset.max_pixels * OUTPAINT_ENLARGEMENT**2
+    if max(width, height) > max_side:
         raise ValueError(
-            f"{asked} passes {preset.name}'s maximum of {preset.max_side} px a side; extend less or "
-            "downscale the image first"
+            f"{asked} passes {preset.name}'s maximum of {max_side} px a side for an outpaint; extend less "
+            "or downscale the image first"
         )
-    if work[0] * work[1] > preset.max_pixels:
+    if width * height > max_pixels:
         raise ValueError(
-            f"{asked} is {work[0] * work[1]} pixels, past {preset.name}'s maximum of {preset.max_pixels}; "
-            "extend less or downscale the image first"
+            f"{asked} is {width * height} pixels, past {preset.name}'s maximum of {max_pixels} for an "
+            "outpaint; extend less or downscale the image first"
         )
-    return OutpaintGeometry(size=(width, height), offset=(extend.left, extend.top), work=work)  # type: ignore[arg-type]
+    work = work_size(preset, (width, height))
+    return OutpaintGeometry(size=(width, height), offset=offset, work=work, scaled=True)
 
 
 def feather_width(size: tuple[int, int]) -> int:

@@ -2,7 +2,8 @@
 
 Both block; the worker calls them from its single GPU thread, like `Engine.txt2img`. Inpainting runs an
 inpainting preset's pipeline at the work size of `engine.canvas`, then pastes the result into the original
-with a feathered mask, so every pixel beyond the feathering band is the original's, byte for byte. Variations
+with a feathered mask, so every pixel beyond the feathering band is the original's, byte for byte (an outpaint
+keeps every pixel of the source: its band lies in the new border). Variations
 reuse the resident text-to-image pipeline's components through `AutoPipelineForImage2Image.from_pipe`: no
 second copy of the weights is loaded.
 """
@@ -110,11 +111,21 @@ def vary(
     return [_resized(image, request.image.size) for image in result.images]
 
 
-def composite(original: Image.Image, generated: Image.Image, mask: Image.Image, feather: int) -> Image.Image:
-    """`generated` inside the white of `mask`, `original` at `feather` px and more from it, a linear ramp in
-    between. Pixels at least `feather` px from the mask keep the original's exact values."""
+def composite(
+    original: Image.Image, generated: Image.Image, mask: Image.Image, feather: int, *, inward: bool = False
+) -> Image.Image:
+    """`generated` inside the white of `mask`, `original` outside it, a linear ramp `feather` px wide between.
+
+    By default the ramp lies outside the mask: pixels at least `feather` px from it keep the original's exact
+    values (inpainting: the edit blends into the untouched image). With `inward` it lies inside the mask, so
+    every pixel outside it is the original's (outpainting: the source is kept whole and the new border starts
+    from its stretched edge)."""
     inside = np.asarray(mask) >= 128
-    if feather > 0:
+    if feather > 0 and inward:
+        # Distance from every pixel inside the mask to the nearest one outside it (0 outside).
+        distance = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        alpha = np.clip(distance / feather, 0.0, 1.0)
+    elif feather > 0:
         # Distance from every pixel outside the mask to the nearest one inside (0 inside), exact Euclidean.
         distance = cv2.distanceTransform((~inside).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
         alpha = np.clip(1.0 - distance / feather, 0.0, 1.0)
@@ -142,13 +153,15 @@ class _Plan:
     base_mask: Image.Image
     work_image: Image.Image
     work_mask: Image.Image
-    padded: bool  # outpaint: the work canvas is the result plus padding, cropped off; otherwise it is scaled
+    padded: bool  # the work canvas is the result plus padding, cropped off; otherwise it is scaled
+    keep_base: bool = False  # every pixel outside the mask stays the base's (outpaint: the source, whole)
 
     def finish(self, generated: Image.Image) -> Image.Image:
         if self.padded:
             generated = generated.crop((0, 0, *self.base.size))
         generated = _resized(generated, self.base.size)
-        return composite(self.base, generated, self.base_mask, feather_width(self.base.size))
+        feather = feather_width(self.base.size)
+        return composite(self.base, generated, self.base_mask, feather, inward=self.keep_base)
 
 
 def _inpaint_plan(preset: Preset, request: InpaintRequest) -> _Plan:
@@ -157,24 +170,37 @@ def _inpaint_plan(preset: Preset, request: InpaintRequest) -> _Plan:
     base_mask = prepare_mask(request.mask, base.size)
     size = work_size(preset, base.size)
     work_image = _resized(base, size)
-    # Any pixel the mask touches at full size is repainted at the work size too (no thin stroke is lost).
-    work_mask = base_mask.resize(size, Image.Resampling.BILINEAR).point(lambda value: 255 if value else 0)
+    work_mask = _work_mask(base_mask, size)
     if request.mode == "removal":
         work_image = fill_from_surroundings(work_image, work_mask)
     return _Plan(base, base_mask, work_image, work_mask, padded=False)
 
 
 def _outpaint_plan(preset: Preset, request: InpaintRequest) -> _Plan:
+    """The source on its grown canvas, the new area starting as the edge pixels stretched outwards (what a
+    strength below 1 would start from). Painted at the result's size plus padding, or scaled down into the
+    preset's limits (`outpaint_geometry`); either way the source's own pixels are pasted back unchanged."""
     geometry = outpaint_geometry(preset, request.image.size, request.extend)
     image = np.asarray(request.image.convert("RGB"))
     (left, top), (image_height, image_width) = geometry.offset, image.shape[:2]
-    right, bottom = geometry.work[0] - left - image_width, geometry.work[1] - top - image_height
-    # The new area starts as the edge pixels stretched outwards: what a strength below 1 would start from.
-    work_image = Image.fromarray(cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_REPLICATE))
-    work_mask = Image.new("L", geometry.work, 255)
-    work_mask.paste(0, (left, top, left + image_width, top + image_height))
+    canvas = geometry.size if geometry.scaled else geometry.work
+    right, bottom = canvas[0] - left - image_width, canvas[1] - top - image_height
+    grown = Image.fromarray(cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_REPLICATE))
+    mask = Image.new("L", canvas, 255)
+    mask.paste(0, (left, top, left + image_width, top + image_height))
+    if geometry.scaled:
+        work_image, work_mask = _resized(grown, geometry.work), _work_mask(mask, geometry.work)
+        return _Plan(grown, mask, work_image, work_mask, padded=False, keep_base=True)
     box = (0, 0, *geometry.size)
-    return _Plan(work_image.crop(box), work_mask.crop(box), work_image, work_mask, padded=True)
+    return _Plan(grown.crop(box), mask.crop(box), grown, mask, padded=True, keep_base=True)
+
+
+def _work_mask(mask: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """`mask` at the work size: any pixel it touches at full size is repainted there too (no thin stroke, no
+    sliver of new area is lost)."""
+    if mask.size == size:
+        return mask
+    return mask.resize(size, Image.Resampling.BILINEAR).point(lambda value: 255 if value else 0)
 
 
 def _resized(image: Image.Image, size: tuple[int, int]) -> Image.Image:

@@ -9,8 +9,10 @@ Decisions, per mode (strength is how much of the starting image is noised away; 
   the model reworks that fill at strength `REMOVAL_STRENGTH`, prompted for plain background and, where the
   model reads one, with a negative prompt naming the things people usually remove. Starting from the
   surroundings rather than from noise is what keeps the model from inventing a new object in the hole.
-- outpaint: the canvas grows by the amounts asked, at native resolution; the new area starts as the image's
-  edge pixels stretched outwards and is painted from noise (strength 1), guided by the optional prompt.
+- outpaint: the canvas grows by the amounts asked, painted at its own size when the model allows it, else scaled
+  down into the model's limits and enlarged after (`engine.canvas.outpaint_geometry`); the new area starts as
+  the image's edge pixels stretched outwards and is painted from noise (strength 1), guided by the optional
+  prompt. The source's own pixels are kept exactly, at full resolution.
 """
 
 from __future__ import annotations

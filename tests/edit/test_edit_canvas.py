@@ -58,11 +58,22 @@ def test_outpaint_geometry_is_exact_and_pads_the_work_canvas_to_the_model_step()
     assert geometry.size == (90, 71) and geometry.offset == (20, 8) and geometry.work == (96, 80)
 
 
+def test_an_outpaint_past_the_model_limits_is_painted_scaled_down_at_the_asked_size() -> None:
+    sd15 = Registry.load().get("sd15-inpaint")  # 1024 px a side, 786432 pixels at most
+    zoom = outpaint_geometry(sd15, (512, 512), Extend(256, 256, 256, 256))
+    assert zoom.size == (1024, 1024) and zoom.offset == (256, 256) and zoom.scaled
+    assert zoom.work == work_size(sd15, (1024, 1024)) and zoom.work[0] * zoom.work[1] <= sd15.max_pixels
+    wide = outpaint_geometry(sd15, (1024, 768), Extend(left=512, right=512, top=384, bottom=384))
+    assert wide.size == (2048, 1536) and max(wide.work) <= 1024 and wide.scaled
+    within = outpaint_geometry(sd15, (512, 512), Extend(left=256))
+    assert within.work == (768, 512) and not within.scaled  # within the limits: painted at its own size
+
+
 @pytest.mark.parametrize(
     ("extend", "message"),
     [
-        (Extend(right=1000), "passes sd15-inpaint's maximum of 1024 px a side"),
-        (Extend(right=960, bottom=960), "is 1048576 pixels, past sd15-inpaint's maximum of 786432"),
+        (Extend(right=2000), "passes sd15-inpaint's maximum of 2048 px a side for an outpaint"),
+        (Extend(right=1960, bottom=1960), "is 4096576 pixels, past sd15-inpaint's maximum of 3145728"),
         (Extend(), "at least one side"),
     ],
 )
@@ -101,6 +112,19 @@ def test_composite_keeps_the_original_exactly_beyond_the_band_and_ramps_inside_i
     assert np.array_equal(out[kept], before[kept])
     # Two pixels past the mask (its last column is 55), halfway through the 4 px band: the mean of the two.
     assert np.abs(out[30, 57] - (before[30, 57] + after[30, 57]) / 2).max() <= 1
+
+
+def test_an_inward_composite_keeps_every_pixel_outside_the_mask_and_ramps_inside_it() -> None:
+    original, generated = noise_image(96, 64, seed=1), noise_image(96, 64, seed=2)
+    mask = Image.new("L", (96, 64), 255)
+    mask.paste(0, (32, 16, 64, 48))  # an outpaint's: the source kept in the middle
+    feather = feather_width(original.size)
+    out = np.asarray(composite(original, generated, mask, feather, inward=True)).astype(int)
+    before, after = np.asarray(original).astype(int), np.asarray(generated).astype(int)
+    assert np.array_equal(out[16:48, 32:64], before[16:48, 32:64])
+    assert np.array_equal(out[:8], after[:8])  # at least `feather` px from the source: generated
+    # Two pixels left of the source (its first column is 32), halfway through the 4 px band.
+    assert np.abs(out[30, 30] - (before[30, 30] + after[30, 30]) / 2).max() <= 1
 
 
 def test_the_removal_prefill_takes_the_hole_from_its_surroundings() -> None:

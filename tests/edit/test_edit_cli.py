@@ -139,7 +139,7 @@ BAD_INPUT = [
     (["inpaint", "{truncated}", "--mode", "outpaint", "--extend", "left=8"], "truncated"),
     (["inpaint", "{text}", "--mode", "outpaint", "--extend", "left=8"], "not an image"),
     (["inpaint", "{image}", "--mode", "removal", "--mask", "{missing}"], "does not exist"),
-    (["inpaint", "{image}", "--mode", "outpaint", "--extend", "right=1000"], "maximum of 512 px"),
+    (["inpaint", "{image}", "--mode", "outpaint", "--extend", "right=1000"], "maximum of 1024 px a side"),
     (["inpaint", "{image}", "--mode", "outpaint", "--extend", "left=-8"], "whole number of pixels"),
     (["inpaint", "{image}", "--mode", "outpaint", "--extend", "left=12.5"], "whole number of pixels"),
     (["inpaint", "{image}", "--mode", "outpaint", "--extend", "left=0"], "at least one side"),
