@@ -11,6 +11,8 @@ same API the chat bots use).
     atelier admin cancel JOB_ID
     atelier admin queue                                # the queue per tier and model
     atelier admin apikey create|list|revoke discord:1234  # keys of the HTTP API (`atelier api`)
+    atelier admin retention discord:1234 --images 30 --inputs forever  # how long data is kept (docs/retention.md)
+    atelier admin retention discord:1234 --clear images   # back to the default (ATELIER_RETENTION_IMAGES_DAYS)
 
 Input is checked before any service opens: a bad tenant, tier, limit or timezone exits with status 2 and one
 line saying what to fix.
@@ -50,6 +52,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     commands.add_parser("queue", help="the queue per tier and model")
 
+    retention = commands.add_parser(
+        "retention",
+        help="show (no options) or set how many days a tenant's images, inputs and training data are kept",
+    )
+    retention.add_argument("tenant", help=tenant_help)
+    for kind in ("images", "inputs", "training"):
+        retention.add_argument(f"--{kind}", metavar="DAYS", help="days to keep, or 'forever'")
+    retention.add_argument(
+        "--clear",
+        action="append",
+        default=[],
+        metavar="KIND",
+        help="back to the default: images, inputs or training",
+    )
+
     from bots.api.keys import add_apikey_parser
 
     add_apikey_parser(commands)
@@ -58,6 +75,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 async def _admin(settings: Settings, args: argparse.Namespace) -> int:
     if args.admin_command == "apikey":
         return await _apikey(settings, args)
+    if args.admin_command == "retention":
+        return await _retention(settings, args)
     from quotas.admin_args import check
     from quotas.policy import parse_tenant_ref
 
@@ -103,6 +122,57 @@ async def _run(admin, args: argparse.Namespace, limits: dict[str, int], clear: l
         for x in lines
     ]
     return "\n".join(rows) or "the queue is empty"
+
+
+def retention_changes(args: argparse.Namespace) -> dict[str, int]:
+    """The periods `atelier admin retention` was given, as days (forever: 0); ValueError naming a bad one."""
+    from jobs.retention import check_days
+
+    days: dict[str, int] = {}
+    for kind in ("images", "inputs", "training"):
+        raw = getattr(args, kind)
+        if raw is None:
+            continue
+        value = 0 if raw.strip().lower() == "forever" else None
+        if value is None:
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ValueError(f"--{kind} takes a number of days or 'forever' (got {raw!r})") from None
+            if value == 0:
+                raise ValueError(f"--{kind} 0 would keep nothing: give 1 or more days, or 'forever'")
+        days[kind] = check_days(kind, value)
+    for kind in args.clear:
+        check_days(kind, 0)
+        if kind in days:
+            raise ValueError(f"--{kind} and --clear {kind} contradict each other: give one")
+    return days
+
+
+async def _retention(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs.retention import retention_of, set_retention
+    from quotas.policy import parse_tenant_ref
+    from storage.db import close_db, init_db
+    from storage.models import Tenant, get_or_create_tenant
+
+    try:
+        platform, external_id = parse_tenant_ref(args.tenant)
+        days = retention_changes(args)
+    except ValueError as exc:
+        raise UsageError(exc) from None
+    defaults = settings.retention_days()
+    await init_db(settings.database_url)
+    try:
+        if days or args.clear:
+            tenant = await get_or_create_tenant(platform, external_id)
+            now = await set_retention(tenant, defaults, days, args.clear)
+        else:
+            tenant = await Tenant.get_or_none(platform=platform, external_id=external_id)
+            now = await retention_of(None if tenant is None else tenant.id, defaults)
+        print(f"{args.tenant} keeps {now.describe()}")
+    finally:
+        await close_db()
+    return 0
 
 
 async def _apikey(settings: Settings, args: argparse.Namespace) -> int:

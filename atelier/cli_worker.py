@@ -57,6 +57,7 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
                     burst=args.burst,
                     models=models,
                     routing_wait_s=settings.routing_wait_s,
+                    retention_days=settings.retention_days(),  # the hourly retention job (jobs.retention)
                 )
             )
         if "train" in queues:

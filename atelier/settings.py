@@ -124,6 +124,23 @@ class Settings(BaseSettings):
         description="The share of ATELIER_MAX_QUEUED_JOBS one server or workspace may hold (0.25: a quarter).",
     )
 
+    # Retention (jobs.retention; each server or workspace may have its own: `atelier admin retention`).
+    retention_images_days: int = Field(
+        90, ge=0, le=36500, description="Days output images (and their thumbnails) are kept; 0: forever."
+    )
+    retention_inputs_days: int = Field(
+        7,
+        ge=0,
+        le=36500,
+        description="Days uploaded input images are kept after the job that used them; 0: forever.",
+    )
+    retention_training_days: int = Field(
+        30,
+        ge=0,
+        le=36500,
+        description="Days a training job's dataset and checkpoint are kept after it; 0: forever. The LoRA stays.",
+    )
+
     # Outgoing webhooks of the HTTP API (sent by `atelier api` and `atelier worker` processes; jobs.webhooks).
     webhook_allow_private: bool = Field(
         False,
@@ -315,6 +332,16 @@ class Settings(BaseSettings):
                 f"name (got {value!r})"
             )
         return value.strip() if value else None
+
+    def retention_days(self):  # -> jobs.retention.RetentionDays
+        """The default retention periods, for tenants that have none of their own."""
+        from jobs.retention import RetentionDays
+
+        return RetentionDays(
+            images=self.retention_images_days,
+            inputs=self.retention_inputs_days,
+            training=self.retention_training_days,
+        )
 
     def load_tiers(self):  # -> quotas.tiers.Tiers (imported here: settings load before the packages)
         """The tiers in force (`ATELIER_TIERS_FILE`) under the queue cap (`ATELIER_MAX_QUEUED_*`)."""

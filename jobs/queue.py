@@ -33,6 +33,7 @@ from quotas.policy import policy_for
 from quotas.tiers import Tiers
 from storage.models import Image, Job, JobStatus, Tenant, User
 from storage.quota_models import QuotaReservation, ReservationState
+from storage.retention import record_job_inputs
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,8 @@ async def enqueue(
             if reserved:
                 await refund(job_id)
             raise
+        if created:
+            await _record_inputs(job)
     if job.status != JobStatus.QUEUED:
         return Enqueued(job_id, created=False)
     tag, tier = await _fair_tag(redis, queue_name, job, cost_ms, tiers)
@@ -137,6 +140,15 @@ async def enqueue(
     if created:
         await events.publish(redis, job_id, "queued", position=position, eta_s=eta_s)
     return Enqueued(job_id, created, position, eta_s)
+
+
+async def _record_inputs(job: Job) -> None:
+    """Note the job's input blobs for retention (jobs.retention). A failure only leaves them untracked, and so
+    kept: it must not stop the job, which is recorded and admitted already."""
+    try:
+        await record_job_inputs(job.id, job.spec)
+    except Exception:
+        log.exception("job %s: its input blobs were not recorded for retention; they will be kept", job.id)
 
 
 async def _fair_tag(

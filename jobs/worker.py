@@ -30,11 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from arq.constants import in_progress_key_prefix
+from arq.cron import cron
 from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
 from engine import gpu_stats
 from jobs import describe, edit, enhance, functions, guided, heartbeat, lifecycle, metrics, routing, training
+from jobs.retention import RetentionDays
+from jobs.retention import sweep as retention_sweep
 from jobs.services import WorkerServices
 from jobs.tenant_loras import fetching_tenant_loras
 
@@ -74,6 +77,7 @@ class TrainWorkerSettings:
 
 LEASE_S = 10.0  # how long a job stays claimed by a worker that stopped renewing (died)
 RENEW_EVERY_S = 1.0
+RETENTION_MINUTE = 17  # retention runs hourly, at this minute past the hour (jobs.retention)
 REDIS_RETRY_S = 1.0  # how often a worker that lost Redis tries it again
 ARQ_TIMEOUT_MARGIN_S = 60  # arq's own timeout backstops the job's (jobs.lifecycle enforces the real one)
 
@@ -102,6 +106,7 @@ def create_worker(
     lease_s: float = LEASE_S,
     models: Collection[str] | None = None,
     routing_wait_s: float = routing.DEFAULT_WAIT_S,
+    retention_days: RetentionDays | None = None,
 ) -> Worker:
     """An arq worker on `services.redis` serving `queue_name`, with a heartbeat while it runs.
 
@@ -110,7 +115,8 @@ def create_worker(
     `only_jobs`: a stand-in that runs just these jobs and then stops (see `OwnJobsWorker`); it beats no
     heartbeat, since it serves nobody else. `lease_s`: see the module's docstring. `models`: the only models
     this worker runs (None: any); `routing_wait_s`: how long a job waits for a worker that has its model resident
-    (0: routing off); see jobs.routing."""
+    (0: routing off); see jobs.routing. `retention_days`: the default periods of the hourly retention job
+    (jobs.retention), which arq enqueues once per hour for all workers that run it; None: this worker runs none."""
     worker_id = uuid.uuid4().hex[:12]
     beat: dict[str, asyncio.Task] = {}
     serves = None if models is None else frozenset(models)
@@ -158,7 +164,13 @@ def create_worker(
         functions=functions,
         queue_name=queue_name,
         redis_pool=services.redis,
-        ctx={"services": services, "training_dir": training_dir, "job_timeout": job_timeout},
+        ctx={
+            "services": services,
+            "training_dir": training_dir,
+            "job_timeout": job_timeout,
+            "retention": retention_days,
+        },
+        cron_jobs=_retention_cron(retention_days, only_jobs),
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         poll_delay=poll_delay,
@@ -171,6 +183,24 @@ def create_worker(
         handle_signals=handle_signals,
     )
     return worker
+
+
+def _retention_cron(days: RetentionDays | None, only_jobs: Collection[str] | None) -> list:
+    """The hourly retention job, unless there are no periods or the worker is a CLI's stand-in. `unique`: its
+    arq job id names the hour, so of all workers only one runs it each time."""
+    if days is None or only_jobs is not None:
+        return []
+    return [
+        cron(
+            retention_sweep,
+            name="retention",
+            minute=RETENTION_MINUTE,
+            second=0,
+            unique=True,
+            timeout=1800,
+            keep_result=WorkerSettings.keep_result,  # what it deleted, for an operator to read
+        )
+    ]
 
 
 def _engine_resident(services: WorkerServices) -> list[str]:

@@ -93,6 +93,11 @@ class Job(Model):
     attempts = fields.IntField(default=0)
     error = fields.TextField(null=True)
     gpu_seconds = fields.FloatField(default=0)
+    # Set by retention (jobs.retention) before it deletes what they name, so a retry finishes the deletion and
+    # the buttons and the gallery can say "expired" instead of "not found".
+    images_expired_at = fields.DatetimeField(null=True)
+    inputs_expired_at = fields.DatetimeField(null=True)
+    training_expired_at = fields.DatetimeField(null=True)
 
     images: fields.ReverseRelation[Image]
 
@@ -126,6 +131,9 @@ class Image(Model):
         table = "images"
         table_description = "One output image of a job"
         unique_together = (("job", "index"),)
+        # The safety filter looks images up by content and by key; retention keeps a shared thumbnail while
+        # another image with the same content remains.
+        indexes = (("sha256",), ("blob_key",))
 
     def __str__(self) -> str:
         return f"image {self.index} of job {self.job_id}"  # type: ignore[attr-defined]
@@ -170,4 +178,5 @@ from storage.api_models import ApiKey, Batch, WebhookDelivery  # noqa: E402, F40
 from storage.lora_models import LoraModel  # noqa: E402, F401
 from storage.preferences import Preferences  # noqa: E402, F401
 from storage.quota_models import QuotaCounter, QuotaLedger, QuotaReservation, TenantQuota, UserBan  # noqa: E402, F401
+from storage.retention import JobInput, RetentionPolicy  # noqa: E402, F401
 from storage.settings import MemberSettings, TenantStyle  # noqa: E402, F401

@@ -80,6 +80,10 @@ JOB = {
         "error": {"type": ["string", "null"]},
         "spec": {"type": "object", "description": "the job's parameters, defaults filled in"},
         "images": {"type": "array", "items": {"$ref": "#/components/schemas/Image"}},
+        "images_expired": {
+            "type": ["string", "null"],
+            "description": "set once retention deleted the job's images: why they are gone, in words",
+        },
         "url": {"type": "string"},
         "events_url": {"type": "string"},
     },

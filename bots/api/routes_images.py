@@ -1,5 +1,6 @@
 """`GET /v1/images/{id}`: an image's PNG bytes, to its tenant's keys only (another tenant's: 404), unless the
-safety filter withholds it (403 `image_withheld`, see `bots.api.safety`)."""
+safety filter withholds it (403 `image_withheld`, see `bots.api.safety`) or retention deleted it: 410
+`image_expired` while its row remains, 404 afterwards (`GET /v1/jobs/{id}` then says `images_expired`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from bots.api.errors import ApiError, not_found
 from bots.api.openapi import AUTH_ERRORS, add_paths, error
 from bots.api.safety import withheld_images
 from bots.api.services import caller_of, services_of
+from jobs.retention import expired_words
 from storage.blobs import BlobNotFound
 from storage.models import Image, Job
 
@@ -36,6 +38,9 @@ async def get_image(request: web.Request) -> web.Response:
         )
     if request.headers.get("If-None-Match") == f'"{image.sha256}"':
         return web.Response(status=304, headers={"ETag": f'"{image.sha256}"'})
+    expired = expired_words(job)
+    if expired is not None:  # retention is deleting it (the row goes right after the bytes)
+        raise ApiError(410, "image_expired", expired)
     try:
         data = await services_of(request).blobs.get(image.blob_key)
     except BlobNotFound:
@@ -59,7 +64,9 @@ PATHS = {
                 "304": {"description": "Not modified (If-None-Match matched the ETag, the sha256)"},
                 "403": error("image_withheld: flagged by the safety checker, and the filter is on"),
                 "404": error("image_not_found: no such image, or another tenant's"),
-                "410": error("image_gone: its bytes are no longer stored"),
+                "410": error(
+                    "image_gone: its bytes are no longer stored; image_expired: deleted by retention"
+                ),
                 **AUTH_ERRORS,
             },
         }

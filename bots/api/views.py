@@ -8,6 +8,7 @@ from bots.api.safety import withheld_images
 from bots.api.services import ApiServices
 from jobs import events
 from jobs.queue_status import queue_position
+from jobs.retention import expired_words
 from storage.models import Image, Job, JobStatus
 
 LIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
@@ -64,6 +65,7 @@ async def job_view(services: ApiServices, job: Job) -> dict:
         "error": job.error,
         "spec": _public_spec(job.spec),
         "images": await image_views(job) if job.status == JobStatus.SUCCEEDED else [],
+        "images_expired": expired_words(job),
         "url": job_url(job.id),
         "events_url": f"{job_url(job.id)}/events",
     }

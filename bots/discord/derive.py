@@ -20,6 +20,7 @@ from PIL import Image as PILImage
 
 from bots.discord.launch import defer_status, start_job, withdraw
 from bots.discord.safety import withheld
+from jobs.retention import expired_words
 from jobs.specs import MAX_SEED, Enhance, Upscale, Vary, enhance_spec, upscale_spec, vary_spec
 from storage.models import Image, Job
 
@@ -39,7 +40,9 @@ async def on_derive(
     bot = interaction.client
     row = None if source is None else await Image.get_or_none(job_id=source.id, index=index)
     if source is None or row is None:
-        await withdraw(interaction, "That image is gone; it can no longer be used.")
+        await withdraw(
+            interaction, (source and expired_words(source)) or "That image is gone; it can no longer be used."
+        )
         return
     if await withheld(source, row):
         await withdraw(interaction, WITHHELD)

@@ -37,6 +37,7 @@ from jobs.editing import (
     reroll_spec,
 )
 from jobs.ownership import ForeignJob
+from jobs.retention import expired_words
 from jobs.specs import MAX_PROMPT_CHARS, MAX_SEED
 from storage.models import Image, Job
 
@@ -76,8 +77,8 @@ async def on_loop_button(
         return
     remix = await remix_on(interaction)
     if action == "zoom_custom" or (remix and LOOP[action].remix):
-        if job is None:
-            await refuse(interaction, GONE)
+        if job is None or job.images_expired_at is not None:  # no modal for an image that is no more
+            await refuse(interaction, (job and expired_words(job)) or GONE)
             return
         await interaction.response.send_modal(RemixModal(action, job, index))
         return
@@ -107,7 +108,7 @@ async def start_loop_job(
     bot = interaction.client
     row = None if source is None else await Image.get_or_none(job_id=source.id, index=index)
     if source is None or row is None:
-        await withdraw(interaction, GONE)
+        await withdraw(interaction, (source and expired_words(source)) or GONE)
         return
     if await withheld(source, row):
         await withdraw(interaction, WITHHELD)

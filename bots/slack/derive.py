@@ -21,6 +21,7 @@ from bots.slack import safety
 from bots.slack.services import SlackServices
 from bots.slack.workspace import Workspace
 from jobs.ownership import ForeignJob
+from jobs.retention import expired_words
 from jobs.specs import MAX_SEED, Enhance, Upscale, Vary, enhance_spec, upscale_spec, vary_spec
 from storage.models import Image, Job
 
@@ -51,7 +52,7 @@ async def result_image(services: SlackServices, source: Job, index: int) -> tupl
     safety filter withheld it."""
     row = await Image.get_or_none(job_id=source.id, index=index)
     if row is None:
-        raise CommandError(GONE)
+        raise CommandError(expired_words(source) or GONE)
     if row.flagged and await safety.withholds_flagged(source.tenant_id):  # type: ignore[attr-defined]
         raise CommandError(WITHHELD)
     data = await services.blobs.get(row.blob_key)

@@ -23,6 +23,7 @@ from bots.api.gallery.services import GALLERY, MEMBER, GalleryServices
 from bots.api.gallery.sessions import Member
 from bots.api.safety import source_flagged
 from jobs import events
+from jobs.retention import expired_words
 from jobs.specs import Enhance, Imagine, Inpaint, Upscale, Vary
 from storage.blobs import BlobNotFound
 from storage.models import Image, Job, JobStatus, Tenant, get_or_create_user
@@ -135,6 +136,15 @@ async def _image_of(request: web.Request, tenant: Tenant) -> Image:
     return image
 
 
+def _refuse_expired(request: web.Request, image: Image) -> None:
+    """410 with retention's words for an image whose job retention is deleting (its row goes right after its
+    bytes; once it is gone the image answers 404 and its job's page says it expired)."""
+    words = expired_words(image.job)
+    if words is not None:
+        response = render.error(request, 410, "Expired", words)
+        raise web.HTTPGone(text=response.text, content_type="text/html")
+
+
 async def _job_withholds(tenant: Tenant, job: Job, images: list[Image]) -> bool:
     """Whether the safety filter withholds anything of `job`: then nothing of it is made again."""
     if not (await preferences_of(tenant)).safety:
@@ -145,6 +155,7 @@ async def _job_withholds(tenant: Tenant, job: Job, images: list[Image]) -> bool:
 async def image_page(request: web.Request) -> web.Response:
     _member, tenant = await _tenant(request)
     image = await _image_of(request, tenant)
+    _refuse_expired(request, image)
     hidden = bool(await listing.withheld(tenant, [image]))
     job = image.job
     siblings = await Image.filter(job_id=job.id)
@@ -166,6 +177,7 @@ async def image_file(request: web.Request) -> web.StreamResponse:
     services: GalleryServices = request.config_dict[GALLERY]
     _member, tenant = await _tenant(request)
     image = await _image_of(request, tenant)
+    _refuse_expired(request, image)
     if await listing.withheld(tenant, [image]):
         raise web.HTTPNotFound(**_not_found(request))
     try:
@@ -186,6 +198,7 @@ async def image_thumb(request: web.Request) -> web.StreamResponse:
     services: GalleryServices = request.config_dict[GALLERY]
     _member, tenant = await _tenant(request)
     image = await _image_of(request, tenant)
+    _refuse_expired(request, image)
     if await listing.withheld(tenant, [image]):
         raise web.HTTPNotFound(**_not_found(request))
     try:
@@ -221,6 +234,7 @@ async def job_page(request: web.Request) -> web.Response:
         images=images,
         hidden=await listing.withheld(tenant, images),
         live=job.status not in FINAL,
+        expired=expired_words(job),
     )
 
 

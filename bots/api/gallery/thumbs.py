@@ -12,14 +12,15 @@ import io
 
 from PIL import Image as PILImage
 
+from jobs.retention import THUMB_SIDE, thumb_key
 from storage.blobs import BlobNotFound, BlobStore
 from storage.models import Image
 
-SIDE = 320
+SIDE = THUMB_SIDE  # retention deletes thumbnails of this side with their images
 
 
 def key_of(image: Image) -> str:
-    return f"thumbs/{image.sha256}-{SIDE}.jpg"
+    return thumb_key(image.sha256, SIDE)
 
 
 async def thumbnail(blobs: BlobStore, image: Image) -> bytes:
