@@ -46,6 +46,7 @@ def test_nothing_to_read_without_cuda() -> None:
         assert gpu_stats.read(torch.device("cuda:0")) is None
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_a_cuda_reading_agrees_with_torch() -> None:
     reading = gpu_stats.read(torch.device("cuda:0"))
