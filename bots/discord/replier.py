@@ -7,6 +7,10 @@ skipped; a 429 pushes the next one back by its `retry_after`.
 
 Edits and posts use the interaction token while it is usable (younger than 14 minutes) and bot-token channel
 endpoints after that, or as soon as Discord says the token is dead; a dead token is never tried again.
+
+Private mode (`/settings`): results are ephemeral followups for the asker while the token lives; after that they
+go to the asker's direct messages, never to the channel. When the asker's DMs are closed too, the part is
+recorded as failed with its reason (`jobs.delivery`), logged and counted; the job and its images stay stored.
 """
 
 from __future__ import annotations
@@ -37,8 +41,8 @@ from bots.discord.status import (
     trained_text,
 )
 from bots.discord.target import DiscordTarget
-from jobs import events
-from jobs.delivery import PostedParts
+from jobs import events, metrics
+from jobs.delivery import PostedParts, failed_reason
 from jobs.replier import StoredImage
 from storage.blobs import BlobStore
 from storage.models import Job, JobStatus
@@ -48,6 +52,9 @@ log = logging.getLogger(__name__)
 EPHEMERAL_FLAG = 64  # a message only the interaction's user sees (private mode)
 
 TRYING = "trying"  # a result part being posted: a delivery that finds it so checks whether it got there
+POSTED_WHERE = frozenset({"thread", "channel", "ephemeral", "dm"})  # a part recorded so is there already
+CANNOT_DM = 50007  # "Cannot send messages to this user": DMs closed, or no server shared with the bot
+DM_NOTE = "-# Private mode: sent here because the command's 15-minute window in the server had passed."
 WEBHOOK_TRIES = 5
 
 MAX_FILES_PER_MESSAGE = 10
@@ -146,8 +153,6 @@ class DiscordReplier:
     async def _edit_status(
         self, target: DiscordTarget, payload: dict, files: Sequence[UploadFile], *, retry_rate_limits: bool
     ) -> None:
-        if target.private and not self._token_usable(target):
-            return  # an ephemeral message can only be edited through its interaction's token
         if self._token_usable(target):
             try:
                 path = f"/webhooks/{target.application_id}/{target.token}/messages/@original"
@@ -162,6 +167,8 @@ class DiscordReplier:
                 return
             except TokenExpired:
                 self._token_died(target)
+        if target.private:
+            return  # an ephemeral message can only be edited through its interaction's token
         path = f"/channels/{target.channel_id}/messages/{target.message_id}"
         await self._rest.request(
             "PATCH", path, payload=payload, files=files, retry_rate_limits=retry_rate_limits
@@ -192,8 +199,10 @@ class DiscordReplier:
         in_thread = False
         for number, chunk in enumerate(chunks or [[]]):
             where = await posted.get(f"result:{number}")
-            if where in ("thread", "channel"):  # a delivery tried again: this part is there already
+            if where in POSTED_WHERE:  # a delivery tried again: this part is there already
                 in_thread = where == "thread"
+                continue
+            if failed_reason(where) is not None:  # recorded as undeliverable: not tried again
                 continue
             per_file = min(
                 target.attachment_size_limit, (MAX_REQUEST_BYTES - MULTIPART_MARGIN) // max(1, len(chunk))
@@ -212,6 +221,14 @@ class DiscordReplier:
                 "nonce": f"{job.id}:{number}"[:25],
                 "enforce_nonce": True,
             }
+            if target.private:
+                await posted.mark(f"result:{number}", TRYING)
+                try:
+                    await posted.mark(f"result:{number}", await self._post_private(target, payload, uploads))
+                except Undeliverable as exc:
+                    await self._undeliverable(job, posted, number, len(chunks or [[]]), exc.reason)
+                    break
+                continue
             if where == TRYING and await self._posted_already(target, uploads):
                 await posted.mark(f"result:{number}", "channel")  # a webhook post whose answer was lost
                 continue
@@ -220,14 +237,12 @@ class DiscordReplier:
             await posted.mark(f"result:{number}", "thread" if in_thread else "channel")
         return in_thread
 
-    async def _post(self, target: DiscordTarget, payload: dict, uploads: Sequence[UploadFile]) -> bool:
-        """Into the job's thread; else (no thread, or it could not be made) next to the status message: a
-        followup while the token is usable, a bot-token reply after that. Returns whether it went in the thread.
-
-        Private mode: an ephemeral followup for the asker alone, through the token only (a result that outlives
-        it is not posted in the channel: the asker finds it with `atelier` or the gallery)."""
-        if target.private:
-            if self._token_usable(target):
+    async def _post_private(self, target: DiscordTarget, payload: dict, uploads: Sequence[UploadFile]) -> str:
+        """A private result for the asker alone: an ephemeral followup while the token lives ("ephemeral"),
+        else a direct message ("dm"; its nonce absorbs a repeat). Never the channel. Raises Undeliverable when
+        Discord refuses the DM (the asker's DMs are closed)."""
+        if self._token_usable(target):
+            try:
                 path = f"/webhooks/{target.application_id}/{target.token}"
                 await self._rest.request(
                     "POST",
@@ -238,9 +253,41 @@ class DiscordReplier:
                     query={"wait": "true"},
                     retry_server_errors=False,
                 )
-            else:
-                log.warning("discord: private result of %s not posted: its token expired", target.message_id)
-            return False
+                return "ephemeral"
+            except TokenExpired:
+                self._token_died(target)
+        # Buttons stay off: a click in a DM has no server to act in (bots.discord.permissions).
+        direct = {**payload, "content": f"{payload['content']}\n{DM_NOTE}".strip(), "components": []}
+        try:
+            channel = await self._rest.request(
+                "POST", "/users/@me/channels", payload={"recipient_id": str(target.user_id)}
+            )
+            path = f"/channels/{channel['id']}/messages"  # type: ignore[index, call-overload]
+            await self._rest.request("POST", path, payload=direct, files=uploads)
+        except DiscordHTTPError as exc:
+            if exc.status == 403 or exc.code == CANNOT_DM:
+                raise Undeliverable(f"DMs closed (Discord {exc.status}, code {exc.code})") from exc
+            raise
+        return "dm"
+
+    async def _undeliverable(
+        self, job: Job, posted: PostedParts, first: int, parts: int, reason: str
+    ) -> None:
+        """Record parts `first`… of a private result as failed with `reason`; log and count it once."""
+        for number in range(first, parts):
+            await posted.mark_failed(f"result:{number}", reason)
+        metrics.DELIVERIES_FAILED.labels("discord").inc()
+        log.warning(
+            "job %s: private result not delivered: the interaction token expired and the asker's %s; the "
+            "images stay stored (gallery, `atelier`)",
+            job.id,
+            reason,
+        )
+
+    async def _post(self, target: DiscordTarget, payload: dict, uploads: Sequence[UploadFile]) -> bool:
+        """Into the job's thread; else (no thread, or it could not be made) next to the status message: a
+        followup while the token is usable, a bot-token reply after that. Returns whether it went in the thread.
+        (Private results go through `_post_private`.)"""
         if target.thread_id is not None:
             try:
                 path = f"/channels/{target.thread_id}/messages"
@@ -315,6 +362,14 @@ class DiscordReplier:
         if len(self._dead_tokens) > 10_000:  # tokens die within 15 minutes anyway: forget old ones
             self._dead_tokens.clear()
         self._dead_tokens.add(target.token)
+
+
+class Undeliverable(Exception):
+    """A private result that cannot reach its asker by any way allowed; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class _StatusEditor:

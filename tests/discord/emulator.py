@@ -5,8 +5,9 @@ The real `atelier discord` (discord.py) and `atelier worker` processes talk to i
 button clicks and autocomplete as INTERACTION_CREATE frames) and assert on what it received. It keeps the rules
 the bots must respect (see ../shared/PLATFORMS.md): the 3 s deadline for an interaction's first response, one
 response per interaction, interaction tokens that die 15 minutes after the interaction was minted, bot-token
-authorisation, and it can inject 429s (with `Via` and `retry_after`, as Discord sends them), latency and expired
-tokens.
+authorisation, direct messages (`POST /users/@me/channels`, then the DM channel's messages; `dms_closed` users
+refuse them with 403/50007), and it can inject 429s (with `Via` and `retry_after`, as Discord sends them),
+latency and expired tokens.
 """
 
 from __future__ import annotations
@@ -187,6 +188,8 @@ class DiscordEmulator:
             self.other_channel_id: p.text_channel(self.other_channel_id, self.other_guild_id, "elsewhere"),
         }
         self.threads_by_message: dict[int, int] = {}
+        self.dm_channels: dict[int, int] = {}  # user id -> the bot's DM channel with them
+        self.dms_closed: set[int] = set()  # users who accept no DM from the bot (Discord answers 403, 50007)
         self.interactions: dict[str, Interaction] = {}  # by token
         self.commands: dict[str, list[dict]] = {}  # "global" or guild id -> registered commands
         self.gateway_frames: list[dict] = []  # what the bot sent on the gateway
@@ -267,6 +270,24 @@ class DiscordEmulator:
 
     def expire_token(self, token: str) -> None:
         self.interactions[token].expired = True
+
+    def expire_tokens_on_file_followups(self) -> Callable[[str, Recorded], None]:
+        """From now on, a followup with files (a job's result) finds its interaction token expired, as one
+        posted after the token's 15 minutes would; returns the hook, for `hooks.remove`."""
+
+        def hook(stage: str, record: Recorded) -> None:
+            parts = record.path.strip("/").split("/")
+            if stage == "before" and record.method == "POST" and parts[0] == "webhooks" and len(parts) == 3:
+                if record.files and parts[2] in self.interactions:
+                    self.expire_token(parts[2])
+
+        self.hooks.append(hook)
+        return hook
+
+    def dms_of(self, user: str) -> list[Message]:
+        """Messages the bot sent to `user`'s direct messages, oldest first."""
+        channel_id = self.dm_channels.get(int(self.users[user]["id"]))
+        return [] if channel_id is None else self.messages_in(channel_id)
 
     # Driving the bot, as users would.
 
@@ -630,6 +651,8 @@ class DiscordEmulator:
             ]
             self.commands[scope] = registered
             return 200, registered
+        if path == "/users/@me/channels" and method == "POST":  # open (or find) a DM with a user
+            return 200, self._dm_channel(int(body["recipient_id"]))
         if parts[0] == "interactions" and parts[-1] == "callback":
             return self._callback(parts[2], body, files, record)
         if parts[0] == "webhooks":
@@ -708,6 +731,9 @@ class DiscordEmulator:
             listed = [m for m in self.messages_in(channel_id) if m.id > after and not m.deleted][:limit]
             return 200, [self._message_json(m) for m in reversed(listed)]
         if len(parts) == 3 and parts[2] == "messages" and method == "POST":
+            recipients = self.channels[channel_id].get("recipients") or []
+            if any(int(r["id"]) in self.dms_closed for r in recipients):
+                raise DiscordError(403, 50007, "Cannot send messages to this user")
             message = self._create(channel_id, body, files, webhook=False)
             record.message_id = message.id
             return 200, self._message_json(message)
@@ -739,6 +765,18 @@ class DiscordEmulator:
             message.deleted = True
             return 204, None
         raise DiscordError(405, 0, "405: Method Not Allowed")
+
+    def _dm_channel(self, user_id: int) -> dict:
+        """The bot's DM channel with `user_id`, made on first use; Discord answers the same one every time
+        (and opens it even for a user whose DMs are closed: the refusal comes when posting)."""
+        members = [u for u in self.users.values() if int(u["id"]) == user_id]
+        if not members:
+            raise DiscordError(400, 50035, "Invalid Form Body: recipient_id is not a known user")
+        if user_id not in self.dm_channels:
+            channel_id = p.mint()
+            self.channels[channel_id] = {"id": str(channel_id), "type": p.DM, "recipients": members}
+            self.dm_channels[user_id] = channel_id
+        return self.channels[self.dm_channels[user_id]]
 
     def _start_thread(self, message: Message, body: dict) -> dict:
         parent = self.channels[message.channel_id]

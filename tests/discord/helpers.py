@@ -16,6 +16,7 @@ from tests.discord.emulator import DiscordEmulator, Interaction, Message
 from tests.discord.stack import Stack
 
 MIN_EDIT_SPACING_S = 1.0
+EPHEMERAL = 64
 
 
 def job_id_of(interaction: Interaction) -> str:
@@ -140,3 +141,19 @@ def astronaut_png(side: int = 128) -> bytes:
 def pixels(data: bytes) -> np.ndarray:
     with PILImage.open(io.BytesIO(data)) as image:
         return np.asarray(image.convert("RGB")).astype(np.int16)
+
+
+async def open_settings(emulator: DiscordEmulator, user: str = "alice") -> Message:
+    """`/settings`: the member's ephemeral panel."""
+    command = await emulator.slash("settings", {}, user=user)
+    await emulator.wait_response(command)
+    assert command.callback_type == 4 and command.callback_data["flags"] & EPHEMERAL
+    return emulator.messages[command.original_message_id]
+
+
+async def toggle(emulator: DiscordEmulator, panel: Message, field: str, expected: str) -> None:
+    """Click a toggle (remix, private) on the settings panel; it must now read `expected`."""
+    click = await emulator.click(panel.id, f"atelier:settings:{field}")
+    await emulator.wait_response(click)
+    assert click.callback_type == 7, click.callback_data  # the panel is redrawn in place
+    assert f"{field} **{expected}**" in emulator.messages[panel.id].content
