@@ -35,6 +35,7 @@ from jobs.lifecycle import Produced, Progress, generated, on_gpu, run_job
 from jobs.services import WorkerServices
 from jobs.specs import MAX_PROMPT_CHARS, PromptText, imagine_spec
 from storage.models import Job
+from storage.retention import record_job_inputs
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -243,4 +244,5 @@ async def _guided(services: WorkerServices, job: Job, progress: Progress) -> lis
         observed["condition_sha256"] = pixel_sha256(result.condition)
     job.spec = {**job.spec, "observed": observed}
     await job.save(update_fields=["spec"])
+    await record_job_inputs(job.id, job.spec)  # the condition image too falls under input retention
     return await generated(services, preset, result.images, spec.seed)

@@ -10,6 +10,7 @@ job uses.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from tortoise import fields
@@ -47,14 +48,14 @@ class JobInput(Model):
         unique_together = (("job", "blob_key"),)
 
 
-INPUTS_PREFIX = "inputs/"  # jobs.inputs.store_input's keys: inputs/<sha256 of the PNG>.png
+INPUT_KEY = re.compile(r"inputs/[0-9a-f]{64}\.png")  # jobs.inputs.store_input's keys: its PNG's SHA-256
 
 
 def input_keys(spec: object) -> set[str]:
     """The input blob keys a job's spec names, wherever they sit (`image`, `mask`, `control_image`, a guided
-    reference's `image`, …): every string that is an `inputs/` key."""
+    reference's `image`, …): every string that is exactly such a key (a prompt that merely mentions one is not)."""
     if isinstance(spec, str):
-        return {spec} if spec.startswith(INPUTS_PREFIX) else set()
+        return {spec} if INPUT_KEY.fullmatch(spec) else set()
     if isinstance(spec, dict):
         spec = list(spec.values())
     if isinstance(spec, list | tuple):
