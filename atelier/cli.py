@@ -55,6 +55,7 @@ GROUP_MODULES: tuple[str, ...] = (
     "atelier.cli_worker",
     "atelier.cli_bots",
     "atelier.cli_api",
+    "atelier.cli_provenance",
 )
 
 

@@ -104,4 +104,5 @@ class Runtime:
             blobs=self.blobs,
             repliers=dict(repliers or {}),
             max_batch=self.settings.max_batch,
+            credentials=self.settings.c2pa_credentials(),
         )

@@ -106,6 +106,15 @@ class Settings(BaseSettings):
         description="Folder of LoRAs, one <name>.safetensors each, used as --lora name:0.8 (data/loras).",
     )
 
+    # Provenance (jobs.signing): every generated image is signed; unset, a local CA is made in <data dir>/c2pa.
+    c2pa_key_file: Path | None = Field(None, description="PEM private key that signs images' C2PA manifests.")
+    c2pa_cert_file: Path | None = Field(
+        None, description="PEM certificate chain of that key, signing certificate first, then its CAs."
+    )
+    c2pa_trust_file: Path | None = Field(
+        None, description="PEM CA certificates `atelier verify` trusts (default: the chain's last one)."
+    )
+
     # Quotas.
     tiers_file: Path | None = Field(
         None,
@@ -287,6 +296,14 @@ class Settings(BaseSettings):
             self.blob_url = str(self.data_dir / "blobs")
         return self
 
+    @model_validator(mode="after")
+    def _c2pa_pair(self) -> Settings:
+        """A signing key without its certificate (or the reverse) is a mistake to report at start, not at the
+        first image."""
+        if (self.c2pa_key_file is None) != (self.c2pa_cert_file is None):
+            raise ValueError("set both ATELIER_C2PA_KEY_FILE and ATELIER_C2PA_CERT_FILE, or neither")
+        return self
+
     @field_validator("discord_guild_ids", mode="before")
     @classmethod
     def _guild_ids(cls, value: object) -> object:
@@ -321,6 +338,25 @@ class Settings(BaseSettings):
     @property
     def loras_dir(self) -> Path:
         return self.lora_dir or self.data_dir / "loras"
+
+    def c2pa_credentials(self):
+        """The operator's C2PA signing credentials (jobs.signing), made in <data dir>/c2pa when not configured."""
+        from jobs.signing import load_credentials
+
+        return load_credentials(
+            key_file=self.c2pa_key_file,
+            cert_file=self.c2pa_cert_file,
+            trust_file=self.c2pa_trust_file,
+            local_dir=self.data_dir / "c2pa",
+        )
+
+    def c2pa_trust(self) -> bytes | None:
+        """The CA certificates `atelier verify` trusts (jobs.signing.load_trust); None before any exist."""
+        from jobs.signing import load_trust
+
+        return load_trust(
+            cert_file=self.c2pa_cert_file, trust_file=self.c2pa_trust_file, local_dir=self.data_dir / "c2pa"
+        )
 
     @field_validator("discord_admin_role")
     @classmethod

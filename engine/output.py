@@ -1,12 +1,13 @@
-"""Encoding finished images for storage and chat: PNG bytes without metadata, identical for identical pixels,
-and a smaller lossy encoding when a platform's upload limit needs one."""
+"""Encoding finished images for storage and chat: PNG bytes without metadata but the text chunks asked for,
+identical for identical pixels and text, and a smaller lossy encoding when a platform's upload limit needs one."""
 
 from __future__ import annotations
 
 import io
 import math
+from collections.abc import Mapping
 
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 _KEPT_MODES = {"RGB", "RGBA", "L", "LA"}
 
@@ -17,12 +18,18 @@ MIN_FIT_SIDE = 64
 """`fit_to_limit` never shrinks an image's shorter side below this; a limit that needs it is an error."""
 
 
-def png_bytes(image: Image.Image) -> bytes:
-    """The image as an optimized PNG carrying pixels only: EXIF, text chunks, ICC profiles and DPI are dropped,
-    so nothing about the machine or the prompt leaks and equal pixels always give equal bytes."""
+def png_bytes(image: Image.Image, text: Mapping[str, str] | None = None) -> bytes:
+    """The image as an optimized PNG carrying its pixels and `text` only (UTF-8 iTXt chunks, e.g. a generated
+    image's recipe: jobs.recipe): the image's own EXIF, text chunks, ICC profile and DPI are dropped, so nothing
+    else about the machine or the prompt leaks and equal pixels and text always give equal bytes."""
     bare = _bare(image)
+    info = None
+    if text:
+        info = PngImagePlugin.PngInfo()
+        for key, value in text.items():
+            info.add_itxt(key, value)
     buffer = io.BytesIO()
-    bare.save(buffer, format="PNG", optimize=True)
+    bare.save(buffer, format="PNG", optimize=True, pnginfo=info)
     return buffer.getvalue()
 
 

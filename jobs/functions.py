@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from jobs.enhance import restore_generated_faces
 from jobs.lifecycle import Produced, Progress, generated, run_job
-from jobs.prompt_params import chaos_guidance
+from jobs.prompt_params import image_guidance
 from jobs.services import WorkerServices
 from jobs.specs import Imagine
 from jobs.tenant_loras import check_tenant_loras
@@ -32,7 +32,7 @@ async def _imagine(services: WorkerServices, job: Job, progress: Progress) -> li
         images = []
         for index in range(spec.count):  # each image its own guidance (jobs.prompt_params), so one at a time
             seed = spec.seed + index
-            guidance = spec.guidance if index == 0 else chaos_guidance(spec.guidance, spec.chaos, seed)
+            guidance = image_guidance(spec.guidance, spec.chaos, seed, index)
             one = replace(request, seed=seed, count=1, guidance=guidance)
             images += await services.batcher.txt2img(preset, one, progress)
     else:

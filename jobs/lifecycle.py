@@ -26,9 +26,10 @@ from PIL import Image as PILImage
 from redis.exceptions import RedisError
 from tortoise.expressions import F
 
+from engine.fingerprint import model_identity
 from engine.output import png_bytes
 from engine.registry import Preset
-from jobs import gpu_time, metrics, routing
+from jobs import gpu_time, metrics, provenance, recipe, routing
 from jobs.progress import ProgressPump
 from jobs.replier import Fanout, Replier, StoredImage, StreamReplier
 from jobs.services import WorkerServices
@@ -287,7 +288,7 @@ def replier_for(services: WorkerServices, job: Job) -> Replier:
 
 
 async def _store(services: WorkerServices, job: Job, index: int, produced: Produced) -> StoredImage:
-    data = png_bytes(produced.image)
+    data = await _png(services, job, index, produced)
     key = f"images/{job.id}/{index}.png"
     await services.blobs.put(key, data, "image/png")
     digest = hashlib.sha256(data).hexdigest()
@@ -306,6 +307,35 @@ async def _store(services: WorkerServices, job: Job, index: int, produced: Produ
         },
     )
     return StoredImage(index, key, width, height, produced.seed, len(data), digest, produced.flagged)
+
+
+async def _png(services: WorkerServices, job: Job, index: int, produced: Produced) -> bytes:
+    """The image as stored and posted: a PNG carrying its recipe (jobs.recipe), signed with the operator's key
+    (jobs.provenance) where the worker has one. Hashing weights and signing run off the event loop."""
+    text = await asyncio.to_thread(_recipe, services, job, index, produced.seed)
+    data = png_bytes(produced.image, {recipe.RECIPE_KEY: text})
+    if services.credentials is None:
+        return data
+    title = f"{job.kind}-{index}.png"
+    return await asyncio.to_thread(provenance.sign_png, data, text, services.credentials, title)
+
+
+def _recipe(services: WorkerServices, job: Job, index: int, seed: int) -> str:
+    spec = job.spec
+    cache_dir = services.engine.cache.cache_dir
+    models = [
+        model_identity(services.registry.get(spec[key]), cache_dir, services.digests)
+        for key in ("model", "upscaler")
+        if isinstance(spec.get(key), str) and spec[key] in services.registry.names()
+    ]
+    loras = []
+    for name, weight in spec.get("loras") or []:
+        try:
+            digest = services.digests.of(services.engine.loras.path(name))
+        except (ValueError, OSError):  # a LoRA gone since the job ran: recorded without a hash
+            digest = ""
+        loras.append({"name": name, "weight": weight, "sha256": digest})
+    return recipe.build(job.kind, spec, index=index, seed=seed, models=models, loras=loras)
 
 
 async def _stored_images(job: Job) -> list[StoredImage]:

@@ -33,6 +33,12 @@ def chaos_guidance(guidance: float, chaos: int, seed: int) -> float:
     return round(guidance * (1 + random.Random(seed).uniform(-spread, spread)), 4)
 
 
+def image_guidance(guidance: float, chaos: int, seed: int, index: int) -> float:
+    """The guidance image `index` of a job, seeded `seed`, runs at: the first at `guidance` itself, each other
+    one varied by `chaos` (`jobs.functions` runs them so; a recipe records it, `jobs.recipe`)."""
+    return guidance if index == 0 else chaos_guidance(guidance, chaos, seed)
+
+
 def check_chaos(chaos: int, default_guidance: float, model: str) -> None:
     if isinstance(chaos, bool) or not isinstance(chaos, int) or not 0 <= chaos <= MAX_CHAOS:
         raise ValueError(f"--chaos must be a whole number from 0 to {MAX_CHAOS} (got {chaos})")

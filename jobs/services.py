@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING
 
 from arq.connections import ArqRedis
 
+from engine.fingerprint import FileDigests
 from engine.registry import Registry
 from jobs.batching import GpuBatcher
+from jobs.provenance import Credentials
 from jobs.replier import Replier
 from storage.blobs import BlobStore
 
@@ -30,6 +32,10 @@ class WorkerServices:
     gpu: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="gpu"))
     # Images per batched text-to-image call (ATELIER_MAX_BATCH); 1: every job runs alone.
     max_batch: int = 1
+    # The operator's C2PA key (jobs.signing): every stored image is signed with it. None (only where a test
+    # builds the services itself): images carry their recipe unsigned.
+    credentials: Credentials | None = None
+    digests: FileDigests = field(default_factory=FileDigests)  # model and LoRA hashes for recipes
     batcher: GpuBatcher = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

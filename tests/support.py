@@ -267,3 +267,14 @@ async def drain(worker: Any) -> None:
         await worker.async_run()
     finally:
         await worker.close()
+
+
+def replayed_content(data: bytes) -> tuple[str, tuple[int, int], bytes]:
+    """What two runs of one request share exactly (jobs.recipe): an image's mode, size and decoded pixels. The
+    files differ, as each carries its own C2PA signature (jobs.provenance)."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return image.mode, image.size, image.tobytes()

@@ -17,7 +17,7 @@ from quotas.policy import tenant_for
 from storage.models import Image, Job
 from storage.quota_models import QuotaCounter, QuotaLedger
 from tests.api.conftest import KEY_BURST, QUEUE, Rig, bearer, create_key, new_tenant, read_sse, wait_for_job
-from tests.support import run_atelier
+from tests.support import replayed_content, run_atelier
 
 REQUEST = {
     "prompt": "a lighthouse at dawn",
@@ -76,14 +76,16 @@ async def test_submit_follow_fetch_cache_isolation_and_rate_limit(
         png = await response.read()
     assert png.startswith(b"\x89PNG") and len(png) == image["size_bytes"]
 
-    # The same seed, model, size and steps from the CLI: the same bytes (both are the worker's PNG).
+    # The same seed, model, size and steps from the CLI: the same pixels (both are the worker's PNG; each file
+    # carries its own C2PA signature, jobs.provenance).
     cli = run_atelier(
         "imagine", REQUEST["prompt"], "--seed", "1234", "--model", "tiny", "--size", "64x64", "--steps", "3",
         "--out", str(tmp_path / "cli"), cwd=tmp_path, env=rig.env,
     )  # fmt: skip
     assert cli.returncode == 0, cli.stderr
     [cli_path] = [Path(line) for line in cli.stdout.split()]
-    assert (cli_path if cli_path.is_absolute() else tmp_path / cli_path).read_bytes() == png
+    cli_png = (cli_path if cli_path.is_absolute() else tmp_path / cli_path).read_bytes()
+    assert replayed_content(cli_png) == replayed_content(png)
 
     # Again: a cache hit, answered with the succeeded job at once; nothing enqueued, created or charged.
     redis = Redis.from_url(rig.redis_url)
