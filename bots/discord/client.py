@@ -26,7 +26,18 @@ from arq.connections import ArqRedis
 from discord import app_commands
 from discord.gateway import DiscordWebSocket
 
-from bots.discord import admin, guided, imagine, inpaint, lora_admin, reactions, settings, upscale, views
+from bots.discord import (
+    admin,
+    guided,
+    imagine,
+    inpaint,
+    lora_admin,
+    reactions,
+    replay,
+    settings,
+    upscale,
+    views,
+)
 from bots.discord.acks import Acknowledger
 from bots.discord.editclock import EditClock
 from bots.discord.guide import invite_url
@@ -101,6 +112,7 @@ class AtelierBot(discord.Client):
         imagine.setup(self)
         guided.setup(self)
         upscale.setup(self)
+        replay.setup(self)
         inpaint.setup(self)
         lora_admin.setup(self)
         admin.setup(self)
