@@ -45,18 +45,23 @@ def add_guidance_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--hires",
         type=float,
-        help="hires fix: generate at the size asked for, then upscale by this factor (above 1, at most 2) and "
-        "refine in a second pass",
+        metavar="SCALE",
+        help="hires fix: generate at the size asked for, then upscale by this factor (at most 2) and refine in "
+        "a second pass. A size above the model's native resolution (its default size, at that aspect ratio) "
+        "gets it by default: generated at the native size, then upscaled and refined at the size asked for; "
+        "--hires 1 turns that off and generates directly at the size asked for",
     )
 
 
 def wants_guidance(args: argparse.Namespace) -> bool:
+    from engine.guided_requests import scales_hires
+
     return bool(
         getattr(args, "control", None)
         or getattr(args, "control_image", None)
         or getattr(args, "sref", None)
         or getattr(args, "cref", None)
-        or getattr(args, "hires", None) is not None
+        or scales_hires(getattr(args, "hires", None))  # `--hires 1` (off) alone stays a plain imagine
     )
 
 

@@ -88,6 +88,7 @@ async def _imagine(settings: Settings, args: argparse.Namespace) -> int:
             tile=getattr(args, "tile", False),
             chaos=getattr(args, "chaos", 0),
             stylize=getattr(args, "stylize", None),
+            hires=getattr(args, "hires", None),  # here only 1 (off): a scale is guided
         )
         check_loras(loras)  # count, repeats, weights; the names need the tenant's LoRAs, read below
         library = LoraLibrary(settings.loras_dir)
@@ -117,6 +118,7 @@ async def _imagine_from_image(settings: Settings, args: argparse.Namespace) -> i
         ("--tile", args.tile),
         ("--chaos", args.chaos),
         ("--stylize", args.stylize is not None),
+        ("--hires", args.hires is not None),
     ):
         if given:
             raise UsageError(

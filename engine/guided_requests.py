@@ -159,6 +159,12 @@ def hires_plan(model: Preset, width: int, height: int, scale: float | None) -> t
     return width, height, Hires(*first)
 
 
+def scales_hires(hires: object) -> bool:
+    """Whether a `--hires` value asks for the hires fix at a scale (guided generation's `--hires 1.5`), rather
+    than leaving the default (None) or turning it off (1): a plain /imagine stays plain with `--hires 1`."""
+    return hires is not None and hires != HIRES_OFF
+
+
 def check_control_kind(kind: str) -> None:
     if kind not in CONTROL_KINDS:
         raise ValueError(f"control must be one of {', '.join(CONTROL_KINDS)} (got {kind!r})")

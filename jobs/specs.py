@@ -7,7 +7,6 @@ that names the limit while the user is still there to read it, and nothing is en
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -23,9 +22,10 @@ from engine.edit_requests import (
     check_variation,
 )
 from engine.enhance_presets import DEFAULT_FIDELITY, face_restorer_for, upscale_factor, upscaler_for
-from engine.generate import TextToImage
+from engine.generate import Hires, TextToImage
+from engine.guided_requests import hires_plan, native_size
 from engine.lora import LoraLibrary, check_loras
-from engine.registry import MIN_SIDE, Preset, Registry
+from engine.registry import Preset, Registry
 from jobs.prompt_params import check_chaos, check_tile, stylize_guidance
 from jobs.styles import Style, find_style
 from jobs.text import check_name, check_text, shown
@@ -60,6 +60,11 @@ class Imagine(BaseModel):
     tile: bool = False  # seamless tiling (`jobs.prompt_params`)
     chaos: int = Field(0, ge=0, le=100)  # variety between the images (`jobs.prompt_params`)
     style: str | None = None  # the style the prompt was expanded with (`jobs.styles`), for the record
+    hires: float | None = None  # as asked: None the default, 1 off, above 1 a scale (`hires_plan`)
+    first_width: int | None = (
+        None  # hires fix's first pass (both or neither); None: directly at width x height
+    )
+    first_height: int | None = None
 
     def request(self) -> TextToImage:
         """What the engine is asked for (the face restoration step is the job's, not the engine call's)."""
@@ -74,6 +79,7 @@ class Imagine(BaseModel):
             count=self.count,
             loras=tuple((name, weight) for name, weight in self.loras),
             tile=self.tile,
+            hires=None if self.first_width is None else Hires(self.first_width, self.first_height or 0),
         )
 
 
@@ -95,8 +101,8 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def size_for_aspect(preset: Preset, aspect: str) -> tuple[int, int]:
-    """The size with the preset's default pixel count and the aspect ratio `"W:H"`, each side a multiple of the
-    preset's step (8, or 16 for Flux), scaled up where needed so the short side is at least the minimum."""
+    """The preset's native resolution at the aspect ratio `"W:H"` (`engine.guided_requests.native_size`): its
+    default pixel count, each side a multiple of its step, the short side at least the minimum."""
     parts = aspect.split(":")
     try:
         w, h = (float(p) for p in parts)
@@ -104,12 +110,7 @@ def size_for_aspect(preset: Preset, aspect: str) -> tuple[int, int]:
         raise ValueError(f"aspect ratio must look like W:H, e.g. 16:9 (got {shown(aspect)})") from None
     if len(parts) != 2 or w <= 0 or h <= 0 or max(w / h, h / w) > 4:
         raise ValueError(f"aspect ratio must be W:H with both positive and at most 4:1 (got {shown(aspect)})")
-    area = preset.default_width * preset.default_height
-    height = math.sqrt(area * h / w)
-    width = height * w / h
-    scale = max(1.0, MIN_SIDE / min(width, height))
-    step = preset.multiple_of
-    return round(width * scale / step) * step, round(height * scale / step) * step
+    return native_size(preset, w, h)
 
 
 def imagine_spec(
@@ -134,6 +135,7 @@ def imagine_spec(
     tile: bool = False,
     chaos: int = 0,
     stylize: int | None = None,
+    hires: float | None = None,
 ) -> Imagine:
     """Build and check an `Imagine` spec. Raises ValueError (UnknownModelError for a model, UnknownLoraError
     listing the known LoRAs for a LoRA) naming the limit.
@@ -142,6 +144,8 @@ def imagine_spec(
     `loras` are (name, weight) pairs looked up in `lora_library`; without a library, LoRAs are refused.
     `style` (looked up in `styles`, a server's own, and the built-in ones), `tile`, `chaos` and `stylize` are
     the prompt parameters of `jobs.prompt_params`; the style's expansion is the spec's prompt.
+    A size above the model's native resolution is made through the hires fix unless `hires` is 1; `hires` above
+    1 asks for it at that scale of the size (`engine.guided_requests.hires_plan`).
     """
     _check_texts(prompt, negative)
     prompt = prompt.strip()
@@ -176,6 +180,9 @@ def imagine_spec(
     check_tile(tile, preset.family, preset.name)
     guidance = preset.default_guidance if guidance is None else guidance
     preset.check(width=width, height=height, steps=steps, count=count, guidance=guidance, negative=negative)
+    width, height, plan = hires_plan(preset, width, height, hires)
+    if plan is not None:
+        preset.check(width=width, height=height, steps=steps, count=count)  # the scaled size fits too
     if loras and lora_library is None:
         raise ValueError("LoRAs are not available here: remove --lora")
     check_loras(loras, lora_library)
@@ -196,6 +203,9 @@ def imagine_spec(
         tile=tile,
         chaos=chaos,
         style=None if style is None else style.strip().lower(),
+        hires=hires,
+        first_width=None if plan is None else plan.width,
+        first_height=None if plan is None else plan.height,
     )
 
 

@@ -61,7 +61,19 @@ class BatchRequest(GenerationOptions):
     prompts: list[Prompt] = Field(min_length=1, max_length=MAX_PROMPTS)
 
 
-SHARED = ("negative", "model", "width", "height", "aspect", "steps", "guidance", "seed", "count", "loras")
+SHARED = (
+    "negative",
+    "model",
+    "width",
+    "height",
+    "aspect",
+    "steps",
+    "guidance",
+    "seed",
+    "count",
+    "loras",
+    "hires",
+)
 
 
 def add_routes(app: web.Application) -> None:

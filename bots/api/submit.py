@@ -95,6 +95,7 @@ class GenerationOptions(RequestModel):
     count: int | None = Field(None, ge=1, le=100)
     loras: list[LoraChoice] = Field(default_factory=list, max_length=16)
     enhance_faces: bool = False
+    hires: float | None = None  # 1: off; above 1 (at most 2): that scale of the size (engine.guided_requests)
     cache: bool = True
     webhook_url: str | None = Field(None, max_length=2000)
 
@@ -175,7 +176,7 @@ def spec_error(exc: ValueError, image_field: str | None = None) -> ApiError:
 _RANGE = re.compile(r"between|exceeds|below|limit|at most|at least|more than")
 _FIELDS = re.compile(
     r"\b(width|height|steps|count|guidance|seed|negative|prompt|aspect|strength|extend|mask|scale|fidelity"
-    r"|LoRA|model|image)\b"
+    r"|LoRA|model|image|hires)\b"
 )
 _FIELD_NAMES = {"LoRA": "loras", "negative": "negative"}
 
@@ -240,6 +241,7 @@ async def images_spec(services: ApiServices, tenant: Tenant, body: ImagesRequest
             tiny=services.tiny_models,
             random_seed=secrets.randbelow(MAX_SEED + 1),
             enhance_faces=body.enhance_faces,
+            hires=body.hires,
         )
         if loras:
             check_loras(loras)  # count, repeats, weights; then the names, as the tenant sees them
@@ -258,6 +260,7 @@ async def _vary_spec(services: ApiServices, body: ImagesRequest) -> Built:
         ("aspect", body.aspect),
         ("loras", body.loras),
         ("enhance_faces", body.enhance_faces),
+        ("hires", body.hires is not None),
     ):
         if given:
             raise ApiError(

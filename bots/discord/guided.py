@@ -24,7 +24,12 @@ from bots.discord.inputs import AttachmentRef, input_image, precheck
 from bots.discord.launch import defer_status, defer_then_start, refuse, start_job, withdraw
 from bots.discord.metering import answering
 from bots.discord.permissions import job_here, refuse_foreign
-from engine.guided_requests import DEFAULT_REFERENCE_WEIGHT, MAX_BLEND_IMAGES, MIN_BLEND_IMAGES
+from engine.guided_requests import (
+    DEFAULT_REFERENCE_WEIGHT,
+    MAX_BLEND_IMAGES,
+    MIN_BLEND_IMAGES,
+    scales_hires,
+)
 from jobs.describe import describe_spec
 from jobs.guided import Guided, GuidedReference, guided_spec
 from jobs.ownership import ForeignJob
@@ -38,7 +43,9 @@ _PLACEHOLDER = Image.new("RGB", (64, 64))  # stands in for an image not download
 
 
 def wants_guidance(merged: dict[str, object], attachments: dict[str, AttachmentRef | None]) -> bool:
-    return any(merged.get(name) is not None for name in GUIDANCE_OPTIONS) or any(
+    """Whether the request is a guided one; `--hires 1` (the hires fix off) alone leaves it plain."""
+    asked = [name for name in GUIDANCE_OPTIONS if merged.get(name) is not None]
+    return any(name != "hires" or scales_hires(merged["hires"]) for name in asked) or any(
         attachments.get(name) for name in ("control_image", "sref", "cref")
     )
 

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from bots.discord.client import AtelierBot
 
-TEXT_TO_IMAGE_ONLY = ("tile", "chaos", "stylize")
+TEXT_TO_IMAGE_ONLY = ("tile", "chaos", "stylize", "hires")
 ASPECTS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9")
 
 
@@ -77,6 +77,7 @@ def build_spec(
         tile=bool(merged.get("tile")),
         chaos=merged.get("chaos") or 0,  # type: ignore[arg-type]
         stylize=merged.get("stylize"),  # type: ignore[arg-type]
+        hires=merged.get("hires"),  # type: ignore[arg-type]  # here only 1 (off): a scale is guided
     )
     return spec, loras
 

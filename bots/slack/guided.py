@@ -23,7 +23,13 @@ from bots.commands import CommandError, merge_options, parse_prompt, prompt_word
 from bots.slack import answers, files
 from bots.slack.services import SlackServices
 from bots.slack.submit import submit, submit_command
-from engine.guided_requests import DEFAULT_REFERENCE_WEIGHT, MAX_BLEND_IMAGES, MIN_BLEND_IMAGES, pixel_sha256
+from engine.guided_requests import (
+    DEFAULT_REFERENCE_WEIGHT,
+    MAX_BLEND_IMAGES,
+    MIN_BLEND_IMAGES,
+    pixel_sha256,
+    scales_hires,
+)
 from jobs.describe import describe_spec
 from jobs.guided import Guided, GuidedReference, guided_spec
 from jobs.inputs import store_input
@@ -38,11 +44,22 @@ _PLACEHOLDER = Image.new("RGB", (64, 64))  # stands in for an image not download
 
 
 def wants_guidance(text: str) -> bool:
+    """Whether the text asks for guided generation; `--hires 1` (the hires fix off) alone leaves it plain."""
     try:
         words = [word.lower() for word in prompt_words(text)]
     except ValueError:  # unreadable (an open quote): parse_prompt says so on the plain path
         return False
-    return any(flag in words for flag in GUIDANCE_FLAGS)
+    return any(
+        word in GUIDANCE_FLAGS and (word != "--hires" or _scales_hires(words[i + 1 : i + 2]))
+        for i, word in enumerate(words)
+    )
+
+
+def _scales_hires(value: list[str]) -> bool:
+    try:
+        return scales_hires(float(value[0])) if value else True
+    except ValueError:  # not a number: the guided path says so, as for any guidance flag
+        return True
 
 
 def split_links(text: str) -> tuple[str, dict[str, list[str]]]:

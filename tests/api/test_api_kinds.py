@@ -14,6 +14,7 @@ from PIL import Image as PILImage
 from bots.api.keys import create_key
 from quotas.policy import tenant_for
 from storage.lora_models import LoraModel, LoraStatus
+from storage.models import Job
 from tests.api.conftest import Rig, bearer, new_tenant, wait_for_job
 from tests.support import run_atelier
 
@@ -163,3 +164,20 @@ async def test_models_and_each_tenants_own_loras(
     )  # the rig runs tiny models: a real name runs its tiny one
     assert models["tiny-inpaint"]["role"] == "inpaint"
     assert {m["role"] for m in models.values()} == {"txt2img", "inpaint", "upscale", "face"}
+
+
+async def test_a_size_above_the_native_one_goes_through_hires_fix_unless_hires_is_1(
+    rig: Rig, database: str, http: aiohttp.ClientSession
+) -> None:
+    _, key = await create_key(new_tenant())
+    body = {"prompt": "a lighthouse", "model": "tiny", "width": 128, "height": 128, "steps": 2, "seed": 8}
+    ended, [image] = await run(http, rig, key, "/v1/images", body)
+    assert image.size == (128, 128)  # tiny's native size is 64²: the first pass ran there
+    spec = (await Job.get(id=ended["id"])).spec
+    assert (spec["kind"], spec["first_width"], spec["first_height"]) == ("imagine", 64, 64)
+
+    ended, [direct] = await run(http, rig, key, "/v1/images", {**body, "hires": 1})
+    assert direct.size == (128, 128)
+    spec = (await Job.get(id=ended["id"])).spec
+    assert (spec["hires"], spec["first_width"]) == (1.0, None)
+    assert direct.tobytes() != image.tobytes()

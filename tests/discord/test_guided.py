@@ -67,6 +67,37 @@ async def test_imagine_with_control_and_a_style_reference_runs_through_controlne
     assert size_of(posted.attachments[0].data) == (64, 64)
 
 
+async def progress_of(stack: Stack, job_id: str) -> list[tuple[int, int]]:
+    """The (step, total) progress events in the job's stream, in order."""
+    entries = await stack.redis.xrange(f"atelier:events:{job_id}")
+    found = [json.loads(fields[b"data"]) for _, fields in entries if fields[b"event"] == b"progress"]
+    return [(data["step"], data["total"]) for data in found]
+
+
+async def test_imagine_above_the_native_size_goes_through_hires_fix_unless_hires_1(stack: Stack) -> None:
+    # tiny's native size is 64²: 128² is made at 64² (8 steps), upscaled and refined at 128² (4 steps)
+    command = await stack.emulator.slash(
+        "imagine", {"prompt": "a lighthouse --size 128x128 --steps 8 --seed 6"}
+    )
+    spec, thread_id = await finished(stack, command)
+    assert spec["kind"] == "imagine" and (spec["first_width"], spec["first_height"]) == (64, 64)
+    (posted,) = results_of(stack.emulator, thread_id, job_id_of(command))
+    assert size_of(posted.attachments[0].data) == (128, 128)
+    progress = await progress_of(stack, job_id_of(command))
+    totals = [total for _, total in progress]
+    assert progress[-1] == (4, 4) and 8 in totals and totals == sorted(totals, reverse=True), progress
+
+    command = await stack.emulator.slash(
+        "imagine", {"prompt": "a lighthouse --size 128x128 --steps 8 --seed 6 --hires 1"}
+    )
+    spec, thread_id = await finished(stack, command)
+    assert spec["kind"] == "imagine" and spec["hires"] == 1.0 and spec["first_width"] is None
+    (direct,) = results_of(stack.emulator, thread_id, job_id_of(command))
+    assert size_of(direct.attachments[0].data) == (128, 128)
+    assert {total for _, total in await progress_of(stack, job_id_of(command))} == {8}
+    assert direct.attachments[0].data != posted.attachments[0].data
+
+
 async def test_blend_of_three_images_records_them(stack: Stack) -> None:
     uploads = {f"image{i + 1}": Upload(f"in{i}.png", png_bytes(blocks(10 + i))) for i in range(3)}
     command = await stack.emulator.slash("blend", {**uploads, "prompt": "--steps 2"})

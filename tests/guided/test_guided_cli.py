@@ -12,8 +12,10 @@ import asyncpg
 import cv2
 import numpy as np
 import pytest
+import redis
 from PIL import Image
 
+from tests.guided.conftest import REDIS_URL
 from tests.support import run_atelier
 
 
@@ -95,6 +97,54 @@ async def test_hires_gives_one_and_a_half_times_the_native_size_in_two_passes(
     assert Image.open(image).size == (96, 96)
     spec = (await jobs(guided_database_url))[-1]["spec"]
     assert spec["observed"]["passes"] == [[64, 64, 4], [96, 96, 2]]
+
+
+def progress_of(job_id: str) -> list[tuple[int, int]]:
+    """The (step, total) progress events of a job's stream, in order (the worker sends the latest step it has
+    when the last send is done, so some may be skipped, never the last)."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        entries = client.xrange(f"atelier:events:{job_id}")
+    finally:
+        client.close()
+    found = [json.loads(fields[b"data"]) for _, fields in entries if fields[b"event"] == b"progress"]
+    return [(data["step"], data["total"]) for data in found]
+
+
+async def latest_job(database_url: str) -> tuple[str, dict]:
+    connection = await asyncpg.connect(database_url.replace("postgres://", "postgresql://", 1))
+    try:
+        row = await connection.fetchrow("SELECT id, spec FROM jobs ORDER BY created_at DESC LIMIT 1")
+    finally:
+        await connection.close()
+    return row["id"], json.loads(row["spec"]) if isinstance(row["spec"], str) else row["spec"]
+
+
+async def test_a_plain_imagine_above_the_native_size_goes_through_hires_fix_in_two_passes(
+    worker_env, guided_database_url: str, tmp_path: Path
+) -> None:
+    # tiny's native size is 64²: 128² is above it. The first pass runs 20 steps at 64², long enough next to a
+    # progress send for some of its steps to be seen; the second 10 (strength 0.5) at 128².
+    args = ("imagine", "a house", "--size", "128x128", "--steps", "20", "--seed", "4")
+    [image] = printed(run_atelier(*args, cwd=tmp_path, env=worker_env), tmp_path)
+    assert Image.open(image).size == (128, 128)
+    job_id, spec = await latest_job(guided_database_url)
+    assert spec["kind"] == "imagine"  # the plain job (LoRAs, batching and all), not a guided one
+    assert (spec["width"], spec["height"], spec["first_width"], spec["first_height"]) == (128, 128, 64, 64)
+    progress = progress_of(job_id)
+    assert progress[-1] == (10, 10)
+    totals = [total for _, total in progress]
+    assert 20 in totals and totals == sorted(totals, reverse=True), (
+        progress
+    )  # the first pass, then the second
+
+    # --hires 1: directly at 128², one pass of 20 steps, another image from the same seed
+    [direct] = printed(run_atelier(*args, "--hires", "1", cwd=tmp_path, env=worker_env), tmp_path)
+    assert Image.open(direct).size == (128, 128)
+    job_id, spec = await latest_job(guided_database_url)
+    assert (spec["kind"], spec["hires"], spec["first_width"]) == ("imagine", 1.0, None)
+    assert progress_of(job_id)[-1] == (20, 20) and {total for _, total in progress_of(job_id)} == {20}
+    assert Image.open(direct).tobytes() != Image.open(image).tobytes()
 
 
 async def test_blend_of_three_and_a_style_reference_record_their_references(

@@ -20,6 +20,7 @@ from bots.slack import blocks, guide, ids, inpaint, train_shortcut
 from bots.slack.client import web_client
 from bots.slack.coalesce import CoalescedEdits
 from bots.slack.config import SlackConfig
+from bots.slack.guided import wants_guidance
 from bots.slack.imagine import imagine_from_text
 from bots.slack.replier import encode_for_slack
 from bots.slack.shortcuts import SHORTCUTS
@@ -191,6 +192,18 @@ def test_imagine_text_takes_discords_flags() -> None:
     assert (spec.prompt, spec.model) == ("a fox in snow", "tiny")
     assert spec.width * 2 == spec.height * 3  # 3:2 at the model's pixel count
     assert (spec.seed, spec.steps, spec.count, spec.negative) == (7, 5, 2, "blur")
+
+
+def test_imagine_text_above_native_size_takes_the_hires_fix_unless_hires_1() -> None:
+    registry = Registry.load(None)
+    spec = imagine_from_text(registry, "a fox --size 128x128", tiny=True)
+    assert (spec.width, spec.height, spec.first_width, spec.first_height) == (128, 128, 64, 64)
+    assert not wants_guidance("a fox --size 128x128 --hires 1")  # off: a plain /imagine, LoRAs and all
+    direct = imagine_from_text(registry, "a fox --size 128x128 --hires 1", tiny=True)
+    assert (direct.width, direct.height, direct.first_width, direct.hires) == (128, 128, None, 1.0)
+    assert wants_guidance("a fox --hires 1.5") and wants_guidance("a fox --hires")  # a scale is guided
+    with pytest.raises(CommandError, match=r"hires must be 1 \(off"):
+        imagine_from_text(registry, "a fox --hires 0.5", tiny=True)
 
 
 def test_atelier_slack_without_a_signing_secret_in_http_mode_exits_with_the_reason(tmp_path) -> None:
