@@ -29,6 +29,7 @@ from bots.slack import (
     inpaint_command,
     loop,
     reactions,
+    replay_shortcut,
     settings_command,
     shortcuts,
     train_shortcut,
@@ -64,6 +65,7 @@ def create_app(config: SlackConfig, services: SlackServices) -> AsyncApp:
     settings_command.register(app, services)
     reactions.register(app, config, services)
     shortcuts.register(app, services)
+    replay_shortcut.register(app, services)
     admin_command.register(app, config, services)
     upscale_command.register(app, services)
     inpaint.register(app, services)

@@ -16,7 +16,7 @@ from PIL import Image as PILImage
 
 from atelier.settings import Settings
 from bots.commands import CommandError
-from bots.slack import blocks, guide, ids, inpaint, train_shortcut
+from bots.slack import blocks, guide, ids, inpaint, replay_shortcut, train_shortcut
 from bots.slack.client import web_client
 from bots.slack.coalesce import CoalescedEdits
 from bots.slack.config import SlackConfig
@@ -233,7 +233,8 @@ def test_the_manifest_asks_for_what_the_app_uses_and_nothing_it_does_not_handle(
     assert commands == {"/imagine", "/upscale", "/inpaint", "/atelier", "/blend", "/describe"}
     shortcuts = {(s["type"], s["callback_id"]) for s in manifest["features"]["shortcuts"]}
     assert shortcuts == {
-        ("message", callback_id) for callback_id in [*SHORTCUTS, inpaint.SHORTCUT, train_shortcut.SHORTCUT]
+        ("message", callback_id)
+        for callback_id in [*SHORTCUTS, inpaint.SHORTCUT, train_shortcut.SHORTCUT, replay_shortcut.SHORTCUT]
     }
     settings = manifest["settings"]
     assert set(settings["event_subscriptions"]["bot_events"]) == {"app_mention", "reaction_added"}
