@@ -36,12 +36,10 @@ def load_credentials(
         _ensure_local(local_dir)
         key_file, cert_file, trust_file = local_dir / KEY_FILE, local_dir / CHAIN_FILE, local_dir / CA_FILE
     key_pem, chain_pem = Path(key_file).read_bytes(), Path(cert_file).read_bytes()
-    return Credentials(
-        chain_pem=chain_pem,
-        key_pem=key_pem,
-        trust_pem=Path(trust_file).read_bytes() if trust_file else _last_certificate(chain_pem),
-        alg=_algorithm(key_pem),
-    )
+    alg = _algorithm(key_pem)
+    last = _last_certificate(chain_pem)
+    trust_pem = Path(trust_file).read_bytes() if trust_file else last
+    return Credentials(chain_pem=chain_pem, key_pem=key_pem, trust_pem=trust_pem, alg=alg)
 
 
 def load_trust(*, cert_file: Path | None, trust_file: Path | None, local_dir: Path) -> bytes | None:
@@ -79,7 +77,10 @@ def _last_certificate(chain_pem: bytes) -> bytes:
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    certificates = x509.load_pem_x509_certificates(chain_pem)
+    try:
+        certificates = x509.load_pem_x509_certificates(chain_pem)
+    except ValueError:
+        raise ValueError("the C2PA certificate file holds no PEM certificate chain") from None
     return certificates[-1].public_bytes(Encoding.PEM)
 
 
