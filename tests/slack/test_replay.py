@@ -22,18 +22,22 @@ from tests.slack.slack_requests import (
 from tests.support import replayed_content
 
 
+async def _imagined_png(http_bot: str, slack_emulator: SlackEmulator, channel: str, prompt: str) -> bytes:
+    """The one PNG an `/imagine PROMPT --model tiny` in `channel` posted."""
+    url = slack_emulator.response_url(f"{channel}-imagine")
+    command = slash_command(f"{prompt} --model tiny", channel=channel, response_url=url)
+    assert (await post_signed_form(http_bot, command)).status == 200
+    [png] = (await imagined(slack_emulator, channel)).files
+    return png
+
+
 async def test_the_replay_shortcut_makes_the_same_pixels_in_the_messages_thread(
     http_bot: str, slack_emulator: SlackEmulator, db: asyncpg.Connection
 ) -> None:
     channel = "CREPLAY"
-    command = slash_command(
-        "a kettle on a stove --seed 12 --steps 3 --model tiny",
-        channel=channel,
-        response_url=slack_emulator.response_url("replay-imagine"),
+    original = await _imagined_png(
+        http_bot, slack_emulator, channel, "a kettle on a stove --seed 12 --steps 3"
     )
-    assert (await post_signed_form(http_bot, command)).status == 200
-    first = await imagined(slack_emulator, channel)
-    [original] = first.files
 
     ts = "1700000900.000100"
     file = slack_emulator.add_file(original, "kettle.png", "image/png")
@@ -56,13 +60,7 @@ async def test_replay_of_an_image_without_a_valid_recipe_is_refused_and_enqueues
     http_bot: str, slack_emulator: SlackEmulator, db: asyncpg.Connection
 ) -> None:
     channel = "CREPLAYBAD"
-    command = slash_command(
-        "a teapot --seed 3 --steps 2 --model tiny",
-        channel=channel,
-        response_url=slack_emulator.response_url("replay-bad-imagine"),
-    )
-    assert (await post_signed_form(http_bot, command)).status == 200
-    [original] = (await imagined(slack_emulator, channel)).files
+    original = await _imagined_png(http_bot, slack_emulator, channel, "a teapot --seed 3 --steps 2")
     jobs_before = await db.fetchval("SELECT count(*) FROM jobs")
     cases = [
         (png_bytes(Image.new("RGB", (64, 64), "olive")), "has no Atelier recipe"),
