@@ -15,8 +15,9 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
+from atelier.runtime import blob_store_for
 from atelier.settings import Settings
-from storage.blobs import BlobStore, open_blob_store
+from storage.blobs import BlobStore
 from tests.discord.emulator import DiscordEmulator
 from tests.discord.stack import QUEUE, TRAIN_QUEUE, Stack
 from tests.support import atelier_env, create_bucket, free_port, redis_url, s3_settings
@@ -81,14 +82,7 @@ def _settings(env: dict[str, str]) -> Settings:
 @pytest_asyncio.fixture(scope="package", loop_scope="session")
 async def blobs(services_env: dict[str, str]) -> AsyncIterator[BlobStore]:
     """The test's own view of the stack's bucket."""
-    settings = _settings(services_env)
-    store = open_blob_store(
-        settings.blob_url,
-        endpoint_url=settings.s3_endpoint_url,
-        region=settings.s3_region,
-        access_key_id=settings.secret("s3_access_key_id"),
-        secret_access_key=settings.secret("s3_secret_access_key"),
-    )
+    store = blob_store_for(_settings(services_env))
     yield store
     await store.close()
 

@@ -14,10 +14,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import pytest_asyncio
 
+from atelier.runtime import blob_store_for
 from atelier.settings import Settings
 from jobs.retention import RetentionDays, apply_retention, retention_of, set_retention, thumb_key
 from jobs.training import checkpoint_key
-from storage.blobs import BlobStore, open_blob_store
+from storage.blobs import BlobStore
 from storage.db import close_db, init_db
 from storage.models import Image, Job, JobStatus, Tenant, get_or_create_tenant
 from storage.retention import JobInput, record_job_inputs
@@ -39,13 +40,7 @@ async def database(postgres_databases) -> AsyncIterator[str]:
 async def blobs(moto_s3_endpoint: str) -> AsyncIterator[BlobStore]:
     settings = Settings(blob_url="s3://atelier-retention-job/b", **s3_settings(moto_s3_endpoint))
     await create_bucket(settings)
-    store = open_blob_store(
-        settings.blob_url,
-        endpoint_url=settings.s3_endpoint_url,
-        region=settings.s3_region,
-        access_key_id=settings.secret("s3_access_key_id"),
-        secret_access_key=settings.secret("s3_secret_access_key"),
-    )
+    store = blob_store_for(settings)
     yield store
     await store.close()
 
