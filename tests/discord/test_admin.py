@@ -79,7 +79,7 @@ async def test_ban_is_for_admins_and_queue_shows_the_callers_jobs(stack: Stack) 
     empty = await emulator.slash("atelier", {}, subcommand="queue", user="bob")
     assert "no queued or running jobs" in await answer(emulator, empty, "no queued")
     first = await emulator.slash(
-        "imagine", {"prompt": "a long road --size 512x512 --steps 50 --count 4", "model": "tiny"}
+        "imagine", {"prompt": "a long road --size 512x512 --hires 1 --steps 50 --count 4", "model": "tiny"}
     )
     await emulator.wait_response(first)
     await wait_status(emulator, first.original_message_id, "step", within=60)  # it runs

@@ -48,7 +48,8 @@ async def test_cancel_stops_a_queued_job_before_it_runs_and_a_running_one_midway
     emulator = stack.emulator
     await stack.idle_queue()
     long = await emulator.slash(
-        "imagine", {"prompt": "a slow cathedral --size 512x512 --steps 50 --count 4", "model": "tiny"}
+        "imagine",
+        {"prompt": "a slow cathedral --size 512x512 --hires 1 --steps 50 --count 4", "model": "tiny"},
     )
     await emulator.wait_response(long)
     long_status = long.original_message_id

@@ -39,7 +39,10 @@ async def test_with_every_third_edit_refused_and_a_slow_discord_the_image_arrive
     try:
         command = await emulator.slash(
             "imagine",
-            {"prompt": "a lighthouse at dusk --steps 50 --size 512x512 --count 4 --seed 11", "model": "tiny"},
+            {
+                "prompt": "a lighthouse at dusk --steps 50 --size 512x512 --hires 1 --count 4 --seed 11",
+                "model": "tiny",
+            },
         )
         await emulator.wait_response(command)
         status_id = command.original_message_id

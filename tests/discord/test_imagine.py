@@ -32,17 +32,20 @@ async def test_imagine_defers_opens_a_thread_shows_progress_and_posts_the_engine
 ) -> None:
     emulator = stack.emulator
     # What `atelier imagine` makes for the same request, computed meanwhile by its own in-process worker. The
-    # tiny model's largest job (four 512² images, 50 steps), so that progress edits happen between the first
+    # tiny model's largest job (four 512² images, 50 steps, directly: no hires fix), so that progress edits happen between the first
     # and the last even on a machine several times faster than this one.
     reference = asyncio.create_task(
         run_cli_imagine(
-            stack.env, tmp_path, PROMPT, *"--seed 7 --model tiny --steps 50 --size 512x512 --count 4".split()
+            stack.env,
+            tmp_path,
+            PROMPT,
+            *"--seed 7 --model tiny --steps 50 --size 512x512 --hires 1 --count 4".split(),
         )
     )
     await stack.idle_queue()
 
     command = await emulator.slash(
-        "imagine", {"prompt": f"{PROMPT} --steps 50 --seed 7 --size 512x512 --n 4", "model": "tiny"}
+        "imagine", {"prompt": f"{PROMPT} --steps 50 --seed 7 --size 512x512 --hires 1 --n 4", "model": "tiny"}
     )
     await emulator.wait_response(command)
     assert command.callback_type == 5, command.callback_data  # deferred, public

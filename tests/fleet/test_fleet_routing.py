@@ -138,7 +138,7 @@ def test_jobs_go_to_the_worker_holding_their_model_and_others_wait_no_longer_tha
         # `tiny-sdxl` job, which nobody holds, starts at once on the idle worker 1.
         xl = fleet.start_worker()
         warm = set(fleet.ran())
-        long_job = fleet.imagine("tiny", "--steps", "50", "--size", "512x512", "--count", "4")
+        long_job = fleet.imagine("tiny", "--steps", "50", "--size", "512x512", "--hires", "1", "--count", "4")
         fleet.wait_started("tiny", warm)
         seen = set(fleet.ran())
         fleet.finish(fleet.imagine("tiny-sdxl", "--steps", "2"))
@@ -163,7 +163,7 @@ def test_jobs_go_to_the_worker_holding_their_model_and_others_wait_no_longer_tha
         # The holder of `tiny` is busy with a long job: a short `tiny` job waits for it for the routing wait,
         # then an idle worker takes it (and loads `tiny`): nothing starves behind a busy holder.
         before = set(fleet.ran())
-        long_job = fleet.imagine("tiny", "--steps", "50", "--size", "512x512", "--count", "4")
+        long_job = fleet.imagine("tiny", "--steps", "50", "--size", "512x512", "--hires", "1", "--count", "4")
         long_id = fleet.wait_started("tiny", before)
         assert fleet.ran()[long_id] == sd
         short = fleet.imagine("tiny", "--steps", "2")

@@ -43,7 +43,7 @@ async def test_a_cancelled_running_job_stops_within_one_step_and_is_refunded(
     runtime, admin, imagine, run_worker
 ) -> None:
     # Large enough that one step is long next to the time a cancel takes to reach the GPU thread.
-    queued = await imagine("slack:T1", "U1", "long", size="512x512", steps=50)
+    queued = await imagine("slack:T1", "U1", "long", size="512x512", hires=1, steps=50)
     worker = asyncio.create_task(run_worker())
     seen_step = 0
     async for event, data in events.follow(runtime.redis, queued.job_id, block_ms=50):

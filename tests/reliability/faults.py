@@ -201,7 +201,7 @@ class FaultStack:
     ) -> Interaction:
         return await self.emulator.slash(
             "imagine",
-            {"prompt": f"{prompt} --size {size}x{size} --steps {steps}", "model": "tiny"},
+            {"prompt": f"{prompt} --size {size}x{size} --hires 1 --steps {steps}", "model": "tiny"},
             user=user,
         )
 

@@ -55,7 +55,7 @@ async def test_a_redis_restart_loses_no_job_and_doubles_none(
             )
 
         # The first job runs long enough to be running when Redis goes; the others wait behind it.
-        long = await submit("running", 0, size="512x512", steps=50)
+        long = await submit("running", 0, size="512x512", hires=1, steps=50)
         waiting = [await submit(f"queued {i}", i + 1, size="64x64", steps=2) for i in range(QUEUED)]
         with log.open("w") as out:
             env = atelier_env(variables | {"PYTHONUNBUFFERED": "1"})

@@ -115,7 +115,7 @@ def test_a_job_whose_worker_is_killed_mid_steps_finishes_on_the_other_worker_onc
     workers.start(2)
     try:
         cli, job_id, victim = workers.imagine_and_kill_mid_steps(
-            *"--count 4 --size 512x512 --steps 50".split()
+            *"--count 4 --size 512x512 --hires 1 --steps 50".split()
         )
         killed_at = time.monotonic()
 
@@ -149,7 +149,7 @@ def test_a_job_whose_tries_are_used_up_by_crashes_is_failed_refunded_and_told(
     workers = Workers(env, tmp_path)
     workers.start(1)
     try:
-        cli, _, _ = workers.imagine_and_kill_mid_steps(*"--size 512x512 --steps 50".split())
+        cli, _, _ = workers.imagine_and_kill_mid_steps(*"--size 512x512 --hires 1 --steps 50".split())
         workers.start(1)  # a new worker finds the job's one try used: arq gives up on it
 
         stdout, stderr = cli.communicate(timeout=180)

@@ -36,9 +36,9 @@ async def test_imagine_acks_then_threads_progress_uploads_the_png_and_adds_butto
     http_bot: str, slack_emulator: SlackEmulator, db: asyncpg.Connection
 ) -> None:
     channel = "CHTTPIMAGINE"
-    # 50 steps at 128x128 take seconds on this CPU: long enough for progress edits 2 s apart.
+    # 50 steps at 128x128 (directly: no hires fix) take seconds on this CPU: long enough for progress edits 2 s apart.
     command = slash_command(
-        "a lighthouse at dawn --size 128x128 --steps 50 --seed 11",
+        "a lighthouse at dawn --size 128x128 --hires 1 --steps 50 --seed 11",
         channel=channel,
         response_url=slack_emulator.response_url("imagine"),
     )
@@ -193,7 +193,7 @@ async def test_cancel_stops_a_running_job_and_drops_a_queued_one(
 ) -> None:
     running_channel, queued_channel = "CHTTPCANCEL", "CHTTPCANCELQ"
     slow = slash_command(
-        "a slow sunset --size 128x128 --steps 50",
+        "a slow sunset --size 128x128 --hires 1 --steps 50",
         channel=running_channel,
         response_url=slack_emulator.response_url(),
     )

@@ -42,14 +42,14 @@ async def test_imagine_over_socket_mode_acks_threads_progress_and_uploads(
     # Progress is edited only once the status message exists, and the app (starved of CPU by the worker) may
     # take seconds to post it: a job already running keeps this one queued until its status message is there.
     ahead = slash_command(
-        "a job ahead --size 128x128 --steps 30",
+        "a job ahead --size 128x128 --hires 1 --steps 30",
         channel="CSOCKAHEAD",
         response_url=slack_emulator.response_url(),
     )
     await slack_emulator.send_envelope("slash_commands", ahead)
     await status_message(slack_emulator, "CSOCKAHEAD")
     fields = slash_command(
-        "a harbour at night --size 512x512 --steps 50 --n 2 --seed 3",
+        "a harbour at night --size 512x512 --hires 1 --steps 50 --n 2 --seed 3",
         channel=channel,
         response_url=slack_emulator.response_url("socket-imagine"),
     )
