@@ -32,8 +32,8 @@ async def test_imagine_defers_opens_a_thread_shows_progress_and_posts_the_engine
 ) -> None:
     emulator = stack.emulator
     # What `atelier imagine` makes for the same request, computed meanwhile by its own in-process worker. The
-    # tiny model's largest job (four 512² images, 50 steps, directly: no hires fix), so that progress edits happen between the first
-    # and the last even on a machine several times faster than this one.
+    # tiny model's largest job (four 512² images, 50 steps, directly: no hires fix), so that progress edits
+    # happen between the first and the last even on a machine several times faster than this one.
     reference = asyncio.create_task(
         run_cli_imagine(
             stack.env,
