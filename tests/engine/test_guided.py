@@ -127,7 +127,7 @@ def test_hires_is_the_default_above_the_native_resolution_at_the_aspect_ratio(re
     assert hires_plan(sd15, 768, 768, None) == (768, 768, Hires(512, 512))
     assert hires_plan(sd15, 680, 384, None)[2] is None  # --ar 16:9 on SD 1.5: its native pixel count
     assert hires_plan(sd15, 768, 768, 1.0) == (768, 768, None)  # --hires 1: off
-    with pytest.raises(ValueError, match="hires must be 1 .off"):
+    with pytest.raises(ValueError, match=r"hires must be 1 \(off"):
         hires_plan(sd15, 768, 768, 0.5)
 
 
