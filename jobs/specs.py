@@ -23,7 +23,7 @@ from engine.edit_requests import (
 )
 from engine.enhance_presets import DEFAULT_FIDELITY, face_restorer_for, upscale_factor, upscaler_for
 from engine.generate import Hires, TextToImage
-from engine.guided_requests import hires_plan, native_size
+from engine.guided_requests import HIRES_OFF, hires_plan, native_size
 from engine.lora import LoraLibrary, check_loras
 from engine.registry import Preset, Registry
 from jobs.prompt_params import check_chaos, check_tile, stylize_guidance
@@ -60,7 +60,7 @@ class Imagine(BaseModel):
     tile: bool = False  # seamless tiling (`jobs.prompt_params`)
     chaos: int = Field(0, ge=0, le=100)  # variety between the images (`jobs.prompt_params`)
     style: str | None = None  # the style the prompt was expanded with (`jobs.styles`), for the record
-    hires: float | None = None  # as asked: None the default, 1 off, above 1 a scale (`hires_plan`)
+    hires: float | None = None  # as asked: None the default (`hires_plan`), 1 off
     first_width: int | None = (
         None  # hires fix's first pass (both or neither); None: directly at width x height
     )
@@ -144,8 +144,9 @@ def imagine_spec(
     `loras` are (name, weight) pairs looked up in `lora_library`; without a library, LoRAs are refused.
     `style` (looked up in `styles`, a server's own, and the built-in ones), `tile`, `chaos` and `stylize` are
     the prompt parameters of `jobs.prompt_params`; the style's expansion is the spec's prompt.
-    A size above the model's native resolution is made through the hires fix unless `hires` is 1; `hires` above
-    1 asks for it at that scale of the size (`engine.guided_requests.hires_plan`).
+    A size above the model's native resolution is made through the hires fix unless `hires` is 1
+    (`engine.guided_requests.hires_plan`); a scale (`--hires 1.5`) is guided generation's (`jobs.guided`), so
+    one spec never stands for the size asked for in one place and for that size scaled in another.
     """
     _check_texts(prompt, negative)
     prompt = prompt.strip()
@@ -180,9 +181,12 @@ def imagine_spec(
     check_tile(tile, preset.family, preset.name)
     guidance = preset.default_guidance if guidance is None else guidance
     preset.check(width=width, height=height, steps=steps, count=count, guidance=guidance, negative=negative)
+    if hires is not None and hires != HIRES_OFF:  # a scale is guided generation's (`jobs.guided`)
+        raise ValueError(
+            f"hires takes only 1 here, to generate directly at the size asked for (got {hires:g}); for a larger "
+            "image ask for its size: above the model's native size it is made through the hires fix"
+        )
     width, height, plan = hires_plan(preset, width, height, hires)
-    if plan is not None:
-        preset.check(width=width, height=height, steps=steps, count=count)  # the scaled size fits too
     if loras and lora_library is None:
         raise ValueError("LoRAs are not available here: remove --lora")
     check_loras(loras, lora_library)

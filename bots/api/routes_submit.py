@@ -175,12 +175,10 @@ PATHS = {
                     },
                     "enhance_faces": {"type": "boolean", "default": False},
                     "hires": {
-                        "type": "number",
-                        "minimum": 1,
-                        "maximum": 2,
+                        "enum": [1],
                         "description": "hires fix: by default a size above the model's native resolution is "
-                        "generated at the native size, upscaled and refined in a second pass; 1 generates "
-                        "directly at the size asked for; above 1, that scale of the size asked for",
+                        "generated at the native size, upscaled and refined in a second pass; 1 turns it off "
+                        "and generates directly at the size asked for",
                     },
                     "image": IMAGE,
                     "strength": {

@@ -95,7 +95,7 @@ class GenerationOptions(RequestModel):
     count: int | None = Field(None, ge=1, le=100)
     loras: list[LoraChoice] = Field(default_factory=list, max_length=16)
     enhance_faces: bool = False
-    hires: float | None = None  # 1: off; above 1 (at most 2): that scale of the size (engine.guided_requests)
+    hires: float | None = None  # only 1: no hires fix above the native size (jobs.specs.imagine_spec)
     cache: bool = True
     webhook_url: str | None = Field(None, max_length=2000)
 

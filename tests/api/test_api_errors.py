@@ -48,7 +48,7 @@ CASES = [
     (IMAGES, {**OK, "width": 68, "height": 64}, 422, "invalid_value", "width"),
     (IMAGES, {**OK, "prompt": "a\x00b"}, 422, "invalid_value", "prompt"),
     (IMAGES, {**OK, "strength": 0.5}, 422, "invalid_value", "strength"),
-    (IMAGES, {**OK, "hires": 0.5}, 422, "invalid_value", "hires"),  # 1 (off) up to 2
+    (IMAGES, {**OK, "hires": 1.5}, 422, "invalid_value", "hires"),  # only 1 (off): ask for the size
     (IMAGES, {**OK, "hires": 1, "image": png_b64(64, 64)}, 422, "invalid_value", "hires"),
     (IMAGES, {**OK, "model": "no-such-model"}, 422, "unknown_model", "model"),
     (IMAGES, {**OK, "model": "tiny-inpaint"}, 422, "unknown_model", "model"),  # not a text-to-image model

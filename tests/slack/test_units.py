@@ -202,8 +202,8 @@ def test_imagine_text_above_native_size_takes_the_hires_fix_unless_hires_1() -> 
     direct = imagine_from_text(registry, "a fox --size 128x128 --hires 1", tiny=True)
     assert (direct.width, direct.height, direct.first_width, direct.hires) == (128, 128, None, 1.0)
     assert wants_guidance("a fox --hires 1.5") and wants_guidance("a fox --hires")  # a scale is guided
-    with pytest.raises(CommandError, match=r"hires must be 1 \(off"):
-        imagine_from_text(registry, "a fox --hires 0.5", tiny=True)
+    with pytest.raises(CommandError, match="hires takes only 1 here"):
+        imagine_from_text(registry, "a fox --hires 1.5", tiny=True)  # a scale: guided_request's
 
 
 def test_atelier_slack_without_a_signing_secret_in_http_mode_exits_with_the_reason(tmp_path) -> None:
