@@ -20,12 +20,13 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.commands import IMAGE_PROMPT_ONLY, CommandError, merge_options, parse_prompt
+from bots.commands import FLAGS, IMAGE_PROMPT_ONLY, CommandError, merge_options, parse_prompt
 from bots.member_defaults import MemberDefaults, member_defaults
 from bots.slack import answers, guided
 from bots.slack.services import SlackServices
 from bots.slack.submit import submit, submit_command
 from bots.slack.workspace import Workspace
+from engine.guided_requests import scales_hires
 from engine.lora import LoraLibrary, TenantLoras
 from engine.registry import Registry
 from jobs.specs import MAX_SEED, Imagine, imagine_spec
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 USAGE = "Usage: `/imagine a lighthouse at dawn --ar 16:9 --seed 7 --steps 30 --no fog --model sd15 --n 2`"
 MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
+GUIDED_ONLY = ("control", "control_weight", "sref_weight", "cref_weight")  # options only /imagine reads
 
 
 def imagine_from_text(
@@ -56,6 +58,12 @@ def imagine_from_text(
     wanted = options.pop("lora", [])
     if options.pop("iw", None) is not None:
         raise CommandError(IMAGE_PROMPT_ONLY)
+    guidance = {name for name in GUIDED_ONLY if name in options} | (
+        {"hires"} if scales_hires(options.get("hires")) else set()
+    )
+    for flag, (name, _) in FLAGS.items():  # a mention: guidance needs /imagine (`guided.guided_request`)
+        if name in guidance:
+            raise CommandError(f"{flag} works with the /imagine command, not in a mention")
     if defaults is not None:
         options = defaults.apply(options)
     try:

@@ -178,6 +178,8 @@ def test_settings_read_slack_secrets_from_files_and_admins_as_a_list(
         ("--seed 3", "the prompt is only flags"),
         ("a fox --size 100x64", "multiple of 8"),
         ("a fox --lora pixel:0.8", "LoRAs are not available here"),
+        ("a fox --control canny", "--control works with the /imagine command, not in a mention"),
+        ("a fox --sw 0.5", "--sw works with the /imagine command"),
     ],
 )
 def test_imagine_text_errors_say_what_is_wrong(text: str, message: str) -> None:
@@ -202,7 +204,7 @@ def test_imagine_text_above_native_size_takes_the_hires_fix_unless_hires_1() -> 
     direct = imagine_from_text(registry, "a fox --size 128x128 --hires 1", tiny=True)
     assert (direct.width, direct.height, direct.first_width, direct.hires) == (128, 128, None, 1.0)
     assert wants_guidance("a fox --hires 1.5") and wants_guidance("a fox --hires")  # a scale is guided
-    with pytest.raises(CommandError, match="hires takes only 1 here"):
+    with pytest.raises(CommandError, match="--hires works with the /imagine command, not in a mention"):
         imagine_from_text(registry, "a fox --hires 1.5", tiny=True)  # a scale: guided_request's
 
 
