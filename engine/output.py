@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import io
 import math
+import struct
+import zlib
 from collections.abc import Mapping
 
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
 _KEPT_MODES = {"RGB", "RGBA", "L", "LA"}
 
@@ -22,15 +24,29 @@ def png_bytes(image: Image.Image, text: Mapping[str, str] | None = None) -> byte
     """The image as an optimized PNG carrying its pixels and `text` only (UTF-8 iTXt chunks, e.g. a generated
     image's recipe: jobs.recipe): the image's own EXIF, text chunks, ICC profile and DPI are dropped, so nothing
     else about the machine or the prompt leaks and equal pixels and text always give equal bytes."""
-    bare = _bare(image)
-    info = None
-    if text:
-        info = PngImagePlugin.PngInfo()
-        for key, value in text.items():
-            info.add_itxt(key, value)
     buffer = io.BytesIO()
-    bare.save(buffer, format="PNG", optimize=True, pnginfo=info)
-    return buffer.getvalue()
+    _bare(image).save(buffer, format="PNG", optimize=True)
+    plain = buffer.getvalue()
+    return with_text(plain, text) if text else plain
+
+
+_IHDR_END = 8 + 4 + 4 + 13 + 4  # the signature, then IHDR's length, type, 13 bytes of data and CRC
+
+
+def with_text(png: bytes, text: Mapping[str, str]) -> bytes:
+    """`png` with an uncompressed iTXt chunk per item of `text` right after its header and every other byte as it
+    was: `png_bytes(image)` alone names the pixels (inputs are stored under its sha256, jobs.inputs), whatever text
+    and signature the stored file carries."""
+    if png[12:16] != b"IHDR":
+        raise ValueError("not a PNG: its first chunk is not IHDR")
+    chunks = b"".join(
+        _chunk(b"iTXt", key.encode("latin-1") + b"\0\0\0\0\0" + value.encode()) for key, value in text.items()
+    )
+    return png[:_IHDR_END] + chunks + png[_IHDR_END:]
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def fit_to_limit(image: Image.Image, max_bytes: int, allow_webp: bool = True) -> tuple[bytes, str]:

@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 from tortoise.expressions import F
 
 from engine.fingerprint import model_identity
-from engine.output import png_bytes
+from engine.output import png_bytes, with_text
 from engine.registry import Preset
 from jobs import gpu_time, metrics, provenance, recipe, routing
 from jobs.progress import ProgressPump
@@ -288,10 +288,14 @@ def replier_for(services: WorkerServices, job: Job) -> Replier:
 
 
 async def _store(services: WorkerServices, job: Job, index: int, produced: Produced) -> StoredImage:
-    data = await _png(services, job, index, produced)
+    plain = await asyncio.to_thread(png_bytes, produced.image)
+    data = await _annotated(services, job, index, produced.seed, plain)
     key = f"images/{job.id}/{index}.png"
     await services.blobs.put(key, data, "image/png")
-    digest = hashlib.sha256(data).hexdigest()
+    # The digest names the pixels: that of the bare PNG, the name jobs.inputs.store_input gives the same picture
+    # uploaded again (so an upscale of a flagged result is known, bots/api/safety.py), and the same for every
+    # signing of one image, unlike the stored file's bytes.
+    digest = hashlib.sha256(plain).hexdigest()
     width, height = produced.image.size
     await Image.update_or_create(
         job=job,
@@ -309,11 +313,11 @@ async def _store(services: WorkerServices, job: Job, index: int, produced: Produ
     return StoredImage(index, key, width, height, produced.seed, len(data), digest, produced.flagged)
 
 
-async def _png(services: WorkerServices, job: Job, index: int, produced: Produced) -> bytes:
-    """The image as stored and posted: a PNG carrying its recipe (jobs.recipe), signed with the operator's key
-    (jobs.provenance) where the worker has one. Hashing weights and signing run off the event loop."""
-    text = await asyncio.to_thread(_recipe, services, job, index, produced.seed)
-    data = png_bytes(produced.image, {recipe.RECIPE_KEY: text})
+async def _annotated(services: WorkerServices, job: Job, index: int, seed: int, plain: bytes) -> bytes:
+    """The image as stored and posted: its bare PNG carrying its recipe (jobs.recipe), signed with the operator's
+    key (jobs.provenance) where the worker has one. Hashing weights and signing run off the event loop."""
+    text = await asyncio.to_thread(_recipe, services, job, index, seed)
+    data = with_text(plain, {recipe.RECIPE_KEY: text})
     if services.credentials is None:
         return data
     title = f"{job.kind}-{index}.png"

@@ -123,7 +123,7 @@ class Image(Model):
     height = fields.IntField()
     size_bytes = fields.IntField()
     seed = fields.BigIntField()
-    sha256 = fields.CharField(max_length=64)
+    sha256 = fields.CharField(max_length=64)  # of the pixels as a bare PNG (output.png_bytes)
     flagged = fields.BooleanField(default=False, db_default=False)  # by the model's safety checker
     created_at = fields.DatetimeField(auto_now_add=True)
 

@@ -45,7 +45,10 @@ IMAGE = {
         "width": {"type": "integer"},
         "height": {"type": "integer"},
         "seed": {"type": "integer"},
-        "sha256": {"type": "string"},
+        "sha256": {
+            "type": "string",
+            "description": "of the image's pixels as a bare PNG, the same for every signing of it (not of the file)",
+        },
         "size_bytes": {"type": "integer"},
         "flagged": {"type": "boolean", "description": "by the model's safety checker"},
         "withheld": {
