@@ -14,8 +14,9 @@ import torch
 import transformers
 from PIL import Image
 
-from engine.batching import MemberResult, batch_key, free_memory, generate, images_that_fit
+from engine.batching import MemberResult, batch_key, free_memory, generate, images_that_fit, resumable
 from engine.cache import PipelineCache
+from engine.classifiers import image_scores, text_score
 from engine.device import choose_device, choose_dtype
 from engine.generate import ProgressFn, TextToImage, check_request
 from engine.loading import weights_source
@@ -126,12 +127,28 @@ class Engine:
                         results[member] = result
         return results  # type: ignore[return-value]  # every member has its result now
 
+    def resumable(self, preset: Preset) -> bool:
+        """Whether `preset`'s generations can be pre-empted between steps and resumed from their latents with
+        the same result (engine.batching.resumable). Loads the pipeline: call it from the GPU thread."""
+        return resumable(self._cache.get(preset), preset)
+
     @torch.inference_mode()
     def safety_flags(self, preset: Preset, images: Sequence[Image.Image]) -> list[bool]:
-        """Which images the preset's safety checker flags (all False for a preset without one); the images are
-        not changed (engine.safety). The checker loads on first use and stays resident beside the pipelines."""
+        """Which images are flagged, by the uniform image classifier (engine.classifiers, for every model) or
+        by the preset's own safety checker where it ships one (engine.safety: SD 1.5): either flags. The
+        images are not changed. Both load on first use and stay resident beside the pipelines."""
+        classifier = self.registry.image_classifier(preset)
+        scores = image_scores(self._cache, classifier, list(images))
+        flags = [score >= classifier.safety_threshold for score in scores]
         if not preset.safety_checker:
-            return [False] * len(images)
+            return flags
+        return [a or b for a, b in zip(flags, self._checker_flags(preset, images), strict=True)]
+
+    def prompt_score(self, preset: Preset, prompt: str) -> float:
+        """The prompt-safety classifier `preset`'s score of `prompt` (engine.classifiers)."""
+        return text_score(self._cache, preset, prompt)
+
+    def _checker_flags(self, preset: Preset, images: Sequence[Image.Image]) -> list[bool]:
         checker = self._checkers.get(preset.name)
         if checker is None:
             source = weights_source(preset, self._cache.cache_dir)

@@ -45,6 +45,8 @@ class Preset:
     variant: str | None = None
     safety_checker: bool = False  # the weights include a safety checker (engine.safety); SD 1.5 has one
     safety_adjustment: float = 0.0  # added to the checker's scores: higher flags more (diffusers uses 0.0)
+    safety_threshold: float = 0.5  # a safety classifier's score that flags (engine.classifiers)
+    image_classifier: str | None = None  # the image-safety preset run on this model's outputs (else the role's)
     control: str | None = None  # a ControlNet's condition (canny, depth, openpose) or an annotator's output
     weight_name: str | None = None  # an IP-Adapter's weight file in its repository: models/x.safetensors
 
@@ -156,6 +158,14 @@ class Registry:
             preset = self._presets[preset.tiny]
         return preset
 
+    def image_classifier(self, preset: Preset) -> Preset:
+        """The image-safety classifier run on `preset`'s outputs: its own `image_classifier` or the role's
+        default, and its tiny counterpart when `preset` is tiny (a tiny model's images need no real weights)."""
+        name = preset.image_classifier or self._defaults.get("image-safety")
+        if name is None:
+            raise UnknownModelError("no image-safety classifier: set [roles] image-safety")
+        return self.resolve(name, role="image-safety", tiny=preset.is_tiny)
+
     def names(self, role: str | None = None) -> list[str]:
         """Preset names in file order, all of them or only those of `role`."""
         return [name for name, preset in self._presets.items() if role is None or preset.role == role]
@@ -180,6 +190,13 @@ class Registry:
                 raise ValueError(
                     f"preset {preset.name!r}: tiny counterpart {preset.tiny!r} must be a tiny preset of role "
                     f"{preset.role!r} and family {preset.family!r}"
+                )
+        for preset in self._presets.values():
+            named = self._presets.get(preset.image_classifier or "")
+            if preset.image_classifier and (named is None or named.role != "image-safety"):
+                raise ValueError(
+                    f"preset {preset.name!r}: image_classifier {preset.image_classifier!r} is not an "
+                    "image-safety preset"
                 )
         for role, name in self._defaults.items():
             preset = self._presets.get(name)

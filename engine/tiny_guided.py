@@ -18,6 +18,8 @@ import torch
 from diffusers import ControlNetModel
 from safetensors.torch import save_file
 from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
     BertTokenizer,
     BlipConfig,
     BlipForConditionalGeneration,
@@ -32,6 +34,9 @@ from transformers import (
     DPTConfig,
     DPTForDepthEstimation,
     DPTImageProcessor,
+    ViTConfig,
+    ViTForImageClassification,
+    ViTImageProcessor,
 )
 
 from engine import tiny
@@ -53,6 +58,8 @@ def ensure_built(preset: Preset, cache_dir: Path) -> Path:
         "ip-adapter": _ip_adapter,
         "captioner": _captioner,
         "interrogator": _interrogator,
+        "image-safety": _image_classifier,
+        "prompt-safety": _prompt_classifier,
     }
     if preset.role not in builders:
         raise ValueError(f"no tiny guidance builder for role {preset.role!r}")
@@ -199,6 +206,53 @@ def _interrogator(preset: Preset, directory: Path) -> None:
         ),
         tokenizer=tiny.clip_tokenizer(),
     ).save_pretrained(directory)
+
+
+SAFETY_LABELS = {0: "normal", 1: "nsfw"}
+
+
+def _zero_head(model: torch.nn.Module) -> None:
+    """A classification head of zeros: every input scores 0.5 (engine.classifiers), whatever the random body."""
+    torch.nn.init.zeros_(model.classifier.weight)
+    torch.nn.init.zeros_(model.classifier.bias)
+
+
+def _image_classifier(preset: Preset, directory: Path) -> None:
+    """A ViT as small as one works (16 px, one layer): it runs on every output image, so it must cost nearly
+    nothing beside the tiny pipelines."""
+    config = ViTConfig(
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        image_size=16,
+        patch_size=8,
+        id2label=SAFETY_LABELS,
+        label2id={name: index for index, name in SAFETY_LABELS.items()},
+    )
+    model = ViTForImageClassification(config)
+    _zero_head(model)
+    model.save_pretrained(directory)
+    ViTImageProcessor(size={"height": 16, "width": 16}).save_pretrained(directory)
+
+
+def _prompt_classifier(preset: Preset, directory: Path) -> None:
+    """A one-layer BERT over the tiny CLIP tokenizer's byte-level vocabulary."""
+    tokenizer = tiny.clip_tokenizer()
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=128,
+        id2label=SAFETY_LABELS,
+        label2id={name: index for index, name in SAFETY_LABELS.items()},
+    )
+    model = BertForSequenceClassification(config)
+    _zero_head(model)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
 
 
 def ip_adapter_state_dict(unet, image_embed_dim: int = IMAGE_EMBED_DIM) -> dict[str, torch.Tensor]:

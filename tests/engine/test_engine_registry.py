@@ -20,6 +20,8 @@ def test_builtin_presets_load_in_file_order(registry: Registry) -> None:
         "tiny",
         "tiny-strict",
         "tiny-sdxl",
+        "tiny-sdxl-strict",
+        "tiny-flux-strict",
         "tiny-flux",
     ]
     assert {"sd15-inpaint", "sdxl-inpaint", "flux-fill"} <= set(registry.names("inpaint"))
