@@ -9,19 +9,31 @@ image differs from the lone one only by the rounding of batched matrix products.
 A member whose progress callback raises (that is how a job is cancelled) is dropped: what it raised becomes its
 result, no further callback reaches it, and the others finish. A pipeline cannot shrink its batch mid-run, so
 its images are still computed and then discarded; when every member has raised, the call stops at once.
+
+Pre-emption (the relax lane, jobs.relax): a member whose callback raises `engine.generate.Preempted` gets the
+latents of its images after that step attached to it. A request with `resume` set goes on from them: its call
+runs only the remaining timesteps (`resumed_at`), starting from those latents instead of fresh noise, with the
+scheduler's step index begun there. That gives the image an uninterrupted run gives where the scheduler keeps no
+state between steps but its step index (`RESUMABLE_SCHEDULERS`: DDIM with eta 0, Euler without churn, flow-match
+Euler: the tiny SD 1.5, SDXL and Flux presets' schedulers, pixel-equal in tests/engine/test_engine_resume.py;
+Euler's latents go through one division by its initial sigma, which the pipeline multiplies back, so a real
+model may differ by a rounding). Multistep schedulers (PNDM, DPM-Solver++, UniPC) keep a history of model outputs
+that is not saved: `resumable` is False for them, and the relax lane runs such jobs to their end once started.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 
 import diffusers
 import torch
 from PIL import Image
 
-from engine.generate import ProgressFn, TextToImage
+from engine.generate import Preempted, ProgressFn, TextToImage
 from engine.hires import FLUX_MAX_SEQUENCE_LENGTH, refine
 from engine.preview import first_preview
 from engine.registry import Preset
@@ -48,6 +60,7 @@ def batch_key(preset: Preset, request: TextToImage) -> Hashable:
         bool(request.negative),
         request.tile,
         request.hires,
+        request.resume,  # compared by identity: a resumed request runs alone
     )
 
 
@@ -98,20 +111,26 @@ def generate(
         for index in range(request.count)
     ]
     size = (first.width, first.height) if first.hires is None else (first.hires.width, first.hires.height)
-    reporter = _StepReporter(preset, requests, progress, preview_every, size)
+    done = 0 if first.resume is None else first.resume.step
+    reporter = _StepReporter(preset, requests, progress, preview_every, size, first_step=done)
+    resuming: dict[str, Any] = {}
+    if first.resume is not None:
+        resuming["latents"] = first.resume.latents.to(pipeline.device, copy=True)
     try:
-        result = pipeline(
-            prompt=prompt,
-            width=size[0],
-            height=size[1],
-            num_inference_steps=first.steps,
-            guidance_scale=first.guidance,
-            num_images_per_prompt=per_prompt,
-            generator=generators,
-            callback_on_step_end=reporter if any(p is not None for p in progress) else None,
-            output_type="pil",
-            **_family_arguments(preset, negative),
-        )
+        with resumed_at(pipeline, done, resuming):
+            result = pipeline(
+                prompt=prompt,
+                width=size[0],
+                height=size[1],
+                num_inference_steps=first.steps,
+                guidance_scale=first.guidance,
+                num_images_per_prompt=per_prompt,
+                generator=generators,
+                callback_on_step_end=reporter if any(p is not None for p in progress) else None,
+                output_type="pil",
+                **resuming,
+                **_family_arguments(preset, negative),
+            )
     except _EveryMemberStopped:
         return list(reporter.errors)  # type: ignore[arg-type]  # every entry is set
     images = list(result.images)
@@ -175,6 +194,62 @@ def _second_pass(
     return images
 
 
+RESUMABLE_SCHEDULERS = frozenset(
+    {"DDIMScheduler", "EulerDiscreteScheduler", "FlowMatchEulerDiscreteScheduler"}
+)
+"""Schedulers whose step depends only on the timestep, the step index and the latents (see the module's doc)."""
+
+
+def resumable(pipeline: diffusers.DiffusionPipeline, preset: Preset) -> bool:
+    """Whether a generation on `pipeline` can stop between steps and go on later from its latents, exactly."""
+    return type(pipeline.scheduler).__name__ in RESUMABLE_SCHEDULERS
+
+
+@contextlib.contextmanager
+def resumed_at(pipeline: diffusers.DiffusionPipeline, done: int, arguments: dict[str, Any]) -> Iterator[None]:
+    """Within it, `pipeline`'s scheduler skips the first `done` steps of its timesteps, beginning its step
+    index there; the latents in `arguments` (if any) are divided by the initial noise sigma the pipeline will
+    multiply them by. Nothing changes when `done` is 0."""
+    if done == 0:
+        yield
+        return
+    scheduler = pipeline.scheduler
+    if type(scheduler).__name__ not in RESUMABLE_SCHEDULERS:
+        raise ValueError(f"a generation with {type(scheduler).__name__} cannot resume between steps")
+    skip = done * scheduler.order
+    real_set_timesteps = scheduler.set_timesteps
+    real_set_begin_index = getattr(scheduler, "set_begin_index", None)  # DDIM has none: it keeps no index
+    patched = {}
+
+    @functools.wraps(real_set_timesteps)  # the pipeline reads its signature (custom sigmas or timesteps)
+    def set_timesteps(*args: Any, **kwargs: Any) -> None:
+        real_set_timesteps(*args, **kwargs)
+        scheduler.timesteps = scheduler.timesteps[skip:]
+        if real_set_begin_index is not None:
+            real_set_begin_index(skip)
+        sigma = getattr(
+            scheduler, "init_noise_sigma", 1
+        )  # flow matching has none: the pipeline scales nothing
+        if "latents" in arguments and not (isinstance(sigma, int | float) and sigma == 1):
+            arguments["latents"].div_(sigma)  # in place: the pipeline holds this tensor already
+
+    patched["set_timesteps"] = set_timesteps
+    if real_set_begin_index is not None:
+
+        @functools.wraps(real_set_begin_index)  # SDXL and Flux set the begin index to 0 after the timesteps
+        def set_begin_index(begin_index: int = 0) -> None:
+            real_set_begin_index(skip + begin_index)
+
+        patched["set_begin_index"] = set_begin_index
+    for name, method in patched.items():
+        setattr(scheduler, name, method)
+    try:
+        yield
+    finally:
+        for name in patched:
+            delattr(scheduler, name)  # the class's own methods again
+
+
 def _family_arguments(preset: Preset, negative: str | list[str] | None) -> dict[str, Any]:
     if preset.family == "flux":
         return {"max_sequence_length": FLUX_MAX_SEQUENCE_LENGTH}
@@ -197,7 +272,10 @@ class _StepReporter:
         progress: Sequence[ProgressFn | None],
         preview_every: int,
         size: tuple[int, int],
+        *,
+        first_step: int = 0,
     ) -> None:
+        self.first_step = first_step  # steps a resumed request had run before this call
         self.preset = preset
         self.requests = requests
         self.progress = progress
@@ -209,7 +287,7 @@ class _StepReporter:
     def __call__(
         self, pipeline: diffusers.DiffusionPipeline, index: int, timestep: Any, tensors: dict[str, Any]
     ) -> dict[str, Any]:
-        step, total = index + 1, pipeline.num_timesteps
+        step, total = self.first_step + index + 1, self.first_step + pipeline.num_timesteps
         due = bool(self.preview_every) and (step % self.preview_every == 0 or step == total)
         for member, report in enumerate(self.progress):
             if report is None or self.errors[member] is not None:
@@ -226,6 +304,10 @@ class _StepReporter:
                 )
             try:
                 report(step, total, preview)
+            except Preempted as error:  # to go on later from these latents (see the module's docstring)
+                offset, count = self.offsets[member], self.requests[member].count
+                error.latents = tensors["latents"][offset : offset + count].detach().to("cpu", copy=True)
+                self.errors[member] = error
             except BaseException as error:  # a cancel may be any exception, even CancelledError
                 self.errors[member] = error
         if all(error is not None for error in self.errors):

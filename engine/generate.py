@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.lora import LoraWeights, check_loras
 
@@ -27,6 +27,26 @@ ProgressFn = Callable[[int, int, "Image.Image | None"], None]
 
 It may raise to cancel the generation: the exception propagates out of `Engine.txt2img`.
 """
+
+
+class Preempted(Exception):
+    """Raised by a progress callback to stop a generation so that it resumes later (the relax lane, jobs.relax):
+    the engine sets `latents` to the request's latents after `step` (on the CPU), from which a request with
+    `resume=Resume(step, latents)` goes on. `by`: what it gave way to (a job id), for the record."""
+
+    def __init__(self, step: int, total: int, by: str = "") -> None:
+        super().__init__(f"pre-empted after step {step} of {total}")
+        self.step, self.total, self.by = step, total, by
+        self.latents: Any = None
+
+
+@dataclass(frozen=True, eq=False)
+class Resume:
+    """Where a pre-empted request goes on from: the latents (a tensor, all of its images) after `step` of its
+    steps. Compared by identity, so a resumed request never shares a batch."""
+
+    step: int
+    latents: Any
 
 
 @dataclass(frozen=True)
@@ -57,6 +77,7 @@ class TextToImage:
     loras: LoraWeights = ()
     tile: bool = False  # seamless tiling: circular padding in the denoiser and VAE (engine.seamless)
     hires: Hires | None = None
+    resume: Resume | None = None  # go on from a pre-empted run's latents (engine.batching), not from noise
 
     @classmethod
     def for_preset(
@@ -104,6 +125,13 @@ def check_request(preset: Preset, request: TextToImage) -> None:
     check_loras(request.loras)
     if request.hires is not None:
         check_hires_pass(preset, request.hires, steps=request.steps, count=request.count)
+    if request.resume is not None:
+        if request.hires is not None:
+            raise ValueError("a pre-empted generation resumes only without the hires fix")
+        if not 0 < request.resume.step < request.steps:
+            raise ValueError(
+                f"a generation of {request.steps} steps cannot resume after step {request.resume.step}"
+            )
     if request.tile and preset.family == "flux":
         raise ValueError(
             f"{preset.name} can't tile seamlessly (its denoiser has no convolutions): remove --tile"
