@@ -17,6 +17,7 @@ from arq.connections import ArqRedis, RedisSettings, create_pool
 from atelier.embedded_redis import EmbeddedRedis
 from atelier.settings import Settings
 from engine.registry import Registry
+from jobs import prompt_check
 from jobs.replier import Replier
 from jobs.services import WorkerServices
 from storage.blobs import BlobStore, open_blob_store
@@ -62,6 +63,8 @@ class Runtime:
             blobs = blob_store_for(settings)
             stack.push_async_callback(blobs.close)
             registry = Registry.load(settings.models_file)
+            _configure_prompt_check(settings, registry)
+            stack.callback(prompt_check.configure, None)
             yield cls(settings, redis, blobs, registry, embedded)
 
     async def services_answer(self, timeout_s: float = 3.0) -> bool:
@@ -106,3 +109,14 @@ class Runtime:
             max_batch=self.settings.max_batch,
             credentials=self.settings.c2pa_credentials(),
         )
+
+
+def _configure_prompt_check(settings: Settings, registry: Registry) -> None:
+    """Give this process its prompt classifier (jobs.prompt_check), unless the settings turn it off."""
+    if settings.prompt_classifier == "off":
+        prompt_check.configure(None)
+        return
+    preset = registry.resolve(
+        settings.prompt_classifier or None, role="prompt-safety", tiny=settings.tiny_models
+    )
+    prompt_check.configure(prompt_check.PromptClassifier(preset, settings.models_dir))

@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     model_cache_dir: Path | None = Field(
         None, description="Where weights and tiny models live (data/models)."
     )
+    prompt_classifier: str = Field(
+        "",
+        description="The prompt-safety preset that checks prompts before they are queued (default: the role's, "
+        "nsfw-prompt; its tiny counterpart with tiny models); 'off' for word lists only.",
+    )
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
     dtype: str = Field(
         "auto", description="auto (bf16/fp16 on CUDA, fp32 on CPU), float32, float16, bfloat16."

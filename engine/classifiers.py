@@ -13,14 +13,15 @@ then be tested offline on any model, as `tiny-strict` does for the SD 1.5 checke
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
 from engine.cache import PipelineCache
-from engine.describe import _load  # a transformers model and its AutoProcessor, tiny or real
 from engine.registry import Preset
+from engine.tiny_guided import ensure_built
 
 ROLES = ("image-safety", "prompt-safety")
 
@@ -54,3 +55,25 @@ def _scores(model: Any, logits: torch.Tensor, preset: Preset) -> list[float]:
         raise ValueError(f"{preset.name} has no 'nsfw' label (its labels: {', '.join(sorted(labels))})")
     probability = logits.float().softmax(dim=-1)[:, labels["nsfw"]]
     return [float(value) + preset.safety_adjustment for value in probability.cpu()]
+
+
+class _Resident(tuple):
+    """A model and its processor, kept in the cache; `to(device)` moves the model. (engine.guided has the same
+    pair, but importing it imports diffusers' pipelines, which a front-end checking prompts has no use for.)"""
+
+    def to(self, device: torch.device) -> _Resident:
+        self[0].to(device)
+        return self
+
+
+def _load(preset: Preset, cache: PipelineCache) -> tuple[_Resident, int]:
+    import transformers
+
+    source = ensure_built(preset, cache.cache_dir) if preset.is_tiny else preset.source
+    dtype = cache.dtype if cache.device.type == "cuda" else torch.float32
+    model = getattr(transformers, preset.pipeline).from_pretrained(source, dtype=dtype).eval()
+    processor = transformers.AutoProcessor.from_pretrained(
+        str(source) if isinstance(source, Path) else source
+    )
+    size = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    return _Resident((model, processor)), size

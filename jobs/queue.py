@@ -22,7 +22,7 @@ from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix
 from tortoise.exceptions import IntegrityError
 
-from jobs import events, routing
+from jobs import events, prompt_check, routing
 from jobs.queue_status import queue_position
 from jobs.specs import Imagine, ReplyTarget
 from quotas.admin import JOB_EXPIRES_S, held_key
@@ -77,7 +77,8 @@ async def enqueue(
 ) -> Enqueued:
     """Admit, record and enqueue `spec` once for `request_id`; a repeat returns the existing job.
 
-    Raises `quotas.errors.QuotaRefused` (a limit, a paused tenant, a banned user) before anything is recorded.
+    Raises `quotas.errors.QuotaRefused` (a limit, a paused tenant, a banned user, a prompt the safety check
+    refuses: jobs.prompt_check) before anything is recorded.
     The new job's first event on its stream is `queued`, with its position and ETA."""
     job_id = job_id_for(request_id)
     tiers = tiers or Tiers()
@@ -86,6 +87,7 @@ async def enqueue(
     job = await Job.get_or_none(id=job_id)
     created = False
     if job is None:
+        await prompt_check.check(spec, None if tenant is None else tenant.id)  # refuses before any charge
         reserved = False
         if tenant is not None:
             # At most every RECONCILE_EVERY_S per tenant: it reads every stale reservation of the tenant.

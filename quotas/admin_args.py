@@ -14,6 +14,7 @@ import re
 import shlex
 from typing import TYPE_CHECKING, NoReturn
 
+from quotas import admin_safety
 from quotas.tiers import LIMIT_NAMES, Tiers, parse_limit
 
 if TYPE_CHECKING:  # the CLI builds its parser from this module at every start: keep it free of the database
@@ -85,9 +86,10 @@ def add_tenant_actions(commands: argparse._SubParsersAction, *, tenant: bool) ->
     safety = action(
         "safety",
         "show or set the safety filter: on (default), images the model's safety checker flags are posted only "
-        "in age-restricted channels, as spoilers, and withheld elsewhere; off, posted like any other",
+        "in age-restricted channels, as spoilers, and withheld elsewhere; off, posted like any other; "
+        "--policy per channel, the prompt word list and the review log (quotas.admin_safety)",
     )
-    safety.add_argument("state", nargs="?", help="on or off (leave out to show it)")
+    admin_safety.add_arguments(safety)
 
     emoji = action("emoji", "show or set the reactions that upscale an image or restore its faces")
     emoji.add_argument("reaction", nargs="?", help="which reaction to set: upscale or faces")
@@ -114,8 +116,8 @@ def check(args: argparse.Namespace, tiers: Tiers) -> tuple[dict[str, int], list[
     A problem is a ValueError saying what to fix."""
     if args.admin_command == "tier" and args.tier is not None:
         tiers.get(args.tier)
-    if args.admin_command == "safety" and args.state not in (None, "on", "off"):
-        raise ValueError(f"the safety filter is on or off (got {args.state!r})")
+    if args.admin_command == "safety":
+        admin_safety.check_arguments(args)
     if args.admin_command == "emoji":
         if args.reaction is None and (args.emoji or args.reset):
             raise ValueError("name the reaction to set: upscale or faces")
@@ -177,10 +179,7 @@ async def run_tenant_action(
         lifted = await admin.unban(tenant, args.user)
         return f"{name}: user {args.user} {'unbanned' if lifted else 'was not banned'}"
     if action == "safety":
-        if args.state is not None:
-            await admin.set_safety(tenant, args.state == "on")
-        on = (await admin.preferences(tenant)).safety
-        return f"{name}: safety filter {'on: flagged images only in age-restricted channels, as spoilers' if on else 'off'}"
+        return await admin_safety.run(tenant, name, args)
     if action == "emoji":
         if args.reaction is not None:
             await admin.set_emoji(tenant, args.reaction, "" if args.reset else args.emoji)

@@ -176,6 +176,7 @@ async def get_or_create_user(tenant: Tenant, external_id: str, name: str = "") -
 # The quota tables live in their own module; importing them here registers them with the ``models`` app.
 from storage.api_models import ApiKey, Batch, WebhookDelivery  # noqa: E402, F401
 from storage.lora_models import LoraModel  # noqa: E402, F401
+from storage.moderation import ChannelPolicy, SafetyReview, SafetyWord  # noqa: E402, F401
 from storage.preferences import Preferences  # noqa: E402, F401
 from storage.quota_models import QuotaCounter, QuotaLedger, QuotaReservation, TenantQuota, UserBan  # noqa: E402, F401
 from storage.retention import JobInput, RetentionPolicy  # noqa: E402, F401

@@ -21,6 +21,7 @@ from discord import app_commands
 from bots.discord.permissions import is_admin
 from jobs.queue_status import queue_position
 from quotas.admin_args import ChatArgumentError, chat_parser, check, run_tenant_action
+from storage.moderation import POLICIES
 
 if TYPE_CHECKING:
     from bots.discord.client import AtelierBot
@@ -167,13 +168,42 @@ async def unban_command(interaction: discord.Interaction[AtelierBot], user: str)
     await run_action(interaction, ["unban", user])
 
 
-@group.command(name="safety", description="Show or set the safety filter for flagged images (admins)")
+@group.command(name="safety", description="Safety: the filter, this channel's policy, prompt words (admins)")
 @app_commands.describe(
-    state="on: flagged images only in age-restricted channels, as spoilers; off: posted normally"
+    state="on: flagged images only in age-restricted channels, as spoilers; off: posted normally",
+    policy="What flagged images do in this channel (or the server, with server): allow, spoiler, "
+    "age-restricted, withhold",
+    server="Set the policy as the server's default instead of this channel's",
+    add_word="Refuse prompts with this word",
+    add_pattern="Refuse prompts matching this regular expression",
+    remove="Stop refusing this word or pattern",
+    words="List the words and patterns this server refuses",
+    review_log="The latest review decisions and who made them",
 )
-@app_commands.choices(state=[app_commands.Choice(name=v, value=v) for v in ("on", "off")])
-async def safety_command(interaction: discord.Interaction[AtelierBot], state: str | None = None) -> None:
-    await run_action(interaction, ["safety", *([state] if state else [])])
+@app_commands.choices(
+    state=[app_commands.Choice(name=v, value=v) for v in ("on", "off")],
+    policy=[app_commands.Choice(name=v, value=v) for v in POLICIES],
+)
+async def safety_command(
+    interaction: discord.Interaction[AtelierBot],
+    state: str | None = None,
+    policy: str | None = None,
+    server: bool = False,
+    add_word: str | None = None,
+    add_pattern: str | None = None,
+    remove: str | None = None,
+    words: bool = False,
+    review_log: bool = False,
+) -> None:
+    """The shared parser's `safety` words: the policy is for the channel typed in unless `server`."""
+    argv = ["safety", *([state] if state else [])]
+    if policy:
+        argv += ["--policy", policy] + ([] if server else ["--channel", str(interaction.channel_id)])
+    for flag, value in (("--add-word", add_word), ("--add-pattern", add_pattern), ("--remove", remove)):
+        if value:
+            argv += [flag, value]
+    argv += (["--words"] if words else []) + (["--review-log"] if review_log else [])
+    await run_action(interaction, argv)
 
 
 @group.command(name="emoji", description="Show or set the reactions that upscale or restore faces (admins)")

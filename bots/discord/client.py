@@ -34,6 +34,7 @@ from bots.discord import (
     lora_admin,
     reactions,
     replay,
+    review,
     settings,
     upscale,
     views,
@@ -116,6 +117,7 @@ class AtelierBot(discord.Client):
         inpaint.setup(self)
         lora_admin.setup(self)
         admin.setup(self)
+        review.setup(self)
         settings.setup(self)
         views.setup(self)
         await self._sync_commands()

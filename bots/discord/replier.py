@@ -41,7 +41,7 @@ from bots.discord.status import (
     trained_text,
 )
 from bots.discord.target import DiscordTarget
-from jobs import events, metrics
+from jobs import events, metrics, moderation
 from jobs.delivery import PostedParts, failed_reason
 from jobs.replier import StoredImage
 from storage.blobs import BlobStore
@@ -85,13 +85,16 @@ class DiscordReplier:
     async def result(self, job: Job, images: list[StoredImage]) -> None:
         target = _target(job)
         await self._stop_editor(job.id)
-        shown, withheld = safety.sort_out(
+        policy = await safety.channel_policy(job)
+        shown, held = safety.sort_out(
             images,
-            safety=await safety.safety_on(job.tenant_id),  # type: ignore[attr-defined]
+            policy=policy,
             age_restricted=target.age_restricted,
             source_flagged=await safety.source_flagged(job.spec),
         )
-        in_thread = await self._post_result(job, target, images, shown, withheld)
+        await moderation.hold_for_review(job, [image.index for image in held], str(target.channel_id))
+        withheld = len(held)
+        in_thread = await self._post_result(job, target, images, shown, withheld, policy)
         if job.kind == TRAINING:
             text = trained_text(target.prompt, job.spec["name"], await self._loss(job), in_thread=in_thread)
         else:
@@ -183,6 +186,7 @@ class DiscordReplier:
         images: list[StoredImage],
         shown: list[safety.Shown],
         withheld: int,
+        policy: str = "",
     ) -> bool:
         """Post the shown images (ten files a message; a text alone when all were withheld); return whether
         they went into the job's thread."""
@@ -194,7 +198,7 @@ class DiscordReplier:
             caption = _result_caption(job, target, images)
             buttons = result_components(job.id, len(images), job.kind, shown=[s.image.index for s in shown])
         if withheld:
-            caption += "\n" + safety.withheld_line(withheld)
+            caption += "\n" + safety.withheld_line(withheld, policy)
         posted = PostedParts(self._clock.redis, job.id, "discord")
         in_thread = False
         for number, chunk in enumerate(chunks or [[]]):

@@ -69,8 +69,8 @@ async def test_a_flagged_image_is_a_spoiler_in_an_age_restricted_channel_and_wit
     general = await emulator.slash("imagine", FLAGGED)
     held = await result_message(stack, general)
     assert held.attachments == []
-    assert "1 image withheld: the safety checker flagged it" in held.content
-    assert "age-restricted" in held.content and "/atelier safety" in held.content
+    assert "1 image withheld: the safety classifier flagged it" in held.content
+    assert "safety policy (age-restricted)" in held.content and "/atelier review" in held.content
     # No button could bring the withheld image out: only reroll and delete.
     job_id = job_id_of(general)
     assert held.custom_ids() == [result_id("reroll", job_id, 0), result_id("delete", job_id, 0)]

@@ -1,0 +1,57 @@
+"""A `Runtime` on the real services (Redis DB 38, PostgreSQL, the loopback S3) with tiny models, for the
+safety moderation tests (issue 17, item 2)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from redis.asyncio import Redis
+
+from atelier.runtime import Runtime
+from atelier.settings import Settings
+from tests.support import create_bucket, redis_url, run_burst_worker, s3_settings
+
+REDIS_URL = redis_url(38)
+
+
+@pytest.fixture
+def prompt_classifier() -> str:
+    """The prompt-safety preset (settings.prompt_classifier): the tiny default; a test parametrizes it."""
+    return ""
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def runtime(
+    prompt_classifier: str,
+    tmp_path: Path,
+    models_dir: Path,
+    postgres_databases,
+    moto_s3_endpoint: str,
+) -> AsyncIterator[Runtime]:
+    client = Redis.from_url(REDIS_URL)
+    await client.flushdb()
+    await client.aclose()
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        tiny_models=True,
+        model_cache_dir=models_dir,
+        redis_url=REDIS_URL,
+        database_url=await postgres_databases("atelier_test_moderation"),
+        blob_url=f"s3://atelier-moderation/{tmp_path.name}",
+        prompt_classifier=prompt_classifier,
+        **s3_settings(moto_s3_endpoint),
+    )
+    await create_bucket(settings)
+    async with Runtime.open(settings) as rt:
+        yield rt
+
+
+@pytest.fixture
+def run_worker(runtime: Runtime) -> Callable:
+    async def run() -> None:
+        await run_burst_worker(runtime.worker_services(), runtime.settings.queue_name)
+
+    return run
