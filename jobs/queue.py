@@ -9,6 +9,11 @@ Order of work for a new request: admission (`quotas.ledger.reserve`, which raise
 for the user, leaving nothing behind), the job record, then the arq job with its fair-share score
 (`quotas.fairness`): a virtual time far in the past, hence the explicit `_expires`. A job enqueued without a
 tenant is unmetered (internal jobs, tests): no quota, and fair-shared as one anonymous tenant of weight 1.
+
+Lanes (`jobs.relax`): `lane` is what the person chose (`auto`, `fast` or `relax`); admission decides the lane the
+job runs in (a spent fast budget sends an `auto` job to the relax lane where the tier allows it), and the job is
+queued in that lane's band of scores. An unmetered job runs in the relax lane only when asked for it. A fast job
+is noted as waiting, so that a running relax job gives way to it at its next step.
 """
 
 from __future__ import annotations
@@ -24,11 +29,12 @@ from tortoise.exceptions import IntegrityError
 
 from jobs import events, prompt_check, routing
 from jobs.queue_status import queue_position
+from jobs.relax import lane_of, note_fast_waiting, record_lane
 from jobs.specs import Imagine, ReplyTarget
 from quotas.admin import JOB_EXPIRES_S, held_key
 from quotas.estimates import estimate_seconds, spec_shape
 from quotas.fairness import fair_tag
-from quotas.ledger import refund, reserve, settle
+from quotas.ledger import AUTO, FAST, LANES, RELAX, refund, reserve, settle
 from quotas.policy import policy_for
 from quotas.tiers import Tiers
 from storage.models import Image, Job, JobStatus, Tenant, User
@@ -62,6 +68,7 @@ class Enqueued:
     created: bool  # False when the request had been seen before: nothing new was enqueued
     position: int | None = None
     eta_s: float | None = None
+    lane: str = FAST  # the lane it runs in (jobs.relax)
 
 
 async def enqueue(
@@ -74,18 +81,23 @@ async def enqueue(
     tenant: Tenant | None = None,
     user: User | None = None,
     tiers: Tiers | None = None,
+    lane: str = AUTO,
 ) -> Enqueued:
     """Admit, record and enqueue `spec` once for `request_id`; a repeat returns the existing job.
 
     Raises `quotas.errors.QuotaRefused` (a limit, a paused tenant, a banned user, a prompt the safety check
     refuses: jobs.prompt_check) before anything is recorded.
-    The new job's first event on its stream is `queued`, with its position and ETA."""
+    The new job's first event on its stream is `queued`, with its lane, position and ETA. `lane`: see the module's
+    docstring (ValueError for an unknown one)."""
+    if lane not in LANES:
+        raise ValueError(f"unknown lane {lane!r}: choose one of {', '.join(LANES)}")
     job_id = job_id_for(request_id)
     tiers = tiers or Tiers()
     shape = spec_shape(spec.model_dump(mode="json"))
     cost_ms = round(1000 * await estimate_seconds(redis, **shape))
     job = await Job.get_or_none(id=job_id)
     created = False
+    admitted = RELAX if lane == RELAX else FAST  # an unmetered job's lane; a tenant's comes from admission
     if job is None:
         await prompt_check.check(spec, None if tenant is None else tenant.id)  # refuses before any charge
         reserved = False
@@ -101,8 +113,9 @@ async def enqueue(
                 images=shape["count"],
                 gpu_ms=cost_ms,
                 tiers=tiers,
+                lane=lane,
             )
-            reserved = admission.created
+            reserved, admitted = admission.created, admission.lane
         try:
             job = await Job.create(
                 id=job_id,
@@ -125,9 +138,13 @@ async def enqueue(
             await _record_inputs(job)
     if job.status != JobStatus.QUEUED:
         return Enqueued(job_id, created=False)
-    tag, tier = await _fair_tag(redis, queue_name, job, cost_ms, tiers)
-    # Read by the workers: the model by routing on every poll, the tier by the queue-wait metrics at start.
+    if not created:  # a repeat: the lane it was admitted in
+        admitted = await lane_of(redis, job_id)
+    tag, tier = await _fair_tag(redis, queue_name, job, cost_ms, tiers, admitted)
+    # Read by the workers: the model by routing on every poll, the tier by the queue-wait metrics at start, the
+    # lane by routing and the job (pre-emption).
     await routing.record_job(redis, job_id, model=job.model, tier=tier)
+    await record_lane(redis, job_id, admitted)
     # For a repeat whose job is still queued this is a no-op in arq (same _job_id); it also covers a crash
     # between the insert above and this call, with the same score as before (the tag is kept per job).
     await redis.enqueue_job(
@@ -138,10 +155,12 @@ async def enqueue(
         _defer_until=datetime.fromtimestamp(tag / 1000, UTC),
         _expires=timedelta(seconds=JOB_EXPIRES_S),
     )
+    if admitted == FAST and created:
+        await note_fast_waiting(redis, queue_name, job_id)
     position, eta_s = await queue_position(redis, queue_name, job_id)
     if created:
-        await events.publish(redis, job_id, "queued", position=position, eta_s=eta_s)
-    return Enqueued(job_id, created, position, eta_s)
+        await events.publish(redis, job_id, "queued", position=position, eta_s=eta_s, lane=admitted)
+    return Enqueued(job_id, created, position, eta_s, admitted)
 
 
 async def _record_inputs(job: Job) -> None:
@@ -154,16 +173,22 @@ async def _record_inputs(job: Job) -> None:
 
 
 async def _fair_tag(
-    redis: ArqRedis, queue_name: str, job: Job, cost_ms: int, tiers: Tiers
+    redis: ArqRedis, queue_name: str, job: Job, cost_ms: int, tiers: Tiers, lane: str
 ) -> tuple[int, str]:
-    """The job's fair tag, and its tenant's tier (UNMETERED for a job without a tenant)."""
+    """The job's fair tag in its lane, and its tenant's tier (UNMETERED for a job without a tenant)."""
     tenant_key, weight, tier = UNMETERED, 1.0, UNMETERED
     if job.tenant_id is not None:  # type: ignore[attr-defined]
         tenant = await Tenant.get(id=job.tenant_id)  # type: ignore[attr-defined]
         policy = await policy_for(tenant, tiers)
         tenant_key, weight, tier = str(tenant.id), policy.tier.weight, policy.tier.name
     tag = await fair_tag(
-        redis, queue_name=queue_name, job_id=job.id, tenant_key=tenant_key, cost_ms=cost_ms, weight=weight
+        redis,
+        queue_name=queue_name,
+        job_id=job.id,
+        tenant_key=tenant_key,
+        cost_ms=cost_ms,
+        weight=weight,
+        lane=lane,
     )
     return tag, tier
 

@@ -22,6 +22,9 @@ order). A job for a model that no live worker may serve (every worker runs
 with `--models` that leaves it out) stays queued, at its place and visible in the queue position, until such a
 worker appears or the job expires (then its user is told, jobs.lifecycle.abandon).
 
+The relax lane (jobs.relax): relax jobs sort after every fast job, and a worker takes none while a fast job that
+it may serve is among the candidates, even one it passes over for now (routing reorders only within a lane).
+
 What the workers hold comes from their heartbeats (`advert`, jobs.heartbeat): the models each may serve (None:
 any), the ones resident (plus those of the jobs it is running, which it is loading or has loaded), the LoRAs on
 its disk and the GPU memory free. The job's model is written at enqueue beside the arq job (`record_job`), so
@@ -60,6 +63,7 @@ class Candidate:
     job_id: str
     model: str | None = None
     passed_at: float | None = None
+    relax: bool = False  # in the relax lane: taken only while no fast job this worker may serve waits
 
 
 @dataclass(frozen=True)
@@ -103,9 +107,12 @@ def choose(
     held_elsewhere = {m for peer in peers for m in peer.resident if peer.holds(m)} if wait_s > 0 else set()
     take: list[str] = []
     passed: list[str] = []
+    fast_waits = any(not job.relax and may_serve(serves, job.model) for job in candidates)
     for job in candidates:
         if not may_serve(serves, job.model):
             continue  # not ours to run: it waits for a worker that serves its model
+        if job.relax and fast_waits:
+            continue  # idle GPU time only
         if (
             wait_s <= 0
             or not job.model
@@ -212,15 +219,28 @@ class Router:
     async def order(self, redis: Redis, job_ids: Sequence[bytes], resident: Iterable[str]) -> list[bytes]:
         """The ids among `job_ids` (arq's head of the queue, fair order) this worker should try to start, given
         the models it holds now (`resident`)."""
-        if not job_ids or not self.active:
+        if not job_ids:
             return list(job_ids)
+        from arq.constants import in_progress_key_prefix
+
+        from jobs.relax import RELAX, lane_key
+
         ids = [j.decode() for j in job_ids]
-        values = await redis.mget([model_key(i) for i in ids] + [passed_key(i) for i in ids])
-        models, passes = values[: len(ids)], values[len(ids) :]
+        n = len(ids)
+        keys = [model_key(i) for i in ids] + [passed_key(i) for i in ids] + [lane_key(i) for i in ids]
+        values = await redis.mget(keys + [in_progress_key_prefix + i for i in ids])
+        models, passes, lanes, running = (values[k * n : (k + 1) * n] for k in range(4))
+        # Running jobs stay in arq's queue until they end: a running fast job does not wait, nor keep relax out.
         candidates = [
-            Candidate(i, m.decode() if m else None, float(p) if p else None)
-            for i, m, p in zip(ids, models, passes, strict=True)
+            Candidate(
+                i, m.decode() if m else None, float(p) if p else None, bool(lane) and lane.decode() == RELAX
+            )
+            for i, m, p, lane, busy in zip(ids, models, passes, lanes, running, strict=True)
+            if busy is None
         ]
+        if not self.active:  # no routing: arq's fair order, but never a relax job while a fast one waits
+            fast_waits = any(not c.relax for c in candidates)
+            return [c.job_id.encode() for c in candidates if not (c.relax and fast_waits)]
         self._models = {c.job_id: c.model for c in candidates if c.model}
         now = self.clock()
         decision = choose(

@@ -26,6 +26,7 @@ LIMIT_FLAGS = {
     "images_per_day": "images a day for the whole tenant",
     "gpu_seconds_per_month": "GPU seconds a month for the whole tenant",
     "images_per_user_per_day": "images a day for each person",
+    "gpu_seconds_per_user_per_month": "GPU seconds a month for each person (their fast budget)",
     "queued_jobs_per_user": "unfinished (queued or running) jobs for each person",
     "concurrent_jobs": "unfinished jobs for the whole tenant",
 }

@@ -47,6 +47,19 @@ class QueueBusy(QuotaRefused):
         return f"Atelier is busy right now ({self.waiting} jobs waiting); try again in a few minutes."
 
 
+@dataclass
+class RelaxNotAllowed(QuotaRefused):
+    """The relax lane was asked for (`--relax`, a setting, the API's `lane`) on a tier that has none."""
+
+    tier: str
+
+    def __str__(self) -> str:
+        return (
+            f"The relax lane is not available on the {self.tier} tier here; ask without --relax "
+            "(or set your lane back to automatic in /settings)."
+        )
+
+
 class TenantPaused(QuotaRefused):
     def __str__(self) -> str:
         return "An admin has paused image requests here; try again once they resume them."

@@ -16,6 +16,13 @@ transaction at a time. A refusal by either is `QueueBusy`, and nothing is reserv
 `precheck` asks the same questions without reserving anything, for front-ends that must know before they fetch
 a request's inputs or post anything (a reaction by a banned member downloads nothing).
 
+Lanes (`jobs.relax`): a job is admitted in the fast lane, charged against its tenant's and its person's fast
+budget (GPU seconds per month), or in the relax lane, where no GPU time is charged (it is recorded in the ledger,
+under lane `relax`, and shown apart by `atelier admin usage`); every other limit holds in both. Asked for `auto`
+(no choice made), a job whose GPU charge would pass a fast budget is admitted in the relax lane when the tier
+allows relax (`quotas.tiers.Tier.relax`), and refused as before otherwise; `fast` refuses past the budget;
+`relax` is refused, naming the tier, where the tier has no relax lane.
+
 `settle` and `refund` close a reservation: a conditional UPDATE from `open` lets exactly one of them win, in the
 same transaction as the counter changes and the ledger entry (whose unique (job_id, phase) is a second guard). A
 job that runs twice therefore settles once, and a cancelled job that still ran is refunded or settled, not both.
@@ -31,7 +38,14 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
-from quotas.errors import QueueBusy, QuotaExceeded, QuotaRefused, TenantPaused, UserBanned
+from quotas.errors import (
+    QueueBusy,
+    QuotaExceeded,
+    QuotaRefused,
+    RelaxNotAllowed,
+    TenantPaused,
+    UserBanned,
+)
 from quotas.periods import day_key, month_key, next_day, next_month, utcnow
 from quotas.policy import Policy, policy_for
 from quotas.tiers import LIMIT_LABELS, QueueCap, Tiers
@@ -50,6 +64,8 @@ IMAGES, GPU_MS, IN_FLIGHT = "images", "gpu_ms", "in_flight"
 TENANT_SCOPE = "tenant"
 QUEUE_SHARE = "queue_share"  # the limit name of a tenant's share of the queue cap
 QUEUE_LOCK = 0x61746C_71636170  # the advisory lock of the global queue cap ("atl" "qcap")
+FAST, RELAX, AUTO = "fast", "relax", "auto"
+LANES = (AUTO, FAST, RELAX)
 
 
 def user_scope(user_id: int) -> str:
@@ -66,6 +82,7 @@ class Admission:
     weight: float
     gpu_ms: int
     created: bool
+    lane: str = FAST  # FAST or RELAX: where the job was admitted
 
 
 @dataclass(frozen=True)
@@ -96,18 +113,22 @@ async def precheck(
     *,
     images: int = 1,
     jobs: int = 1,
+    lane: str = AUTO,
     now: datetime | None = None,
 ) -> None:
     """Raise the refusal `reserve` would raise for `jobs` jobs of `images` images in all (a pause, a ban, the
     queue cap, a limit already reached or one the jobs together would pass), reserving nothing; `reserve` still
-    decides atomically afterwards, job by job."""
+    decides atomically afterwards, job by job. A spent fast budget refuses only where `lane` could not go on in
+    the relax lane."""
     now = now or utcnow()
     policy = await policy_for(tenant, tiers)
     await _gate(policy, user)
+    _check_lane(policy, lane)
     waiting = await _waiting()
     if waiting + jobs > tiers.queue_cap.max_jobs:
         raise QueueBusy(waiting)
-    for charge in _charges(policy, user, images, 0, now, tiers.queue_cap):
+    relax_possible = lane == RELAX or (lane == AUTO and policy.tier.relax)
+    for charge in _charges(policy, user, images, 0, now, tiers.queue_cap, relax=relax_possible):
         if charge.metric == IN_FLIGHT:
             charge = replace(charge, amount=jobs)
         if charge.limit is None:
@@ -117,6 +138,13 @@ async def precheck(
         ).values_list("used", flat=True)
         if (used[0] if used else 0) > charge.limit - charge.amount:
             raise await _refusal(tenant, charge)
+
+
+def _check_lane(policy: Policy, lane: str) -> None:
+    if lane not in LANES:
+        raise ValueError(f"unknown lane {lane!r}: choose one of {', '.join(LANES)}")
+    if lane == RELAX and not policy.tier.relax:
+        raise RelaxNotAllowed(policy.tier.name)
 
 
 async def _gate(policy: Policy, user: User | None) -> None:
@@ -151,14 +179,18 @@ async def reserve(
     images: int,
     gpu_ms: int,
     tiers: Tiers,
+    lane: str = AUTO,
     now: datetime | None = None,
 ) -> Admission:
     """Admit job `job_id` for `tenant` (and `user`), reserving `images` and `gpu_ms` (an estimate) plus one
-    unfinished job. Raises QuotaExceeded naming the limit, TenantPaused or UserBanned; reserves nothing then."""
+    unfinished job, in the lane `lane` leads to (see the module's docstring). Raises QuotaExceeded naming the
+    limit, TenantPaused, UserBanned or RelaxNotAllowed; reserves nothing then."""
     now = now or utcnow()
     policy = await policy_for(tenant, tiers)
     await _gate(policy, user)
-    charges = _charges(policy, user, images, gpu_ms, now, tiers.queue_cap)
+    _check_lane(policy, lane)
+    relax = lane == RELAX
+    charges = _charges(policy, user, images, gpu_ms, now, tiers.queue_cap, relax=relax)
     await _ensure_counters(tenant, charges)
     day, month = day_key(now, policy.timezone), month_key(now, policy.timezone)
     try:
@@ -175,6 +207,7 @@ async def reserve(
                 gpu_ms=gpu_ms,
                 day=day,
                 month=month,
+                lane=RELAX if relax else FAST,
                 using_db=conn,
             )
             for charge in charges:
@@ -196,17 +229,35 @@ async def reserve(
                 gpu_ms,
                 day,
                 month,
+                RELAX if relax else FAST,
             )
     except IntegrityError:
         existing = await QuotaReservation.get_or_none(job_id=job_id)
         if existing is None:
             raise
-        return Admission(job_id, existing.tier, policy.tier.weight, existing.gpu_ms, created=False)
+        return Admission(
+            job_id, existing.tier, policy.tier.weight, existing.gpu_ms, created=False, lane=existing.lane
+        )
     except _Refused as refused:
+        if lane == AUTO and refused.charge.metric == GPU_MS and policy.tier.relax:
+            # The fast budget is spent and the tier allows relax: the job goes on there instead.
+            return await reserve(
+                job_id,
+                tenant=tenant,
+                user=user,
+                model=model,
+                images=images,
+                gpu_ms=gpu_ms,
+                tiers=tiers,
+                lane=RELAX,
+                now=now,
+            )
         raise await _refusal(tenant, refused.charge) from None
     except _Busy as busy:
         raise QueueBusy(busy.waiting) from None
-    return Admission(job_id, policy.tier.name, policy.tier.weight, gpu_ms, created=True)
+    return Admission(
+        job_id, policy.tier.name, policy.tier.weight, gpu_ms, created=True, lane=RELAX if relax else FAST
+    )
 
 
 async def settle(job_id: str, *, gpu_seconds: float, images: int) -> bool:
@@ -232,36 +283,63 @@ async def _close(job_id: str, kind: LedgerKind, used: tuple[int, int] | None) ->
             return False
         r = await QuotaReservation.get(job_id=job_id).using_db(conn)
         images, gpu_ms = (used[0] - r.images, used[1] - r.gpu_ms) if used else (-r.images, -r.gpu_ms)
+        fast = (
+            r.lane != RELAX
+        )  # a relax job's GPU time is in the ledger only, not in the fast budget's counters
         changes = [
             (TENANT_SCOPE, IMAGES, r.day, images),
-            (TENANT_SCOPE, GPU_MS, r.month, gpu_ms),
+            *([(TENANT_SCOPE, GPU_MS, r.month, gpu_ms)] if fast else []),
             (TENANT_SCOPE, IN_FLIGHT, "", -1),
         ]
         if r.user_id is not None:  # type: ignore[attr-defined]
             scope = user_scope(r.user_id)  # type: ignore[attr-defined]
             changes += [(scope, IMAGES, r.day, images), (scope, IN_FLIGHT, "", -1)]
+            changes += [(scope, GPU_MS, r.month, gpu_ms)] if fast else []
         for scope, metric, period, amount in changes:
             await (
                 QuotaCounter.filter(tenant_id=r.tenant_id, scope=scope, metric=metric, period=period)  # type: ignore[attr-defined]
                 .using_db(conn)
                 .update(used=F("used") + amount)
             )
-        await _append(conn, kind, job_id, r.tenant_id, r.user_id, r.model, images, gpu_ms, r.day, r.month)  # type: ignore[attr-defined]
+        await _append(
+            conn, kind, job_id, r.tenant_id, r.user_id, r.model, images, gpu_ms, r.day, r.month, r.lane
+        )  # type: ignore[attr-defined]
     return True
 
 
 def _charges(
-    policy: Policy, user: User | None, images: int, gpu_ms: int, now: datetime, cap: QueueCap
+    policy: Policy,
+    user: User | None,
+    images: int,
+    gpu_ms: int,
+    now: datetime,
+    cap: QueueCap,
+    *,
+    relax: bool = False,
 ) -> list[_Charge]:
     """What admitting one job adds to each counter, in the fixed order every transaction uses. The tenant's
-    unfinished jobs are bounded by the lower of its concurrent-jobs limit and its share of the queue cap."""
+    unfinished jobs are bounded by the lower of its concurrent-jobs limit and its share of the queue cap. A relax
+    job charges no GPU time (the fast budgets)."""
     tz, limits = policy.timezone, policy.limits
     day, month = day_key(now, tz), month_key(now, tz)
     tomorrow, next_first = next_day(now, tz), next_month(now, tz)
-    gpu_limit = None if limits.gpu_seconds_per_month is None else limits.gpu_seconds_per_month * 1000
     charges = [
         _Charge(TENANT_SCOPE, IMAGES, day, images, "images_per_day", limits.images_per_day, tomorrow),
-        _Charge(TENANT_SCOPE, GPU_MS, month, gpu_ms, "gpu_seconds_per_month", gpu_limit, next_first),
+        *(
+            []
+            if relax
+            else [
+                _Charge(
+                    TENANT_SCOPE,
+                    GPU_MS,
+                    month,
+                    gpu_ms,
+                    "gpu_seconds_per_month",
+                    _ms(limits.gpu_seconds_per_month),
+                    next_first,
+                )
+            ]
+        ),
         _in_flight_charge(limits.concurrent_jobs, cap),
     ]
     if user is not None:
@@ -278,7 +356,16 @@ def _charges(
             ),
             _Charge(scope, IN_FLIGHT, "", 1, "queued_jobs_per_user", limits.queued_jobs_per_user, None),
         ]
+        if not relax:
+            per_user = _ms(limits.gpu_seconds_per_user_per_month)
+            charges.append(
+                _Charge(scope, GPU_MS, month, gpu_ms, "gpu_seconds_per_user_per_month", per_user, next_first)
+            )
     return charges
+
+
+def _ms(seconds: int | None) -> int | None:
+    return None if seconds is None else seconds * 1000
 
 
 def _in_flight_charge(concurrent_jobs: int | None, cap: QueueCap) -> _Charge:
@@ -326,6 +413,7 @@ async def _append(
     gpu_ms: int,
     day: str,
     month: str,
+    lane: str = FAST,
 ) -> None:
     await QuotaLedger.create(
         job_id=job_id,
@@ -338,6 +426,7 @@ async def _append(
         gpu_ms=gpu_ms,
         day=day,
         month=month,
+        lane=lane,
         using_db=conn,
     )
 
@@ -348,7 +437,7 @@ async def audit(tenant: Tenant) -> list[str]:
     number of reservations still open."""
     problems: list[str] = []
     entries = await QuotaLedger.filter(tenant_id=tenant.id).values(
-        "user_id", "kind", "images", "gpu_ms", "day", "month"
+        "user_id", "kind", "images", "gpu_ms", "day", "month", "lane"
     )
     expected: dict[tuple[str, str, str], int] = {}
     for e in entries:
@@ -357,8 +446,9 @@ async def audit(tenant: Tenant) -> list[str]:
             expected[(scope, IMAGES, e["day"])] = expected.get((scope, IMAGES, e["day"]), 0) + e["images"]
             step = 1 if e["kind"] == LedgerKind.RESERVE else -1
             expected[(scope, IN_FLIGHT, "")] = expected.get((scope, IN_FLIGHT, ""), 0) + step
-        key = (TENANT_SCOPE, GPU_MS, e["month"])
-        expected[key] = expected.get(key, 0) + e["gpu_ms"]
+            if e["lane"] != RELAX:  # relax GPU time is recorded here, not counted against the fast budget
+                key = (scope, GPU_MS, e["month"])
+                expected[key] = expected.get(key, 0) + e["gpu_ms"]
     counters = await QuotaCounter.filter(tenant_id=tenant.id).values("scope", "metric", "period", "used")
     actual = {(c["scope"], c["metric"], c["period"]): c["used"] for c in counters}
     for key in sorted(set(expected) | set(actual)):

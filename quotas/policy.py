@@ -32,7 +32,8 @@ class Policy:
     def describe(self) -> str:
         """One line per setting, for an admin's screen."""
         lines = [
-            f"{self.tenant}: tier {self.tier.name} (weight {self.tier.weight:g}), timezone {self.timezone}"
+            f"{self.tenant}: tier {self.tier.name} (weight {self.tier.weight:g}), timezone {self.timezone}",
+            f"  relax lane past the fast budget: {'yes' if self.tier.relax else 'no'}",
         ]
         if self.paused:
             lines.append("  requests are PAUSED")

@@ -5,13 +5,22 @@ several tiers wait: each job advances its tenant's virtual time by cost / weight
 every one of weight 1 (and weight 1 still gets its turn). A tier's limits are what its tenants get unless an admin
 overrides them (a chat admin only downwards: `quotas.ceilings`). A tier is *self-service* when a chat admin may put
 their own server or workspace on it; any other tier only Atelier's operator assigns (the CLI, or the operator user
-ids). Built in, only `free` is self-service. ``ATELIER_TIERS_FILE`` names a TOML file whose ``[tiers.NAME]`` tables
+ids). Built in, only `free` is self-service.
+
+Relax: a tier's fast budget is its `gpu_seconds_per_month` (GPU seconds per month, per tenant) and, per person,
+`gpu_seconds_per_user_per_month`. A tier with ``relax = true`` lets a tenant or person whose fast budget is spent
+go on in the relax lane (`jobs.relax`): their jobs run only while no fast job waits, and their GPU time is
+recorded but not charged against the fast budget. Without relax, a spent budget refuses as every limit does.
+Built in, `free` and `standard` allow relax and `priority` does not need it. ``ATELIER_TIERS_FILE`` names a TOML file whose ``[tiers.NAME]`` tables
 replace or add tiers, and whose ``[new_tenants]`` table picks the tier a tenant gets when first seen, per
 platform::
 
     [tiers.free]
     weight = 1
     images_per_day = 50            # leave a limit out for "no limit"
+    gpu_seconds_per_month = 3600   # the tenant's fast budget
+    gpu_seconds_per_user_per_month = 600   # each person's fast budget
+    relax = true                   # past a fast budget, jobs go on in the relax lane (default: false)
     self_service = true            # default: true for a tier named free, false for any other
     [new_tenants]
     default = "free"
@@ -29,6 +38,7 @@ LIMIT_NAMES = (
     "images_per_day",
     "gpu_seconds_per_month",
     "images_per_user_per_day",
+    "gpu_seconds_per_user_per_month",
     "queued_jobs_per_user",
     "concurrent_jobs",
 )
@@ -38,6 +48,7 @@ LIMIT_LABELS = {
     "images_per_day": "images per day",
     "gpu_seconds_per_month": "GPU seconds per month",
     "images_per_user_per_day": "images per person per day",
+    "gpu_seconds_per_user_per_month": "GPU seconds per person per month",
     "queued_jobs_per_user": "unfinished jobs per person",
     "concurrent_jobs": "unfinished jobs per server",
 }
@@ -51,6 +62,7 @@ class Limits:
     images_per_day: int | None = None
     gpu_seconds_per_month: int | None = None
     images_per_user_per_day: int | None = None
+    gpu_seconds_per_user_per_month: int | None = None
     queued_jobs_per_user: int | None = None
     concurrent_jobs: int | None = None
 
@@ -75,10 +87,16 @@ class Tier:
     weight: float
     limits: Limits = field(default_factory=Limits)
     self_service: bool = False  # a chat admin may choose it for their own tenant
+    relax: bool = False  # past the fast budget, jobs go to the relax lane instead of being refused
 
     def no_higher_than(self, other: Tier) -> bool:
-        """True when this tier gives nothing `other` does not: no more weight, no higher limit."""
-        return self.weight <= other.weight and self.limits.no_higher_than(other.limits)
+        """True when this tier gives nothing `other` does not: no more weight, no higher limit, no relax lane
+        that `other` lacks."""
+        return (
+            self.weight <= other.weight
+            and self.limits.no_higher_than(other.limits)
+            and (other.relax or not self.relax)
+        )
 
 
 DEFAULT_TIERS: dict[str, Tier] = {
@@ -93,6 +111,7 @@ DEFAULT_TIERS: dict[str, Tier] = {
             concurrent_jobs=10,
         ),
         self_service=True,
+        relax=True,
     ),
     "standard": Tier(
         "standard",
@@ -104,6 +123,7 @@ DEFAULT_TIERS: dict[str, Tier] = {
             queued_jobs_per_user=5,
             concurrent_jobs=25,
         ),
+        relax=True,
     ),
     "priority": Tier(
         "priority",
@@ -183,7 +203,7 @@ class Tiers:
 
 
 def _tier_from_table(name: str, table: Mapping[str, object], path: Path) -> Tier:
-    allowed = {"weight", "self_service", *LIMIT_NAMES}
+    allowed = {"weight", "self_service", "relax", *LIMIT_NAMES}
     unknown = set(table) - allowed
     if unknown:
         raise ValueError(
@@ -195,8 +215,11 @@ def _tier_from_table(name: str, table: Mapping[str, object], path: Path) -> Tier
     self_service = table.get("self_service", name == "free")
     if not isinstance(self_service, bool):
         raise ValueError(f"{path}: tier {name!r}: self_service is true or false (got {self_service!r})")
+    relax = table.get("relax", False)
+    if not isinstance(relax, bool):
+        raise ValueError(f"{path}: tier {name!r}: relax is true or false (got {relax!r})")
     limits = {n: parse_limit(n, table[n]) for n in LIMIT_NAMES if n in table}
-    return Tier(name, float(weight), Limits(**limits), self_service)
+    return Tier(name, float(weight), Limits(**limits), self_service, relax)
 
 
 def parse_limit(name: str, value: object) -> int:

@@ -30,6 +30,7 @@ class TenantQuota(Model):
     images_per_day = fields.IntField(null=True)
     gpu_seconds_per_month = fields.BigIntField(null=True)
     images_per_user_per_day = fields.IntField(null=True)
+    gpu_seconds_per_user_per_month = fields.BigIntField(null=True)
     queued_jobs_per_user = fields.IntField(null=True)
     concurrent_jobs = fields.IntField(null=True)
     updated_at = fields.DatetimeField(auto_now=True)
@@ -98,6 +99,8 @@ class QuotaReservation(Model):
     gpu_ms = fields.BigIntField()
     day = fields.CharField(max_length=16)
     month = fields.CharField(max_length=16)
+    # "fast", or "relax": admitted past a spent fast budget (or asked for); its GPU time is not charged (jobs.relax)
+    lane = fields.CharField(max_length=8, default="fast", db_default="fast")
     state = fields.CharEnumField(
         ReservationState,
         max_length=16,
@@ -140,6 +143,7 @@ class QuotaLedger(Model):
     gpu_ms = fields.BigIntField()
     day = fields.CharField(max_length=16)
     month = fields.CharField(max_length=16)
+    lane = fields.CharField(max_length=8, default="fast", db_default="fast")  # as its reservation's
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:

@@ -2,7 +2,8 @@
 
 - `MemberSettings`: one member's defaults in one tenant (`/settings`): model, aspect, steps and style for
   `/imagine`; remix mode (vary, reroll, pan and zoom open a modal with the prompt before queueing); private mode
-  (results go to the asker alone: ephemeral on Discord, a DM from the app on Slack). Empty or null means "the
+  (results go to the asker alone: ephemeral on Discord, a DM from the app on Slack); the lane (`fast`: refuse
+  past the fast budget, `relax`: always the relax lane, empty: fast while the budget lasts, then relax). Empty or null means "the
   server's default"; a member without a row has every default.
 - `TenantStyle`: a style an admin added (`/atelier style add`), beside the built-in ones (`jobs.styles`).
 """
@@ -30,6 +31,7 @@ class MemberSettings(Model):
     style = fields.CharField(max_length=32, default="")
     remix = fields.BooleanField(default=False)
     private = fields.BooleanField(default=False)
+    lane = fields.CharField(max_length=8, default="", db_default="")  # "", "fast" or "relax" (jobs.relax)
     updated_at = fields.DatetimeField(auto_now=True)
 
     class Meta:
@@ -54,7 +56,7 @@ class TenantStyle(Model):
         unique_together = (("tenant", "name"),)
 
 
-SETTING_FIELDS = ("model", "aspect", "steps", "style", "remix", "private")
+SETTING_FIELDS = ("model", "aspect", "steps", "style", "remix", "private", "lane")
 
 
 async def settings_for(
