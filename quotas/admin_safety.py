@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("state", nargs="?", help="on or off (leave out to show it)")
     parser.add_argument("--policy", help=f"what flagged images do: {', '.join(POLICIES)}")
     parser.add_argument("--channel", help="the channel id --policy is for (default: the whole server)")
+    parser.add_argument(
+        "--server", action="store_true", help="--policy is the server's default (in chat: not this channel's)"
+    )
     parser.add_argument("--add-word", help="refuse prompts with this word")
     parser.add_argument("--add-pattern", help="refuse prompts matching this regular expression")
     parser.add_argument("--remove", help="a word or pattern to stop refusing")
@@ -39,8 +42,10 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"the safety filter is on or off (got {args.state!r})")
     if args.policy is not None:
         check_policy(args.policy)
-    elif args.channel is not None:
-        raise ValueError("--channel goes with --policy")
+    elif args.channel is not None or args.server:
+        raise ValueError("--channel and --server go with --policy")
+    if args.channel is not None and args.server:
+        raise ValueError("--policy is for a --channel or the --server, not both")
     if args.add_word is not None:
         args.add_word = check_word(args.add_word, pattern=False)
     if args.add_pattern is not None:

@@ -1,4 +1,4 @@
-"""`/atelier tier|quota|usage|pause|resume|ban|unban|lora …`: the workspace's quotas, tier, pause, bans and LoRAs.
+"""`/atelier tier|quota|usage|pause|resume|ban|unban|safety|review|lora …`: the workspace's quotas, tier, pause, bans and LoRAs.
 
 Only the workspace's admins and owners (`users.info`), the configured admin list and Atelier's operators
 (`ATELIER_SLACK_OPERATORS`) may use it, and only on the workspace the command comes from. Workspace admins stay
@@ -20,7 +20,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.commands import CommandError
-from bots.slack import answers, lora_command, settings_command
+from bots.slack import answers, lora_command, review, settings_command
 from bots.slack.admins import is_admin
 from bots.slack.config import SlackConfig
 from bots.slack.services import SlackServices
@@ -67,6 +67,11 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
         if not operator and not await is_admin(client, config.admins, user):
             await answers.tell(respond, f":no_entry_sign: {REFUSED}")
             return
+        if first.lower() == "review":  # withheld images, with Approve and Delete (bots.slack.review)
+            await respond(
+                response_type="ephemeral", **await review.review_message(await context["workspace"].tenant())
+            )
+            return
         if first.lower() == "lora":
             try:
                 answer = await lora_command.run(client, services, command, context["workspace"], rest)
@@ -77,6 +82,8 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
         try:
             args = parse_chat(COMMAND, text)
             limits, clear = check(args, services.tiers)
+            if args.admin_command == "safety" and args.policy and not (args.channel or args.server):
+                args.channel = command.get("channel_id")  # a policy typed in a channel is that channel's
         except ChatArgumentError as exc:
             await answers.tell(respond, f"```{exc}```\nLoRAs: {lora_command.USAGE.removeprefix('Usage: ')}")
             return

@@ -30,6 +30,7 @@ from bots.slack import (
     loop,
     reactions,
     replay_shortcut,
+    review,
     settings_command,
     shortcuts,
     train_shortcut,
@@ -67,6 +68,7 @@ def create_app(config: SlackConfig, services: SlackServices) -> AsyncApp:
     shortcuts.register(app, services)
     replay_shortcut.register(app, services)
     admin_command.register(app, config, services)
+    review.register(app, config, services)
     upscale_command.register(app, services)
     inpaint.register(app, services)
     inpaint_command.register(app, services)

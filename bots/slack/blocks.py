@@ -23,7 +23,8 @@ _EMOJI_NAMES = {
 }  # the loop's emoji, as Slack names them
 MAX_BUTTONS_PER_BLOCK = 25  # Slack's limit for the elements of one actions block
 WITHHELD_NOTE = (
-    "the model's safety checker flagged them; an admin can turn the filter off with `/atelier safety off`"
+    "the safety classifier flagged them and this channel withholds flagged images; an admin can review them "
+    "with `/atelier review`, or turn the filter off with `/atelier safety off`"
 )
 
 

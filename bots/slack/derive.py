@@ -53,7 +53,11 @@ async def result_image(services: SlackServices, source: Job, index: int) -> tupl
     row = await Image.get_or_none(job_id=source.id, index=index)
     if row is None:
         raise CommandError(expired_words(source) or GONE)
-    if row.flagged and await safety.withholds_flagged(source.tenant_id):  # type: ignore[attr-defined]
+    if (
+        row.flagged
+        and await safety.withholds_flagged(source.tenant_id, safety.job_channel(source))  # type: ignore[attr-defined]
+        and not await safety.approved(row.id)
+    ):
         raise CommandError(WITHHELD)
     data = await services.blobs.get(row.blob_key)
     return await asyncio.to_thread(_decode, data), row.blob_key

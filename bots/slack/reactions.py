@@ -101,7 +101,7 @@ def register(app: AsyncApp, config: SlackConfig, services: SlackServices) -> Non
             return
         log.info("reaction %s by %s on the results of job %s", event["reaction"], event["user"], job_id)
         shown = Image.filter(job_id=job_id)
-        if await safety.withholds_flagged(job.tenant_id):  # type: ignore[attr-defined]
+        if await safety.withholds_flagged(job.tenant_id, safety.job_channel(job)):  # type: ignore[attr-defined]
             shown = shown.filter(flagged=False)  # an image the filter withheld is not acted on either
         indexes = await shown.order_by("index").values_list("index", flat=True)
         for index in indexes:

@@ -26,7 +26,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.slack import blocks, ids, safety
 from bots.slack.coalesce import CoalescedEdits
 from bots.slack.describe_blocks import describe_message, described_status
-from jobs import events
+from jobs import events, moderation
 from jobs.delivery import PostedParts
 from jobs.replier import StoredImage
 from quotas.cancel import cancel_requested
@@ -85,9 +85,14 @@ class SlackReplier:
     async def result(self, job: Job, images: list[StoredImage]) -> None:
         data = await self._address(job)
         posted = images
-        if any(image.flagged for image in images) and await safety.withholds_flagged(job.tenant_id):  # type: ignore[attr-defined]
+        if any(image.flagged for image in images) and await safety.withholds_flagged(
+            job.tenant_id,  # type: ignore[attr-defined]
+            data.get("channel"),
+        ):
             posted = [image for image in images if not image.flagged]
         withheld = len(images) - len(posted)
+        held = [image.index for image in images if image not in posted]
+        await moderation.hold_for_review(job, held, data.get("channel"))
         # Each part is recorded once Slack took it: a delivery tried again (jobs.lifecycle retries a failed one)
         # posts only what is missing. A part that fails raises, for that retry.
         parts = PostedParts(self._redis, job.id, "slack")

@@ -1,18 +1,35 @@
-"""The safety filter in Slack: what happens to images the model's safety checker flagged (engine.safety).
+"""The safety filter in Slack: what happens to flagged images (the uniform image classifier or the model's own
+checker flagged them: engine.classifiers, engine.safety), by the channel's policy (jobs.moderation).
 
-Slack has no counterpart of Discord's age-restricted channels, so while a workspace's filter is on (the
-default; `/atelier safety on|off`, stored in its preferences) a flagged image is withheld everywhere: not
-uploaded, no buttons, and a line in the thread says how many were and how an admin turns the filter off. With
-the filter off they are posted like any other. Reactions on a results message never act on a withheld image.
+Slack has no spoiler and no counterpart of Discord's age-restricted channels, so only `allow` posts a flagged
+image; `spoiler`, `age-restricted` (the default while the workspace's `safety` preference is on) and `withhold`
+all withhold it: not uploaded, no buttons, a line in the thread says how many were, and it goes to the
+workspace's review queue (`/atelier review`, bots.slack.review). An admin sets a channel's policy with
+`/atelier safety --policy P` typed in it (`--server` for the workspace's default). Reactions and buttons never
+act on a withheld image, unless an admin approved it in review.
 """
 
 from __future__ import annotations
 
-from storage.models import Tenant
-from storage.preferences import preferences_of
+from jobs import moderation
+from storage.models import Job
+from storage.moderation import SafetyReview
 
 
-async def withholds_flagged(tenant_id: int | None) -> bool:
-    """Whether the workspace (tenant `tenant_id`) withholds flagged images; a job without one does."""
-    tenant = await Tenant.get_or_none(id=tenant_id) if tenant_id is not None else None
-    return tenant is None or (await preferences_of(tenant)).safety
+def job_channel(job: Job) -> str | None:
+    """The channel a job was asked in."""
+    return (job.reply_target or {}).get("data", {}).get("channel")
+
+
+async def withholds_flagged(tenant_id: int | None, channel: str | None = None) -> bool:
+    """Whether flagged images are withheld in `channel` of the workspace (tenant `tenant_id`)."""
+    policy = await moderation.policy_for(tenant_id, channel)
+    return (
+        moderation.disposition(policy, flagged=True, age_restricted=False, spoilers=False)
+        == moderation.WITHHOLD
+    )
+
+
+async def approved(image_id: int) -> bool:
+    """Whether an admin approved this (withheld) image in review."""
+    return await SafetyReview.filter(image_id=image_id, decision="approved").exists()
