@@ -11,6 +11,26 @@ from atelier.jobrun import run_and_wait
 from atelier.settings import Settings
 
 DEMO_PROMPT = "a lighthouse on a cliff at dawn, watercolour"
+LANE_CHOICES = ("auto", "fast", "relax")
+
+
+def add_lane_options(p: argparse.ArgumentParser) -> None:
+    """`--relax` / `--fast`: this request's lane (jobs.relax); neither: the person's default (`atelier lane`)."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--relax",
+        dest="lane",
+        action="store_const",
+        const="relax",
+        help="run in the relax lane: only on idle GPU time, not charged against the fast budget",
+    )
+    group.add_argument(
+        "--fast",
+        dest="lane",
+        action="store_const",
+        const="fast",
+        help="run in the fast lane only: refused once the fast budget is spent",
+    )
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -39,6 +59,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="with --image: how far from it to go, above 0, at most 1 (default: 0.6)",
     )
 
+    add_lane_options(imagine)
     from atelier.cli_guided import add_guidance_options
     from jobs.styles import BUILT_IN
 
@@ -50,6 +71,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     params.add_argument(
         "--stylize", type=int, help="0-1000, onto guidance: 100 the model's default, 0 literal, 1000 loose"
     )
+
+    lane = sub.add_parser(
+        "lane",
+        help="show or set a person's default lane (fast, relax or auto), as /settings does in a chat",
+        description="auto: the fast lane while the fast budget lasts, then the relax lane where the tier allows "
+        "it; fast: refused once the fast budget is spent; relax: always the relax lane (idle GPU time only, not "
+        "charged against the fast budget).",
+    )
+    lane.add_argument("lane", nargs="?", choices=LANE_CHOICES, help="the new default (leave out to show it)")
+    _add_tenant_options(lane)
 
     demo = sub.add_parser(
         "demo", help="imagine a fixed prompt with the tiny model, offline, on embedded defaults"
@@ -101,7 +132,7 @@ async def _imagine(settings: Settings, args: argparse.Namespace) -> int:
     async with Runtime.open(settings) as runtime:
         if loras:
             spec = await _with_tenant_loras(spec, loras, tenant, library)
-        return await run_and_wait(runtime, spec, args.out, tenant, args.user)
+        return await run_and_wait(runtime, spec, args.out, tenant, args.user, getattr(args, "lane", None))
 
 
 async def _imagine_from_image(settings: Settings, args: argparse.Namespace) -> int:
@@ -179,4 +210,28 @@ def read_image_file(path: Path, what: str = "the image"):  # -> PIL.Image.Image 
         raise UsageError(exc) from None
 
 
-COMMANDS = {"imagine": _imagine, "demo": _demo}
+async def _lane(settings: Settings, args: argparse.Namespace) -> int:
+    """`atelier lane [auto|fast|relax]`: the person's default lane in the tenant, shown or set."""
+    from quotas.policy import parse_tenant_ref
+
+    try:
+        platform, external_id = parse_tenant_ref(args.tenant)
+    except ValueError as exc:
+        raise UsageError(exc) from None
+    from storage.db import close_db, init_db
+    from storage.models import get_or_create_tenant
+    from storage.settings import settings_for, update_settings
+
+    await init_db(settings.database_url)
+    try:
+        if args.lane is not None:
+            tenant = await get_or_create_tenant(platform, external_id)
+            await update_settings(tenant, args.user, lane="" if args.lane == "auto" else args.lane)
+        member = await settings_for(platform, external_id, args.user)
+        print((member.lane if member else "") or "auto")
+    finally:
+        await close_db()
+    return 0
+
+
+COMMANDS = {"imagine": _imagine, "demo": _demo, "lane": _lane}

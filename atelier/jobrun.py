@@ -14,17 +14,29 @@ from atelier.cli import CLI_USER
 
 
 async def run_and_wait(
-    runtime, spec, out_dir: Path, tenant_ref: tuple[str, str] = ("cli", "local"), user_id: str = CLI_USER
+    runtime,
+    spec,
+    out_dir: Path,
+    tenant_ref: tuple[str, str] = ("cli", "local"),
+    user_id: str = CLI_USER,
+    lane: str | None = None,
 ) -> int:
+    """Enqueue `spec` for the tenant and person, follow it to the end and print the files it made. `lane`:
+    `fast`, `relax` or `auto` (jobs.relax); None: the person's default (`atelier lane`, or /settings in a chat),
+    else `auto`. A job admitted in the relax lane says so on stderr, with its ETA."""
     from jobs.queue import enqueue
     from jobs.replier import relay
     from jobs.specs import ReplyTarget
     from jobs.terminal import TerminalReplier
     from jobs.worker import create_worker
     from storage.models import Job, get_or_create_tenant, get_or_create_user
+    from storage.settings import settings_for
 
     settings = runtime.settings
     tenant = await get_or_create_tenant(*tenant_ref)
+    if lane is None:
+        member = await settings_for(*tenant_ref, user_id)
+        lane = (member.lane if member else "") or "auto"
     queued = await enqueue(
         runtime.redis,
         spec,
@@ -34,7 +46,15 @@ async def run_and_wait(
         tenant=tenant,
         user=await get_or_create_user(tenant, user_id),
         tiers=settings.load_tiers(),
+        lane=lane,
     )
+    if queued.lane == "relax":
+        eta = "" if queued.eta_s is None else f"; done in about {queued.eta_s:.0f} s at the measured pace"
+        print(
+            f"atelier: job {queued.job_id} runs in the relax lane: only while no fast job waits, giving way to "
+            f"any that arrives, and not charged against the fast budget{eta}",
+            file=sys.stderr,
+        )
 
     def local_worker():
         return create_worker(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from jobs import relax
 from jobs.enhance import restore_generated_faces
 from jobs.lifecycle import Produced, Progress, generated, run_job
 from jobs.prompt_params import image_guidance
@@ -27,6 +28,8 @@ async def _imagine(services: WorkerServices, job: Job, progress: Progress) -> li
     spec = Imagine.model_validate(job.spec)
     preset = services.registry.get(spec.model)
     request = spec.request()
+    if not (spec.chaos and spec.count > 1):  # a pre-empted relax job goes on from its latents (jobs.relax)
+        request = replace(request, resume=(await relax.load(services.redis, job.id)).resume)
     # The batcher runs it on the GPU thread, alone or with waiting compatible requests (jobs.batching).
     if spec.chaos and spec.count > 1:
         images = []

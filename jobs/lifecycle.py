@@ -8,6 +8,10 @@ alone, and a cancelled one never runs.
 A database outage does not fail a job: when a step fails and the database does not answer, `run_job` waits for
 it (logging once, checking with backoff, within the job's time limit) and runs the job again from the start,
 which its idempotence makes safe (images made before the outage are made again; nothing is charged twice).
+
+A relax-lane job (jobs.relax) that can resume gives way between steps to a fast job that waits: its latents and
+the GPU seconds so far are saved, it goes back to the queue as queued (arq's `Retry`, not counted as a try), and
+its next run, on any worker, goes on from the saved step; its GPU seconds are those of all its runs.
 """
 
 from __future__ import annotations
@@ -22,14 +26,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from arq.worker import Retry
 from PIL import Image as PILImage
 from redis.exceptions import RedisError
 from tortoise.expressions import F
 
 from engine.fingerprint import model_identity
+from engine.generate import Preempted
 from engine.output import png_bytes, with_text
 from engine.registry import Preset
-from jobs import gpu_time, metrics, provenance, recipe, routing
+from jobs import events, gpu_time, metrics, provenance, recipe, relax, routing
 from jobs.progress import ProgressPump
 from jobs.replier import Fanout, Replier, StoredImage, StreamReplier
 from jobs.services import WorkerServices
@@ -120,6 +126,9 @@ async def _run_once(ctx: dict, job_id: str, produce: Produce) -> dict:
     refunded on failure or cancel (`quotas.ledger` makes a second close a no-op, so a job that runs twice
     settles once). A cancel requested while it runs stops it after the current step (`quotas.cancel`)."""
     services: WorkerServices = ctx["services"]
+    if ctx.get("queue_name"):  # taken: a fast job no longer waits (whether it runs now or had ended)
+        await relax.note_taken(services.redis, ctx["queue_name"], job_id)
+    relax_running: dict[str, relax.GiveWay] = ctx.get("relax_running", {})  # shared by the worker's jobs
     job = await Job.get(id=job_id)
     replier = replier_for(services, job)
     # Only a queued job, or a running one whose worker died, may start; a cancel that lands between the read
@@ -144,7 +153,24 @@ async def _run_once(ctx: dict, job_id: str, produce: Produce) -> dict:
                 if watch.event.is_set():
                     raise JobCancelled(0, int(job.spec.get("steps", 0)))
                 async with ProgressPump(asyncio.get_running_loop(), replier, job) as pump:
-                    produced = await produce(services, job, _cancellable(pump.report, watch.event))
+                    progress = _cancellable(pump.report, watch.event)
+                    if await _gives_way(services, job, ctx.get("queue_name")):
+                        relax_running[job_id] = relax.GiveWay()
+                        progress = relax.preemptible(
+                            progress,
+                            loop=asyncio.get_running_loop(),
+                            redis=services.redis,
+                            queue_name=ctx["queue_name"],
+                            job_id=job_id,
+                            give_way=relax_running[job_id],
+                        )
+                    elif await relax.lane_of(services.redis, job_id) == relax.FAST:
+                        for give_way in relax_running.values():  # this worker's GPU runs them: they yield
+                            give_way.give_way_to(job_id)
+                    try:
+                        produced = await produce(services, job, progress)
+                    finally:
+                        relax_running.pop(job_id, None)
             except asyncio.CancelledError:
                 # Cancelled: the time limit, or arq (shutdown, or its own abort). The GPU thread cannot be
                 # interrupted: stop it at its next step. A shutdown's job is retried and settles then.
@@ -154,6 +180,9 @@ async def _run_once(ctx: dict, job_id: str, produce: Produce) -> dict:
                 raise
     except JobCancelled as cancel:
         return await _cancelled(services, job, replier, cancel)
+    except Preempted as preempted:
+        await _give_way(services, job, preempted, meter.seconds)
+        raise Retry() from None  # back in the queue at its place in the relax lane; arq takes it again
     except ValueError as exc:  # the request cannot be done (a limit, an unknown model): the user's to fix
         await ledger.refund(job_id)
         return await _fail(job, replier, str(exc))
@@ -171,7 +200,10 @@ async def _run_once(ctx: dict, job_id: str, produce: Produce) -> dict:
             )
         log.exception("job %s failed", job_id)
         return await _fail(job, replier, f"Something went wrong on our side. Reference: {job_id}")
-    gpu_seconds = meter.seconds
+    carried = await relax.load(services.redis, job_id) if job.kind == "imagine" else None
+    gpu_seconds = meter.seconds + (
+        carried.gpu_seconds if carried else 0.0
+    )  # earlier runs of a pre-empted job
 
     stored = [await _store(services, job, i, p) for i, p in enumerate(produced)]
     job.status, job.finished_at, job.gpu_seconds = JobStatus.SUCCEEDED, datetime.now(UTC), gpu_seconds
@@ -184,6 +216,8 @@ async def _run_once(ctx: dict, job_id: str, produce: Produce) -> dict:
     metrics.JOBS.labels(job.kind, job.model, "succeeded").inc()
     metrics.IMAGES.labels(job.model, "succeeded").inc(len(stored))
     metrics.GENERATION_SECONDS.labels(job.kind, job.model).observe(gpu_seconds)
+    if carried is not None and carried.preemptions:
+        await relax.forget(services.redis, job_id)
     metrics.END_TO_END_SECONDS.labels(job.model, tier).observe(
         _seconds_between(job.created_at, job.finished_at)
     )
@@ -251,6 +285,32 @@ async def announce_end(ctx: dict, job_id: str) -> dict:
     if job is None or job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
         return {"status": job.status.value if job else "missing"}
     return await _already_ended(services, job, replier_for(services, job))
+
+
+async def _gives_way(services: WorkerServices, job: Job, queue_name: str | None) -> bool:
+    """Whether this run gives way to waiting fast jobs: a relax-lane job whose generation can resume."""
+    if not queue_name or not relax.resumable_spec(job.kind, job.spec):
+        return False
+    if await relax.lane_of(services.redis, job.id) != relax.RELAX:
+        return False
+    preset = services.registry.get(job.spec["model"])
+    return await on_gpu(services, services.engine.resumable, preset)
+
+
+async def _give_way(services: WorkerServices, job: Job, preempted: Preempted, gpu_seconds: float) -> None:
+    """Save a pre-empted job's state for its next run and put it back as queued (see the module's docstring); its
+    event stream says where it stopped and for which job, and its status message says it is queued again."""
+    await relax.save(services.redis, job.id, preempted, gpu_seconds)
+    await Job.filter(id=job.id, status=JobStatus.RUNNING).update(status=JobStatus.QUEUED)
+    await relax.give_way(services.redis, job.id)
+    log.info("job %s gave way to fast job %s after step %d", job.id, preempted.by, preempted.step)
+    await events.publish(
+        services.redis, job.id, "preempted", step=preempted.step, total=preempted.total, by=preempted.by
+    )
+    try:
+        await replier_for(services, job).queued(job, None, None)
+    except Exception:  # a status edit is disposable: the job is safely queued already
+        log.warning("job %s: telling its platform it is queued again failed", job.id, exc_info=True)
 
 
 def _cancellable(report: Progress, cancel: threading.Event) -> Progress:

@@ -169,6 +169,8 @@ def create_worker(
             "training_dir": training_dir,
             "job_timeout": job_timeout,
             "retention": retention_days,
+            "queue_name": queue_name,  # the relax lane's checks for waiting fast jobs (jobs.relax)
+            "relax_running": {},  # job id -> GiveWay of this worker's running relax jobs (arq copies ctx per job)
         },
         cron_jobs=_retention_cron(retention_days, only_jobs),
         on_startup=on_startup,
