@@ -119,6 +119,12 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def pixels_sha256(data: bytes) -> str:
+    """An image's digest as its row keeps it: of its pixels as a bare PNG, whatever recipe and signature the file
+    carries (jobs.lifecycle._store)."""
+    return sha256(png_bytes(PILImage.open(io.BytesIO(data))))
+
+
 def noise_png(width: int, height: int) -> bytes:
     """A PNG of random pixels (an upload that no model output could be mistaken for)."""
     pixels = np.random.default_rng(width).integers(0, 256, (height, width, 3), dtype=np.uint8)

@@ -14,7 +14,7 @@ from tests.discord.helpers import (
     image_sha256s,
     job_id_of,
     job_row,
-    sha256,
+    pixels_sha256,
     wait_delivered,
     wait_result,
     wait_status,
@@ -77,7 +77,7 @@ async def test_imagine_defers_opens_a_thread_shows_progress_and_posts_the_engine
     # The result: the PNGs the engine made, stored in the database, and their buttons.
     assert [a.filename for a in result.attachments] == [f"{job_id}-{i}.png" for i in range(4)]
     pngs = [a.data for a in result.attachments]
-    assert await image_sha256s(stack, job_id) == [sha256(png) for png in pngs]
+    assert await image_sha256s(stack, job_id) == [pixels_sha256(png) for png in pngs]
     # The CLI prints the last image's path last; the same pixels (each file has its own C2PA signature).
     assert replayed_content(pngs[-1]) == replayed_content(await reference)
     assert result.custom_ids() == [

@@ -19,8 +19,8 @@ from tests.discord.helpers import (
     job_id_of,
     job_row,
     noise_png,
+    pixels_sha256,
     results_of,
-    sha256,
     size_of,
     wait_status,
 )
@@ -55,7 +55,7 @@ async def test_inpaint_with_an_image_and_a_mask_posts_the_result_in_the_jobs_thr
     job_id = job_id_of(command)
     (posted,) = results_of(emulator, thread_id, job_id)
     assert size_of(posted.attachments[0].data) == (64, 64)
-    assert await image_sha256s(stack, job_id) == [sha256(posted.attachments[0].data)]
+    assert await image_sha256s(stack, job_id) == [pixels_sha256(posted.attachments[0].data)]
     assert posted.custom_ids() == [
         b["custom_id"] for r in result_components(job_id, 1, "inpaint") for b in r["components"]
     ]

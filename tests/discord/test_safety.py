@@ -10,7 +10,14 @@ from bots.discord.components import loop_id, result_id
 from jobs.queue import job_id_for
 from tests.discord import payloads as p
 from tests.discord.emulator import DiscordEmulator, Interaction, Message
-from tests.discord.helpers import image_sha256s, job_id_of, results_of, sha256, wait_delivered, wait_status
+from tests.discord.helpers import (
+    image_sha256s,
+    job_id_of,
+    pixels_sha256,
+    results_of,
+    wait_delivered,
+    wait_status,
+)
 from tests.discord.stack import Stack
 
 pytestmark = pytest.mark.usefixtures("show_logs_on_failure")
@@ -49,7 +56,7 @@ async def test_a_flagged_image_is_a_spoiler_in_an_age_restricted_channel_and_wit
     posted = await result_message(stack, adult)
     job_id = job_id_of(adult)
     assert [a.filename for a in posted.attachments] == [f"SPOILER_{job_id}-0.png"]
-    assert await image_sha256s(stack, job_id) == [sha256(posted.attachments[0].data)]
+    assert await image_sha256s(stack, job_id) == [pixels_sha256(posted.attachments[0].data)]
     assert await stack.db.fetchval("SELECT flagged FROM images WHERE job_id = $1", job_id) is True
     assert "withheld" not in posted.content
     # An upscale of it (Upscale (Subtle), in its thread) is as flagged as its source: a spoiler too.
