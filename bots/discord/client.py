@@ -91,12 +91,12 @@ def intents() -> discord.Intents:
 
 class AtelierBot(discord.Client):
     def __init__(self, config: BotConfig) -> None:
-        rest_watch = RestWatch().trace()
+        rest_watch = RestWatch()
         super().__init__(
             intents=intents(),
             allowed_mentions=discord.AllowedMentions.none(),
             connector=aiohttp.TCPConnector(limit=REST_CONNECTIONS),
-            http_trace=rest_watch,  # 429s, retries and acknowledgements (see `metering`)
+            http_trace=rest_watch.trace(),  # 429s, retries and acknowledgements (see `metering`)
         )
         show_platform("discord")
         self.config = config

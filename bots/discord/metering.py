@@ -94,32 +94,42 @@ class RestWatch:
         trace.on_request_exception.append(self._failed_to_send)
         return trace
 
-    async def _started(
-        self, _: aiohttp.ClientSession, __: SimpleNamespace, params: aiohttp.TraceRequestStartParams
-    ) -> None:
-        key = (params.method, str(params.url))
+    def sent(self, method: str, url: str) -> None:
+        """A request is going out (the acknowledger's own path reports its deferrals here too)."""
+        key = (method, url)
         if key in self._failed:
             del self._failed[key]
             RETRIES.labels("discord").inc()
 
-    async def _ended(
-        self, _: aiohttp.ClientSession, __: SimpleNamespace, params: aiohttp.TraceRequestEndParams
-    ) -> None:
-        status = params.response.status
+    def answered(self, method: str, url: str, status: int) -> None:
         if status == 429:
             RATE_LIMITED.labels("discord").inc()
         if status == 429 or status >= 500:
-            self._remember(params.method, str(params.url))
-        elif status < 300 and params.method == "POST":
-            callback = CALLBACK.search(params.url.path)
+            self._remember(method, url)
+        elif status < 300 and method == "POST":
+            callback = CALLBACK.search(url.partition("?")[0])
             if callback is not None:
                 created = discord.utils.snowflake_time(int(callback["id"])).timestamp()
                 ACK_SECONDS.labels("discord").observe(max(0.0, time.time() - created))
 
+    def unanswered(self, method: str, url: str) -> None:
+        """The request failed before an answer (could not connect, the connection dropped, no answer in time)."""
+        self._remember(method, url)
+
+    async def _started(
+        self, _: aiohttp.ClientSession, __: SimpleNamespace, params: aiohttp.TraceRequestStartParams
+    ) -> None:
+        self.sent(params.method, str(params.url))
+
+    async def _ended(
+        self, _: aiohttp.ClientSession, __: SimpleNamespace, params: aiohttp.TraceRequestEndParams
+    ) -> None:
+        self.answered(params.method, str(params.url), params.response.status)
+
     async def _failed_to_send(
         self, _: aiohttp.ClientSession, __: SimpleNamespace, params: aiohttp.TraceRequestExceptionParams
     ) -> None:
-        self._remember(params.method, str(params.url))
+        self.unanswered(params.method, str(params.url))
 
     def _remember(self, method: str, url: str) -> None:
         self._failed[(method, url)] = None
