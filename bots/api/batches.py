@@ -104,6 +104,7 @@ async def post_batch(request: web.Request) -> web.Response:
             services.tiers,
             images=sum(int(b.spec.count) for b in built),
             jobs=len(built),
+            lane=body.lane,
         )
     except QuotaRefused as refusal:
         raise refusal_error(refusal) from None
@@ -121,6 +122,7 @@ async def post_batch(request: web.Request) -> web.Response:
                 reply_target=target,
                 request_id=f"{request_id}:batch:{i}",
                 use_cache=body.cache,
+                lane=body.lane,
             )
         except ApiError as exc:
             if not job_ids:

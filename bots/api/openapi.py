@@ -68,6 +68,11 @@ JOB = {
         },
         "model": {"type": "string"},
         "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+        "lane": {
+            "type": "string",
+            "enum": ["fast", "relax"],
+            "description": "relax: runs only while no fast job waits, not charged against the fast budget",
+        },
         "position": {
             "type": ["integer", "null"],
             "description": "1: starts next; 0: running; null: not queued",

@@ -40,7 +40,7 @@ async def post_images(request: web.Request) -> web.Response:
     body = await read_json(request, ImagesRequest)
     await check_webhook_url(services_of(request).settings, body.webhook_url)
     built = await images_spec(services_of(request), caller_of(request).tenant, body)
-    return await _submit(request, built, body.cache, body.webhook_url)
+    return await _submit(request, built, body.cache, body.webhook_url, body.lane)
 
 
 async def post_edits(request: web.Request) -> web.Response:
@@ -57,7 +57,7 @@ async def post_upscales(request: web.Request) -> web.Response:
 
 
 async def _submit(
-    request: web.Request, built: Built, use_cache: bool, webhook_url: str | None
+    request: web.Request, built: Built, use_cache: bool, webhook_url: str | None, lane: str = "auto"
 ) -> web.Response:
     services, caller = services_of(request), caller_of(request)
     idempotency_key = request.headers.get("Idempotency-Key")
@@ -72,6 +72,7 @@ async def _submit(
         reply_target=api_target(caller.key.id, webhook_url),
         request_id=request_id,
         use_cache=use_cache,
+        lane=lane,
     )
     if submitted.cached and webhook_url is not None:  # the earlier job ended long ago: tell this webhook now
         await record_job(submitted.job, api_key_id=caller.key.id, url=webhook_url, key=request_id)
@@ -90,7 +91,7 @@ SUBMIT_RESPONSES = {
         JOB, "A cache hit: the earlier identical job, succeeded, with its images (X-Atelier-Cache: hit)"
     ),
     "400": error("malformed_json, invalid_idempotency_key"),
-    "403": error("tenant_paused, key_banned"),
+    "403": error("tenant_paused, key_banned, relax_not_allowed"),
     "413": error("body_too_large, image_too_large"),
     "422": error(
         "unknown_field, missing_field, out_of_range, invalid_value, unknown_model, unknown_lora, invalid_image, "

@@ -58,7 +58,7 @@ from jobs.specs import (
     vary_spec,
 )
 from jobs.training import tenant_loras
-from quotas.errors import QueueBusy, QuotaExceeded, QuotaRefused, TenantPaused, UserBanned
+from quotas.errors import QueueBusy, QuotaExceeded, QuotaRefused, RelaxNotAllowed, TenantPaused, UserBanned
 from quotas.policy import policy_for
 from storage.models import Image, Job, JobStatus, Tenant, User
 from storage.quota_models import UserBan
@@ -96,6 +96,9 @@ class GenerationOptions(RequestModel):
     loras: list[LoraChoice] = Field(default_factory=list, max_length=16)
     enhance_faces: bool = False
     hires: float | None = None  # only 1: no hires fix above the native size (jobs.specs.imagine_spec)
+    # auto: fast while the fast budget lasts, then relax where the tier allows; fast: refused past the budget;
+    # relax: idle GPU time only, not charged against the fast budget (jobs.relax)
+    lane: Literal["auto", "fast", "relax"] = "auto"
     cache: bool = True
     webhook_url: str | None = Field(None, max_length=2000)
 
@@ -384,8 +387,10 @@ async def submit_spec(
     reply_target: ReplyTarget,
     request_id: str,
     use_cache: bool = True,
+    lane: str = "auto",
 ) -> Submitted:
-    """Answer `built` from the result cache when allowed, else enqueue it; refusals are ApiErrors."""
+    """Answer `built` from the result cache when allowed, else enqueue it in `lane` (jobs.relax); refusals are
+    ApiErrors."""
     cache = cache_key(tenant, built.spec) if built.cacheable else None
     try:
         if cache is not None and use_cache:
@@ -402,6 +407,7 @@ async def submit_spec(
             tenant=tenant,
             user=user,
             tiers=services.tiers,
+            lane=lane,
         )
     except QuotaRefused as refusal:
         raise refusal_error(refusal) from None
@@ -426,6 +432,8 @@ def refusal_error(refusal: QuotaRefused) -> ApiError:
         return ApiError(403, "tenant_paused", message)
     if isinstance(refusal, UserBanned):
         return ApiError(403, "key_banned", message)
+    if isinstance(refusal, RelaxNotAllowed):
+        return ApiError(403, "relax_not_allowed", message)
     return ApiError(403, "refused", message)
 
 

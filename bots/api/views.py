@@ -8,6 +8,7 @@ from bots.api.safety import withheld_images
 from bots.api.services import ApiServices
 from jobs import events
 from jobs.queue_status import queue_position
+from jobs.relax import lane_of
 from jobs.retention import expired_words
 from storage.models import Image, Job, JobStatus
 
@@ -56,6 +57,7 @@ async def job_view(services: ApiServices, job: Job) -> dict:
         "kind": job.kind,
         "model": job.model,
         "status": job.status.value,
+        "lane": await lane_of(services.redis, job.id),
         "position": position,
         "eta_s": None if eta_s is None else round(eta_s, 2),
         "progress": progress,
