@@ -2,8 +2,8 @@
 the buttons under a single image (zoom, pan, vary subtle/strong, custom zoom's modal), remix mode and private
 mode from /settings, and styles.
 
-Zoom Out 2× runs here at 128² → 256² (a few seconds of CPU); 512² → 1024², painted scaled down into the tiny
-model's 512² and enlarged, is proven through the same specs and engine by `atelier zoom` (tests/edit)."""
+Zoom Out 2× runs here at 512² → 1024², the size the issue names: the border is painted scaled down into the
+tiny inpainter's 512² limit and enlarged, and the source is pasted back whole (engine/canvas.py)."""
 
 from __future__ import annotations
 
@@ -72,14 +72,14 @@ async def submit_modal(
 
 
 async def test_zoom_out_2x_and_pan_left_keep_the_source_pixels(stack: Stack) -> None:
-    posted, job_id = await single_result(stack, "a lighthouse --size 128x128 --steps 2 --seed 21")
+    posted, job_id = await single_result(stack, "a lighthouse --size 512x512 --hires 1 --steps 2 --seed 21")
     source = pixels(posted.attachments[0].data)
-    assert source.shape == (128, 128, 3)
+    assert source.shape == (512, 512, 3)
 
     click, zoomed = await run_button(stack, posted, loop_id("zoom_2", job_id, 0))
     zoom = pixels(zoomed)
-    assert zoom.shape == (256, 256, 3)
-    assert np.array_equal(zoom[64:192, 64:192], source)  # the source whole, pixel for pixel
+    assert zoom.shape == (1024, 1024, 3)
+    assert np.array_equal(zoom[256:768, 256:768], source)  # the source whole, pixel for pixel
     row = await job_row(stack, job_id_of(click))
     spec = json.loads(row["spec"])
     assert row["kind"] == "inpaint" and spec["parent"] == job_id and spec["prompt"] == "a lighthouse"
@@ -87,8 +87,8 @@ async def test_zoom_out_2x_and_pan_left_keep_the_source_pixels(stack: Stack) -> 
 
     _, panned = await run_button(stack, posted, loop_id("pan_left", job_id, 0))
     pan = pixels(panned)
-    assert pan.shape == (128, 192, 3)
-    assert np.array_equal(pan[:, 64:], source)
+    assert pan.shape == (512, 768, 3)
+    assert np.array_equal(pan[:, 256:], source)
 
 
 async def test_vary_subtle_stays_closer_than_vary_strong(stack: Stack) -> None:
