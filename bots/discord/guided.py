@@ -20,7 +20,7 @@ from PIL import Image
 
 from bots.commands import CommandError, merge_options, parse_prompt
 from bots.discord.describe_rows import DESCRIBE_TEMPLATE
-from bots.discord.inputs import AttachmentRef, input_image, precheck
+from bots.discord.inputs import AttachmentRef, checked_attachment, input_image, precheck
 from bots.discord.launch import defer_status, defer_then_start, refuse, start_job, withdraw
 from bots.discord.metering import answering
 from bots.discord.permissions import job_here, refuse_foreign
@@ -177,11 +177,8 @@ async def blend_command(
 @app_commands.guild_only()
 async def describe_command(interaction: discord.Interaction[AtelierBot], image: discord.Attachment) -> None:
     bot = interaction.client
-    ref = AttachmentRef.of(image)
-    try:
-        precheck(ref)
-    except ValueError as exc:
-        await refuse(interaction, str(exc))
+    ref = await checked_attachment(interaction, image)
+    if ref is None:
         return
 
     async def from_upload():

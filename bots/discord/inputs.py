@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import discord
 from PIL import Image as PILImage
 
+from bots.discord.launch import refuse
 from bots.fetch import BadStatus, FetchError, NotAllowed, Sources, discord_sources, fetch
 from jobs.inputs import MAX_INPUT_BYTES, MAX_INPUT_PIXELS, InputImageError, read_image, store_input
 from storage.blobs import BlobStore
@@ -75,6 +76,24 @@ def precheck(ref: AttachmentRef, *, max_bytes: int = MAX_INPUT_BYTES) -> None:
         raise InputImageError(
             f"{ref.filename} is {ref.size / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.0f} MiB"
         )
+
+
+async def checked_attachment(
+    interaction: discord.Interaction, attachment: discord.Attachment, *, command: str | None = None
+) -> AttachmentRef | None:
+    """The attachment of a one-image command, once `precheck` passes; None after refusing the interaction (an
+    ephemeral ❌ naming the problem, nothing deferred or enqueued). With `command` (its name without the slash), a
+    direct message is refused first: "/command works in a server channel, not in direct messages."."""
+    if command is not None and interaction.guild_id is None:
+        await refuse(interaction, f"/{command} works in a server channel, not in direct messages.")
+        return None
+    ref = AttachmentRef.of(attachment)
+    try:
+        precheck(ref)
+    except ValueError as exc:
+        await refuse(interaction, str(exc))
+        return None
+    return ref
 
 
 async def download(ref: AttachmentRef, *, max_bytes: int = MAX_INPUT_BYTES) -> bytes:

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import discord
 from discord import app_commands
 
-from bots.discord.inputs import AttachmentRef, download, precheck
-from bots.discord.launch import defer_then_start, refuse
+from bots.discord.inputs import checked_attachment, download
+from bots.discord.launch import defer_then_start
 from bots.discord.loras import guild_view
 from jobs.recipe import replay_spec, signed_recipe
 from jobs.specs import Imagine
@@ -30,14 +30,8 @@ if TYPE_CHECKING:
 @app_commands.guild_only()
 @app_commands.describe(image="An image Atelier made, as it was posted (PNG)")
 async def replay_command(interaction: discord.Interaction[AtelierBot], image: discord.Attachment) -> None:
-    if interaction.guild_id is None:
-        await refuse(interaction, "/replay works in a server channel, not in direct messages.")
-        return
-    ref = AttachmentRef.of(image)
-    try:
-        precheck(ref)
-    except ValueError as exc:
-        await refuse(interaction, str(exc))
+    ref = await checked_attachment(interaction, image, command="replay")
+    if ref is None:
         return
     bot = interaction.client
 

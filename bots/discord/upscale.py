@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import discord
 from discord import app_commands
 
-from bots.discord.inputs import AttachmentRef, input_image, precheck
-from bots.discord.launch import defer_then_start, refuse
+from bots.discord.inputs import checked_attachment, input_image
+from bots.discord.launch import defer_then_start
 from jobs.specs import Enhance, Upscale, enhance_spec, upscale_spec
 
 if TYPE_CHECKING:
@@ -49,14 +49,8 @@ async def upscale_command(
     scale: int | None = None,
     faces: bool = False,
 ) -> None:
-    if interaction.guild_id is None:
-        await refuse(interaction, "/upscale works in a server channel, not in direct messages.")
-        return
-    ref = AttachmentRef.of(image)
-    try:
-        precheck(ref)
-    except ValueError as exc:
-        await refuse(interaction, str(exc))
+    ref = await checked_attachment(interaction, image, command="upscale")
+    if ref is None:
         return
     bot = interaction.client
 
