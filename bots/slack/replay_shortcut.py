@@ -12,17 +12,16 @@ from __future__ import annotations
 import asyncio
 
 from slack_bolt.async_app import AsyncApp
-from slack_bolt.context.ack.async_ack import AsyncAck
-from slack_bolt.context.async_context import AsyncBoltContext
-from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.commands import CommandError
-from bots.slack import answers, files
+from bots.slack import files
 from bots.slack.services import SlackServices
-from bots.slack.submit import submit
+from bots.slack.shortcuts import message_shortcut
+from bots.slack.workspace import Workspace
 from engine.lora import LoraLibrary
 from jobs.recipe import RecipeError, replay_spec, signed_recipe
+from jobs.specs import Imagine
 from jobs.training import tenant_loras
 
 SHORTCUT = "replay"
@@ -31,30 +30,12 @@ SHORTCUT = "replay"
 def register(app: AsyncApp, services: SlackServices) -> None:
     """Add the "Replay" message shortcut (callback id `replay`) to `app`."""
 
-    @app.shortcut({"type": "message_action", "callback_id": SHORTCUT})
-    async def replay_shortcut(
-        ack: AsyncAck,
-        shortcut: dict,
-        client: AsyncWebClient,
-        respond: AsyncRespond,
-        context: AsyncBoltContext,
-    ) -> None:
-        await ack()
-        message = shortcut.get("message") or {}
-        workspace = context["workspace"]
-        try:
-            data = await files.file_bytes(files.image_file(message), client)
-            recipe = await asyncio.to_thread(signed_recipe, data)
-            loras = await tenant_loras(await workspace.tenant(), LoraLibrary(services.loras_dir))
-            spec = replay_spec(services.registry, recipe, tiny=services.tiny_models, loras=loras)
-            await submit(
-                client,
-                services,
-                spec,
-                request_id=f"slack:shortcut:{shortcut['trigger_id']}",
-                channel=(shortcut.get("channel") or {}).get("id"),
-                thread_ts=message.get("thread_ts") or message.get("ts"),
-                workspace=workspace,
-            )
-        except (CommandError, RecipeError) as exc:
-            await answers.warn(respond, exc)
+    async def from_recipe(message: dict, client: AsyncWebClient, workspace: Workspace) -> Imagine:
+        data = await files.file_bytes(files.image_file(message), client)
+        recipe = await asyncio.to_thread(signed_recipe, data)
+        loras = await tenant_loras(await workspace.tenant(), LoraLibrary(services.loras_dir))
+        return replay_spec(services.registry, recipe, tiny=services.tiny_models, loras=loras)
+
+    app.shortcut({"type": "message_action", "callback_id": SHORTCUT})(
+        message_shortcut(services, from_recipe, name="replay_shortcut", refusals=(CommandError, RecipeError))
+    )

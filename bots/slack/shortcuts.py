@@ -8,6 +8,7 @@ is not one, or one over the limit gets an ephemeral answer saying so, and nothin
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
@@ -19,6 +20,10 @@ from bots.commands import CommandError
 from bots.slack import answers, derive, files
 from bots.slack.services import SlackServices
 from bots.slack.submit import submit
+from bots.slack.workspace import Workspace
+from jobs.specs import Enhance, Imagine, Inpaint, Upscale, Vary
+
+Spec = Imagine | Upscale | Enhance | Vary | Inpaint  # what `submit` takes
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +37,25 @@ def register(app: AsyncApp, services: SlackServices) -> None:
 
 
 def _listener(services: SlackServices, action: str):  # -> a bolt listener
+    async def derived(message: dict, client: AsyncWebClient, workspace: Workspace) -> Spec:
+        image, key = await files.input_image(services, files.image_file(message), client)
+        return derive.derived_spec(services, action, image, key)
+
+    return message_shortcut(services, derived, name=f"shortcut_{action}")
+
+
+def message_shortcut(
+    services: SlackServices,
+    spec_for: Callable[[dict, AsyncWebClient, Workspace], Awaitable[Spec]],
+    *,
+    name: str,
+    refusals: tuple[type[Exception], ...] = (CommandError,),
+):  # -> a bolt listener
+    """A listener for a message shortcut: acknowledged first, then `spec_for(message, client, workspace)` builds
+    the job, which is submitted into the message's thread. One of `refusals` raised on the way gets an ephemeral
+    answer naming the problem, and nothing is enqueued. Used by these shortcuts and by "Replay"
+    (`bots.slack.replay_shortcut`)."""
+
     async def on_shortcut(
         ack: AsyncAck,
         shortcut: dict,
@@ -41,22 +65,20 @@ def _listener(services: SlackServices, action: str):  # -> a bolt listener
     ) -> None:
         await ack()
         message = shortcut.get("message") or {}
-        channel = (shortcut.get("channel") or {}).get("id")
+        workspace = context["workspace"]
         try:
-            file = files.image_file(message)
-            image, key = await files.input_image(services, file, client)
-            spec = derive.derived_spec(services, action, image, key)
+            spec = await spec_for(message, client, workspace)
             await submit(
                 client,
                 services,
                 spec,
                 request_id=f"slack:shortcut:{shortcut['trigger_id']}",
-                channel=channel,
+                channel=(shortcut.get("channel") or {}).get("id"),
                 thread_ts=message.get("thread_ts") or message.get("ts"),
-                workspace=context["workspace"],
+                workspace=workspace,
             )
-        except CommandError as exc:
+        except refusals as exc:
             await answers.warn(respond, exc)
 
-    on_shortcut.__name__ = f"shortcut_{action}"
+    on_shortcut.__name__ = name
     return on_shortcut
