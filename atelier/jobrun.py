@@ -24,6 +24,8 @@ async def run_and_wait(
     """Enqueue `spec` for the tenant and person, follow it to the end and print the files it made. `lane`:
     `fast`, `relax` or `auto` (jobs.relax); None: the person's default (`atelier lane`, or /settings in a chat),
     else `auto`. A job admitted in the relax lane says so on stderr, with its ETA."""
+    from jobs import prompt_check
+    from jobs.heartbeat import live_workers
     from jobs.queue import enqueue
     from jobs.replier import relay
     from jobs.specs import ReplyTarget
@@ -33,6 +35,8 @@ async def run_and_wait(
     from storage.settings import settings_for
 
     settings = runtime.settings
+    if await live_workers(runtime.redis, settings.queue_name) == 0:
+        prompt_check.check_here()  # no worker would answer the prompt check: this process runs the job anyway
     tenant = await get_or_create_tenant(*tenant_ref)
     if lane is None:
         member = await settings_for(*tenant_ref, user_id)

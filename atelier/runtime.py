@@ -63,8 +63,10 @@ class Runtime:
             blobs = blob_store_for(settings)
             stack.push_async_callback(blobs.close)
             registry = Registry.load(settings.models_file)
-            _configure_prompt_check(settings, registry)
+            remote = _configure_prompt_check(settings, registry, redis)
             stack.callback(prompt_check.configure, None)
+            if remote is not None:
+                stack.push_async_callback(remote.aclose)
             yield cls(settings, redis, blobs, registry, embedded)
 
     async def services_answer(self, timeout_s: float = 3.0) -> bool:
@@ -111,12 +113,18 @@ class Runtime:
         )
 
 
-def _configure_prompt_check(settings: Settings, registry: Registry) -> None:
-    """Give this process its prompt classifier (jobs.prompt_check), unless the settings turn it off."""
+def _configure_prompt_check(
+    settings: Settings, registry: Registry, redis: ArqRedis
+) -> prompt_check.RemoteClassifier | None:
+    """Give this process its prompt check (jobs.prompt_check), unless the settings turn it off: prompts are sent
+    to the workers' classifier (a `RemoteClassifier`, returned so it is closed with the runtime); the local
+    classifier, which loads torch only when first used, is what this process serves with if it is a worker."""
     if settings.prompt_classifier == "off":
         prompt_check.configure(None)
-        return
+        return None
     preset = registry.resolve(
         settings.prompt_classifier or None, role="prompt-safety", tiny=settings.tiny_models
     )
-    prompt_check.configure(prompt_check.PromptClassifier(preset, settings.models_dir))
+    remote = prompt_check.RemoteClassifier(redis, settings.prompt_check_wait_s)
+    prompt_check.configure(remote, local=prompt_check.PromptClassifier(preset, settings.models_dir))
+    return remote

@@ -97,7 +97,14 @@ class Settings(BaseSettings):
     prompt_classifier: str = Field(
         "",
         description="The prompt-safety preset that checks prompts before they are queued (default: the role's, "
-        "nsfw-prompt; its tiny counterpart with tiny models); 'off' for word lists only.",
+        "nsfw-prompt; its tiny counterpart with tiny models); 'off' for word lists only. It runs on the workers: "
+        "a worker's setting picks the classifier, a front-end's 'off' sends no prompt to it.",
+    )
+    prompt_check_wait_s: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds a front-end waits for a worker to classify a prompt; then the word lists alone "
+        "apply (logged, counted in atelier_prompt_checks_unanswered_total).",
     )
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
     dtype: str = Field(

@@ -64,6 +64,10 @@ WEBHOOK_DELIVERIES = Counter(
     ["outcome"],
 )
 WEBHOOK_OUTCOMES = ("delivered", "failed", "given_up")
+PROMPT_CHECKS_UNANSWERED = Counter(
+    "atelier_prompt_checks_unanswered_total",
+    "Prompt checks no worker classified within ATELIER_PROMPT_CHECK_WAIT_S: admitted on the word lists alone.",
+)
 
 
 def export_gpu(reading: GpuReading | None) -> None:

@@ -6,20 +6,43 @@ the rule:
 1. the built-in list (`BUILTIN`): a few patterns no server may allow;
 2. the server's own words and patterns (`/atelier safety words add|remove|list`, `atelier admin safety-words`):
    a word matches whole, any case; a pattern is a Python regular expression searched in the prompt, any case;
-3. the prompt classifier (the `prompt-safety` role, engine.classifiers), when this process has one
-   (`configure`, done by `atelier.runtime.Runtime.open` unless `ATELIER_PROMPT_CLASSIFIER=off`): a score at or
-   above its preset's threshold refuses.
+3. the prompt classifier (the `prompt-safety` role, engine.classifiers), unless `ATELIER_PROMPT_CLASSIFIER=off`:
+   a score at or above its preset's threshold refuses.
 
-The classifier runs in the front-end's process, on a thread of its own (a short prompt costs milliseconds on a
-CPU), and loads on first use. If it cannot load (no weights, no network), the error is logged once and the word
-lists alone apply: a missing model must not stop every request.
+Where the classifier runs: on the workers, never in a front-end. The classifier needs torch and transformers
+(hundreds of MB, and a real model's CPU time per prompt), which the chat bots must not carry (issue 10: a bot
+stays near 150 MB and acknowledges within 100 ms). So a front-end process (`atelier.runtime.Runtime.open`
+installs a `RemoteClassifier` by default) pushes `{id, text, reply_to, expires}` on the Redis list `REQUESTS` and
+awaits the verdict on its own reply list (`atelier:prompt-check:answers:<uuid>`), which one listener task per
+process pops (BLPOP) for every check in flight. Each image worker (`jobs.worker.create_worker`) runs `serve`: it
+pops requests (each is popped by one worker only), scores them with its local `PromptClassifier` on a thread of
+its own (the event loop and the GPU jobs go on), and pushes `{id, score, threshold, preset}` to the reply list,
+which expires soon after. The threshold is the worker's preset's: the workers' `ATELIER_PROMPT_CLASSIFIER`
+decides which classifier scores; a front-end's setting only turns the remote check off (`off`: no request is
+sent at all).
+
+Fail-open, documented and counted: when no worker answers within `ATELIER_PROMPT_CHECK_WAIT_S` (5 s by
+default), or a worker's classifier cannot load (no weights, no network; logged once by that worker), the word
+lists alone apply and the request goes on: a missing model or a stopped fleet must not stop every request. A
+front-end logs one warning per outage (until a worker answers again) and counts every unanswered check in
+`atelier_prompt_checks_unanswered_total` (docs/metrics.md). A request carries its expiry (`expires`, the wall
+clock at which its front-end stops waiting): a worker that pops it later drops it unscored, so a worker that
+comes up after an outage does not work through a backlog nobody waits for; the request list itself expires a
+little after its last push.
+
+The command line (`atelier imagine` and the other job commands, atelier.jobrun) checks here, in its own process,
+when no worker's heartbeat is seen: it is about to run the job itself, torch included (`check_here`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import re
+import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -28,6 +51,12 @@ from quotas.errors import QuotaRefused
 from storage.moderation import SafetyWord
 
 log = logging.getLogger(__name__)
+
+REQUESTS = "atelier:prompt-check:requests"
+ANSWERS_PREFIX = "atelier:prompt-check:answers:"
+DEFAULT_WAIT_S = 5.0  # ATELIER_PROMPT_CHECK_WAIT_S
+ANSWER_TTL_S = 30  # a reply list nobody pops (its front-end exited) goes away after this
+POP_TIMEOUT_S = 1  # a listener's or a worker's BLPOP returns this often, so it notices it is stopped
 
 BUILTIN = (
     r"\b(loli|lolicon|shota|shotacon)\b",
@@ -42,7 +71,8 @@ class PromptRefused(QuotaRefused):
 
 
 class PromptClassifier:
-    """The prompt-safety classifier preset on the CPU, loaded on first use on its own thread."""
+    """The prompt-safety classifier preset on the CPU, loaded on first use on its own thread: what a worker (or
+    a command running its own job) scores prompts with."""
 
     def __init__(self, preset: Any, cache_dir: Path) -> None:
         self.preset, self.cache_dir = preset, Path(cache_dir)
@@ -50,16 +80,17 @@ class PromptClassifier:
         self._cache: Any = None
         self._broken = False
 
-    async def score(self, text: str) -> float | None:
-        """The prompt's score, or None when the classifier could not load (logged once)."""
+    async def verdict(self, text: str) -> tuple[float, float] | None:
+        """(score, threshold) of the prompt, or None when the classifier could not load (logged once)."""
         if self._broken:
             return None
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._thread, self._score, text)
+            score = await asyncio.get_running_loop().run_in_executor(self._thread, self._score, text)
         except Exception:
             log.exception("the prompt classifier %s could not run; word lists alone apply", self.preset.name)
             self._broken = True
             return None
+        return score, self.preset.safety_threshold
 
     def _score(self, text: str) -> float:
         import torch
@@ -70,21 +101,169 @@ class PromptClassifier:
         if self._cache is None:
             import transformers
 
-            transformers.utils.logging.disable_progress_bar()  # a CLI's or bot's stderr is for messages
+            transformers.utils.logging.disable_progress_bar()  # a CLI's or worker's stderr is for messages
             self._cache = PipelineCache(
                 cache_dir=self.cache_dir, device=torch.device("cpu"), dtype=torch.float32
             )
         return text_score(self._cache, self.preset, text)
 
 
+class RemoteClassifier:
+    """A front-end's classifier: asks the workers (see the module doc). One listener task per process pops the
+    process's reply list and resolves the checks in flight by id; `wait_s` bounds each check."""
+
+    def __init__(self, redis: Any, wait_s: float = DEFAULT_WAIT_S) -> None:
+        self.redis, self.wait_s = redis, wait_s
+        self.reply_to = ANSWERS_PREFIX + uuid.uuid4().hex
+        self._pending: dict[str, asyncio.Future] = {}
+        self._listener: asyncio.Task | None = None
+        self._outage = False  # warned since the last answer
+
+    async def verdict(self, text: str) -> tuple[float, float] | None:
+        """The workers' (score, threshold) of the prompt; None when none answered within `wait_s` (warned once
+        per outage, counted) or the answering worker's classifier could not load."""
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.create_task(self._listen(), name="prompt-check answers")
+        request_id = uuid.uuid4().hex
+        answer = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = answer
+        request = {
+            "id": request_id,
+            "text": text,
+            "reply_to": self.reply_to,
+            "expires": time.time() + self.wait_s,
+        }
+        try:
+            async with asyncio.timeout(self.wait_s):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.rpush(REQUESTS, json.dumps(request))
+                    pipe.expire(REQUESTS, max(1, round(2 * self.wait_s)))
+                    await pipe.execute()
+                result = await answer
+        except TimeoutError:
+            self._unanswered()
+            return None
+        finally:
+            self._pending.pop(request_id, None)
+        if self._outage:
+            log.info("workers answer prompt checks again")
+            self._outage = False
+        if result.get("score") is None:
+            return None  # the worker's classifier could not load: it logged why
+        return float(result["score"]), float(result["threshold"])
+
+    def _unanswered(self) -> None:
+        from jobs import metrics
+
+        metrics.PROMPT_CHECKS_UNANSWERED.inc()
+        if not self._outage:
+            log.warning(
+                "no worker answered a prompt check within %.1f s; the word lists alone apply until one does",
+                self.wait_s,
+            )
+        self._outage = True
+
+    async def _listen(self) -> None:
+        """Pop this process's answers until closed, resolving each pending check by id. A Redis error is retried
+        each `POP_TIMEOUT_S`: the checks waiting meanwhile time out and fail open."""
+        while True:
+            try:
+                popped = await self.redis.blpop([self.reply_to], timeout=POP_TIMEOUT_S)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the listener must outlive a Redis outage
+                log.debug("prompt-check answers: %s", exc)
+                await asyncio.sleep(POP_TIMEOUT_S)
+                continue
+            if popped is None:
+                continue
+            try:
+                answer = json.loads(popped[1])
+                future = self._pending.get(answer["id"])
+            except (ValueError, KeyError, TypeError):
+                log.warning("dropped a malformed prompt-check answer")
+                continue
+            if future is not None and not future.done():
+                future.set_result(answer)
+
+    async def aclose(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+
+
+async def serve(redis: Any, classifier: PromptClassifier) -> None:
+    """A worker's consumer of prompt checks, until cancelled (see the module doc): pop a request, drop it if it
+    expired, score it on the classifier's own thread, push the answer to its reply list with a short expiry. A
+    Redis outage is logged once and waited out. The classifier loads first, before any request is popped, so the
+    first prompt is not the one that waits for the weights."""
+    await classifier.verdict("warm-up")
+    failing = False
+    while True:
+        try:
+            popped = await redis.blpop([REQUESTS], timeout=POP_TIMEOUT_S)
+            if failing:
+                log.info("Redis answers again; prompt checks resume")
+            failing = False
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the consumer must outlive a Redis outage
+            if not failing:
+                log.warning("cannot read prompt checks (%s); retrying every %d s", exc, POP_TIMEOUT_S)
+            failing = True
+            await asyncio.sleep(POP_TIMEOUT_S)
+            continue
+        if popped is None:
+            continue
+        try:
+            request = json.loads(popped[1])
+            request_id, text, reply_to = request["id"], request["text"], request["reply_to"]
+            expires = float(request["expires"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("dropped a malformed prompt-check request")
+            continue
+        if time.time() > expires or not str(reply_to).startswith(ANSWERS_PREFIX):
+            continue  # nobody waits for it any more (or it names no reply list of ours)
+        verdict = await classifier.verdict(str(text))
+        if time.time() > expires:
+            continue
+        score, threshold = verdict if verdict is not None else (None, None)
+        answer = {"id": request_id, "score": score, "threshold": threshold, "preset": classifier.preset.name}
+        try:
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.rpush(reply_to, json.dumps(answer))
+                pipe.expire(reply_to, ANSWER_TTL_S)
+                await pipe.execute()
+        except Exception as exc:  # the front-end times out and fails open
+            log.warning("cannot answer a prompt check (%s)", exc)
+
+
 class _Installed:
-    """This process's classifier: set once by the composition root (a front-end has no engine of its own)."""
+    """This process's prompt classifiers, set by the composition root (atelier.runtime): `classifier` is the one
+    `check` asks (remote in a front-end, None when off); `local` is the one a worker serves with, or a command
+    checks with when no worker serves (`check_here`)."""
 
-    classifier: PromptClassifier | None = None
+    classifier: PromptClassifier | RemoteClassifier | None = None
+    local: PromptClassifier | None = None
 
 
-def configure(classifier: PromptClassifier | None) -> None:
-    _Installed.classifier = classifier
+def configure(
+    classifier: PromptClassifier | RemoteClassifier | None, local: PromptClassifier | None = None
+) -> None:
+    _Installed.classifier, _Installed.local = classifier, local
+
+
+def local_classifier() -> PromptClassifier | None:
+    """The classifier a worker serves prompt checks with (None: `ATELIER_PROMPT_CLASSIFIER=off`)."""
+    return _Installed.local
+
+
+def check_here() -> None:
+    """Check prompts in this process from now on (a command about to run its own job: no worker serves)."""
+    if _Installed.classifier is not None and _Installed.local is not None:
+        _Installed.classifier = _Installed.local
 
 
 def _matches(text: str, *, pattern: bool, prompt: str) -> bool:
@@ -109,7 +288,7 @@ async def check(spec: Any, tenant_id: int | None) -> None:
     classifier = _Installed.classifier
     if classifier is None:
         return
-    score = await classifier.score(prompt)
-    threshold = classifier.preset.safety_threshold
-    if score is not None and score >= threshold:
+    verdict = await classifier.verdict(prompt)
+    if verdict is not None and verdict[0] >= verdict[1]:
+        score, threshold = verdict
         raise PromptRefused(f"Refused by the prompt classifier (score {score:.2f} ≥ {threshold:.2f}).")

@@ -35,7 +35,19 @@ from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
 from engine import gpu_stats
-from jobs import describe, edit, enhance, functions, guided, heartbeat, lifecycle, metrics, routing, training
+from jobs import (
+    describe,
+    edit,
+    enhance,
+    functions,
+    guided,
+    heartbeat,
+    lifecycle,
+    metrics,
+    prompt_check,
+    routing,
+    training,
+)
 from jobs.retention import RetentionDays
 from jobs.retention import sweep as retention_sweep
 from jobs.services import WorkerServices
@@ -116,7 +128,10 @@ def create_worker(
     heartbeat, since it serves nobody else. `lease_s`: see the module's docstring. `models`: the only models
     this worker runs (None: any); `routing_wait_s`: how long a job waits for a worker that has its model resident
     (0: routing off); see jobs.routing. `retention_days`: the default periods of the hourly retention job
-    (jobs.retention), which arq enqueues once per hour for all workers that run it; None: this worker runs none."""
+    (jobs.retention), which arq enqueues once per hour for all workers that run it; None: this worker runs none.
+
+    A worker of image jobs (not a stand-in) also answers the front-ends' prompt checks while it runs
+    (`jobs.prompt_check.serve`, with this process's local classifier unless ATELIER_PROMPT_CLASSIFIER=off)."""
     worker_id = uuid.uuid4().hex[:12]
     beat: dict[str, asyncio.Task] = {}
     serves = None if models is None else frozenset(models)
@@ -139,9 +154,12 @@ def create_worker(
             device = getattr(services.engine, "device", None)
             if device is not None and _export_gpu(device):
                 beat["gpu"] = asyncio.create_task(_export_gpu_every(device, heartbeat.HEARTBEAT_EVERY_S))
+            classifier = prompt_check.local_classifier()
+            if classifier is not None and "imagine" in worker.functions:
+                beat["prompts"] = asyncio.create_task(prompt_check.serve(services.redis, classifier))
 
     async def on_shutdown(ctx: dict) -> None:
-        for task in (beat.pop("task", None), beat.pop("gpu", None)):
+        for task in (beat.pop("task", None), beat.pop("gpu", None), beat.pop("prompts", None)):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -3,6 +3,8 @@ safety moderation tests (issue 17, item 2)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from redis.asyncio import Redis
 
 from atelier.runtime import Runtime
 from atelier.settings import Settings
+from jobs import prompt_check
 from tests.support import create_bucket, redis_url, run_burst_worker, s3_settings
 
 REDIS_URL = redis_url(38)
@@ -23,9 +26,16 @@ def prompt_classifier() -> str:
     return ""
 
 
+@pytest.fixture
+def prompt_check_wait_s() -> float:
+    """How long the runtime's front-end waits for a worker to classify a prompt (settings.prompt_check_wait_s)."""
+    return 5.0
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def runtime(
     prompt_classifier: str,
+    prompt_check_wait_s: float,
     tmp_path: Path,
     models_dir: Path,
     postgres_databases,
@@ -42,6 +52,7 @@ async def runtime(
         database_url=await postgres_databases("atelier_test_moderation"),
         blob_url=f"s3://atelier-moderation/{tmp_path.name}",
         prompt_classifier=prompt_classifier,
+        prompt_check_wait_s=prompt_check_wait_s,
         **s3_settings(moto_s3_endpoint),
     )
     await create_bucket(settings)
@@ -55,3 +66,16 @@ def run_worker(runtime: Runtime) -> Callable:
         await run_burst_worker(runtime.worker_services(), runtime.settings.queue_name)
 
     return run
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def serving(runtime: Runtime) -> AsyncIterator[None]:
+    """This process answering prompt checks as a worker does (jobs.prompt_check.serve, its local classifier)."""
+    classifier = prompt_check.local_classifier()
+    assert classifier is not None
+    await classifier.verdict("warm-up")  # loaded before a test's first check starts its bounded wait
+    task = asyncio.create_task(prompt_check.serve(runtime.redis, classifier))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,10 +1,13 @@
 """The prompt check (issue 17, item 2): a prompt on the server's word list, matching its pattern, on the
 built-in list or scored high by the prompt classifier is refused before anything is queued, naming the rule;
-nothing is recorded, reserved or put on the queue. Another server's words do not apply."""
+nothing is recorded, reserved or put on the queue. Another server's words do not apply. The classifier's tests
+answer the checks in this process as a worker does (`serving`); tests/moderation/test_remote_prompt_check.py runs
+a real worker process."""
 
 from __future__ import annotations
 
 import pytest
+from prometheus_client import REGISTRY
 
 from atelier.runtime import Runtime
 from jobs.prompt_check import PromptRefused
@@ -74,6 +77,7 @@ async def test_a_bad_pattern_is_refused_naming_it(runtime: Runtime) -> None:
 
 
 @pytest.mark.parametrize("prompt_classifier", ["tiny-nsfw-prompt-strict"])
+@pytest.mark.usefixtures("serving")
 async def test_the_prompt_classifier_refuses_with_its_score(runtime: Runtime) -> None:
     with pytest.raises(PromptRefused) as refused:
         await _submit(runtime, "73", "a lighthouse at dusk", "t:classifier")
@@ -81,5 +85,10 @@ async def test_the_prompt_classifier_refuses_with_its_score(runtime: Runtime) ->
     await _nothing_queued(runtime)
 
 
+@pytest.mark.usefixtures("serving")
 async def test_the_tiny_prompt_classifier_lets_prompts_through(runtime: Runtime) -> None:
+    unanswered = REGISTRY.get_sample_value("atelier_prompt_checks_unanswered_total") or 0.0
     assert (await _submit(runtime, "73", "a lighthouse at dusk", "t:plain")).created
+    assert (
+        REGISTRY.get_sample_value("atelier_prompt_checks_unanswered_total") or 0.0
+    ) == unanswered  # answered
