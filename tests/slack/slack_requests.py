@@ -131,6 +131,27 @@ def message_shortcut(
     }
 
 
+async def assert_shortcut_refused(
+    bot_url: str,
+    slack_emulator: SlackEmulator,
+    callback_id: str,
+    message: dict,
+    *,
+    channel: str,
+    name: str,
+    expected: str,
+) -> None:
+    """Pick shortcut `callback_id` on `message`: the app acknowledges within 3 s, then answers at the response
+    URL `name` with an ephemeral message containing `expected`."""
+    shortcut = message_shortcut(
+        callback_id, message, channel=channel, response_url=slack_emulator.response_url(name)
+    )
+    answer = await post_signed_form(bot_url, {"payload": json.dumps(shortcut)})
+    assert answer.status == 200 and answer.seconds < 3
+    reply = (await slack_emulator.wait_for(lambda: slack_emulator.responses(name), what=expected))[0]
+    assert reply.args["response_type"] == "ephemeral" and expected in reply.args["text"], reply.args
+
+
 def view_submission(view: dict, values: dict[str, dict], *, user: str = "U1", team: str = TEAM) -> dict:
     """What Slack sends when someone submits a modal the app opened (`view`, as `views.open` returned it):
     `values` maps each input block id to its element's state, e.g. {"prompt": {"type": "plain_text_input",

@@ -13,6 +13,7 @@ from engine.output import png_bytes
 from tests.provenance.support import edit_recipe
 from tests.slack.emulator import SlackEmulator
 from tests.slack.slack_requests import (
+    assert_shortcut_refused,
     imagined,
     job_row,
     message_shortcut,
@@ -67,17 +68,15 @@ async def test_replay_of_an_image_without_a_valid_recipe_is_refused_and_enqueues
         (edit_recipe(original, lambda r: r | {"spec": r["spec"] | {"seed": 99}}), "changed after signing"),
     ]
     for n, (data, expected) in enumerate(cases):
-        name = f"replay-bad-{n}"
         file = slack_emulator.add_file(data, "in.png", "image/png")
-        shortcut = message_shortcut(
+        await assert_shortcut_refused(
+            http_bot,
+            slack_emulator,
             "replay",
             {"ts": f"1700000950.00010{n}", "files": [file]},
             channel=channel,
-            response_url=slack_emulator.response_url(name),
+            name=f"replay-bad-{n}",
+            expected=expected,
         )
-        answer = await post_signed_form(http_bot, {"payload": json.dumps(shortcut)})
-        assert answer.status == 200 and answer.seconds < 3
-        reply = (await slack_emulator.wait_for(lambda n=name: slack_emulator.responses(n), what=expected))[0]
-        assert reply.args["response_type"] == "ephemeral" and expected in reply.args["text"], reply.args
     # Each refusal came from building the spec, which precedes any record or enqueue.
     assert await db.fetchval("SELECT count(*) FROM jobs") == jobs_before

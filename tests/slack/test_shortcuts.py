@@ -12,6 +12,7 @@ from tests.slack.conftest import BOT_TOKEN
 from tests.slack.emulator import SlackEmulator
 from tests.slack.slack_requests import (
     a_png,
+    assert_shortcut_refused,
     imagined,
     job_row,
     message_shortcut,
@@ -69,17 +70,15 @@ async def test_files_that_are_not_usable_images_get_an_ephemeral_reason_and_enqu
         ("upscale", [liar], "liar.png is larger than the limit of 20 MiB"),
     ]
     for n, (callback_id, message_files, expected) in enumerate(cases):
-        name = f"short-bad-{n}"
-        shortcut = message_shortcut(
+        await assert_shortcut_refused(
+            http_bot,
+            slack_emulator,
             callback_id,
             {"ts": f"1700000200.00010{n}", "files": message_files},
             channel=channel,
-            response_url=slack_emulator.response_url(name),
+            name=f"short-bad-{n}",
+            expected=expected,
         )
-        answer = await post_signed_form(http_bot, {"payload": json.dumps(shortcut)})
-        assert answer.status == 200 and answer.seconds < 3
-        reply = (await slack_emulator.wait_for(lambda n=name: slack_emulator.responses(n), what=expected))[0]
-        assert reply.args["response_type"] == "ephemeral" and expected in reply.args["text"], reply.args
     assert not slack_emulator.downloads(text_file["id"]) and not slack_emulator.downloads(huge["id"])
     await asyncio.sleep(0.3)
     assert await db.fetchval("SELECT count(*) FROM jobs") == jobs_before
