@@ -45,6 +45,9 @@ FLAGS: dict[str, tuple[str, str]] = {
     "--sw": ("sref_weight", "float"),
     "--cw": ("cref_weight", "float"),
 }
+LANE_FLAGS = {"--relax": "relax", "--fast": "fast"}
+"""The lane a request asks for (jobs.relax), read by `parse_prompt` into `ParsedPrompt.lane`, not into options."""
+
 IMAGE_PROMPT_ONLY = "--iw weighs an image prompt against the text: attach an image, or remove --iw"
 
 
@@ -52,6 +55,16 @@ IMAGE_PROMPT_ONLY = "--iw weighs an image prompt against the text: attach an ima
 class ParsedPrompt:
     prompt: str
     options: dict[str, object] = field(default_factory=dict)
+    lane: str | None = None  # "relax" or "fast" from --relax / --fast; None: the member's default
+
+
+def prompt_lane(text: str) -> str | None:
+    """The lane `--relax` or `--fast` in `text` asks for (None: neither). A prompt that does not parse gives None
+    here: the spec's own parse refuses it with the reason."""
+    try:
+        return parse_prompt(text, allow_empty=True).lane
+    except CommandError:
+        return None
 
 
 # What shlex splits on, and no more (a no-break space is part of a word).
@@ -82,6 +95,7 @@ def parse_prompt(text: str, *, allow_empty: bool = False) -> ParsedPrompt:
         raise CommandError(f"could not read the prompt: {exc}") from None
     kept: list[str] = []
     options: dict[str, object] = {}
+    lane: str | None = None
     i = 0
     while i < len(words):
         word = words[i]
@@ -94,8 +108,14 @@ def parse_prompt(text: str, *, allow_empty: bool = False) -> ParsedPrompt:
             not word.isprintable() or len(word) > 40
         ):  # a quoted "--" word may hold a line break, or go on and on
             word = shown(word)
+        if flag in LANE_FLAGS:
+            if lane is not None and lane != LANE_FLAGS[flag]:
+                raise CommandError("--relax and --fast ask for different lanes: choose one")
+            lane = LANE_FLAGS[flag]
+            i += 1
+            continue
         if flag not in FLAGS:
-            known = ", ".join(sorted(FLAGS))
+            known = ", ".join(sorted([*FLAGS, *LANE_FLAGS]))
             raise CommandError(f"unknown flag {word}; known flags: {known}")
         name, kind = FLAGS[flag]
         values: list[str] = []
@@ -114,7 +134,7 @@ def parse_prompt(text: str, *, allow_empty: bool = False) -> ParsedPrompt:
     prompt = " ".join(kept).strip()
     if not prompt and not allow_empty:
         raise CommandError("the prompt is only flags: add words that describe the image")
-    return ParsedPrompt(prompt, options)
+    return ParsedPrompt(prompt, options, lane)
 
 
 def merge_options(parsed: ParsedPrompt, explicit: dict[str, object]) -> dict[str, object]:

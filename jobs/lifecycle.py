@@ -308,7 +308,7 @@ async def _give_way(services: WorkerServices, job: Job, preempted: Preempted, gp
         services.redis, job.id, "preempted", step=preempted.step, total=preempted.total, by=preempted.by
     )
     try:
-        await replier_for(services, job).queued(job, None, None)
+        await replier_for(services, job).queued(job, None, None, lane=relax.RELAX)
     except Exception:  # a status edit is disposable: the job is safely queued already
         log.warning("job %s: telling its platform it is queued again failed", job.id, exc_info=True)
 

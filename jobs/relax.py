@@ -260,3 +260,8 @@ def resumable_spec(kind: str, spec: dict) -> bool:
         and spec.get("first_width") is None
         and not (spec.get("chaos") and int(spec.get("count", 1)) > 1)
     )
+
+
+def lane_note() -> str:
+    """What a relax-lane job's status says, in every front-end."""
+    return "Relax lane: it runs when no fast job waits, and is not charged against your fast budget."

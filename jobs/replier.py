@@ -32,7 +32,9 @@ class StoredImage:
 
 
 class Replier(Protocol):
-    async def queued(self, job: Job, position: int | None, eta_s: float | None) -> None: ...
+    async def queued(
+        self, job: Job, position: int | None, eta_s: float | None, *, lane: str = "fast"
+    ) -> None: ...
 
     async def progress(self, job: Job, step: int, total: int, preview: PILImage.Image | None) -> None: ...
 
@@ -47,8 +49,10 @@ class StreamReplier:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
 
-    async def queued(self, job: Job, position: int | None, eta_s: float | None) -> None:
-        await events.publish(self._redis, job.id, "queued", position=position, eta_s=eta_s)
+    async def queued(
+        self, job: Job, position: int | None, eta_s: float | None, *, lane: str = "fast"
+    ) -> None:
+        await events.publish(self._redis, job.id, "queued", position=position, eta_s=eta_s, lane=lane)
 
     async def progress(self, job: Job, step: int, total: int, preview: PILImage.Image | None) -> None:
         if preview is not None:  # first, so a follower woken by the event finds this step's preview
@@ -69,9 +73,11 @@ class Fanout:
         self._repliers = repliers
         self._results_sent: set[int] = set()  # which repliers took the result: a retried delivery skips them
 
-    async def queued(self, job: Job, position: int | None, eta_s: float | None) -> None:
+    async def queued(
+        self, job: Job, position: int | None, eta_s: float | None, *, lane: str = "fast"
+    ) -> None:
         for r in self._repliers:
-            await r.queued(job, position, eta_s)
+            await r.queued(job, position, eta_s, lane=lane)
 
     async def progress(self, job: Job, step: int, total: int, preview: PILImage.Image | None) -> None:
         for r in self._repliers:
@@ -92,7 +98,9 @@ async def relay(redis: Redis, job: Job, replier: Replier) -> None:
     """Replay a job's event stream into `replier` until the job ends (how the CLI follows a remote worker)."""
     async for event, data in events.follow(redis, job.id):
         if event == "queued":
-            await replier.queued(job, data.get("position"), data.get("eta_s"))
+            await replier.queued(
+                job, data.get("position"), data.get("eta_s"), lane=data.get("lane") or "fast"
+            )
         elif event == "progress":
             await replier.progress(job, data["step"], data["total"], None)
         elif event == "result":

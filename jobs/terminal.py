@@ -26,9 +26,11 @@ class TerminalReplier:
         self.paths: list[Path] = []
         self.error: str | None = None
 
-    async def queued(self, job: Job, position: int | None, eta_s: float | None) -> None:
+    async def queued(
+        self, job: Job, position: int | None, eta_s: float | None, *, lane: str = "fast"
+    ) -> None:
         where = f"position {position}" if position else "waiting"
-        self._console.print(f"[dim]{job.id}[/] queued ({where})")
+        self._console.print(f"[dim]{job.id}[/] queued ({where}{', relax lane' if lane == 'relax' else ''})")
 
     async def progress(self, job: Job, step: int, total: int, preview: PILImage.Image | None) -> None:
         if self._progress is None:

@@ -68,6 +68,12 @@ async def settings_for(
     )
 
 
+async def member_lane(platform: str, tenant_external_id: str, user_external_id: str) -> str:
+    """The lane the member chose in `/settings` (or `atelier lane`): fast, relax, or auto when they chose none."""
+    settings = await settings_for(platform, tenant_external_id, user_external_id)
+    return (settings.lane if settings else "") or "auto"
+
+
 async def update_settings(tenant: Tenant, user_external_id: str, **changes: object) -> MemberSettings:
     """Set some of `SETTING_FIELDS`, creating the row on the first change (once, even under concurrent callers)."""
     unknown = set(changes) - set(SETTING_FIELDS)

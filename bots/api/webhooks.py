@@ -208,7 +208,9 @@ class ApiReplier:
     def __init__(self, recorded: Callable[[], None] | None = None) -> None:
         self._recorded = recorded
 
-    async def queued(self, job: Job, position: int | None, eta_s: float | None) -> None:
+    async def queued(
+        self, job: Job, position: int | None, eta_s: float | None, *, lane: str = "fast"
+    ) -> None:
         pass
 
     async def progress(self, job: Job, step: int, total: int, preview: PILImage.Image | None) -> None:

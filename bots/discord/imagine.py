@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Literal
 import discord
 from discord import app_commands
 
-from bots.commands import IMAGE_PROMPT_ONLY, CommandError, merge_options, parse_lora, parse_prompt
+from bots.commands import (
+    IMAGE_PROMPT_ONLY,
+    CommandError,
+    merge_options,
+    parse_lora,
+    parse_prompt,
+    prompt_lane,
+)
 from bots.discord.choices import choices
 from bots.discord.guided import start_guided, wants_guidance
 from bots.discord.inputs import AttachmentRef, input_image, precheck
@@ -85,7 +92,7 @@ def build_spec(
 @app_commands.command(name="imagine", description="Generate images from a prompt")
 @app_commands.guild_only()
 @app_commands.describe(
-    prompt="What to draw. Flags: --ar 16:9 --seed 7 --no text --style photo --tile --chaos 50 --s 200",
+    prompt="What to draw. Flags: --ar 16:9 --seed 7 --no text --style photo --tile --chaos 50 --s 200 --relax",
     negative="What the image should not contain",
     aspect="Aspect ratio W:H, e.g. 16:9",
     model="Model to use (default: the server's default)",
@@ -119,6 +126,7 @@ async def imagine_command(
     if interaction.guild_id is None:
         await refuse(interaction, "/imagine works in a server channel, not in direct messages.")
         return
+    interaction.extras["lane"] = prompt_lane(prompt)  # --relax / --fast (jobs.relax); None: /settings' lane
     options = {
         "negative": negative,
         "aspect": aspect,

@@ -36,6 +36,7 @@ from jobs.queue import Enqueued, enqueue, job_id_for
 from jobs.specs import Enhance, Imagine, Inpaint, ReplyTarget, Upscale, Vary
 from quotas.errors import QuotaRefused
 from storage.models import Job, JobStatus, Tenant, User, get_or_create_tenant, get_or_create_user
+from storage.settings import member_lane
 
 if TYPE_CHECKING:
     from bots.discord.client import AtelierBot
@@ -90,6 +91,10 @@ def _submitter(interaction: discord.Interaction[AtelierBot], spec: Spec) -> Subm
     bot = interaction.client
 
     async def submit(tenant: Tenant, user: User, request_id: str, reply_target: ReplyTarget) -> Enqueued:
+        # --relax / --fast in the prompt (`imagine`), else the member's /settings lane (jobs.relax)
+        lane = interaction.extras.get("lane") or await member_lane(
+            "discord", str(interaction.guild_id), str(interaction.user.id)
+        )
         return await enqueue(
             bot.config.redis,
             spec,
@@ -99,6 +104,7 @@ def _submitter(interaction: discord.Interaction[AtelierBot], spec: Spec) -> Subm
             tenant=tenant,
             user=user,
             tiers=bot.config.tiers,
+            lane=lane,
         )
 
     return submit
@@ -236,9 +242,9 @@ async def _show_queued(
         statuses = await Job.filter(id=queued.job_id).values_list("status", flat=True)
         status = statuses[0] if statuses else None
         if status == JobStatus.QUEUED:
-            content = queued_text(prompt, queued.position, queued.eta_s)
+            content = queued_text(prompt, queued.position, queued.eta_s, queued.lane)
         elif status == JobStatus.RUNNING:
-            content = running_text(prompt)
+            content = running_text(prompt, queued.lane)
         else:
             return  # it already ended: the worker's final edit stands
         with counted_post("discord"):

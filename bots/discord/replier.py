@@ -73,9 +73,11 @@ class DiscordReplier:
         self._editors: dict[str, _StatusEditor] = {}
         self._dead_tokens: set[str] = set()
 
-    async def queued(self, job: Job, position: int | None, eta_s: float | None) -> None:
+    async def queued(
+        self, job: Job, position: int | None, eta_s: float | None, *, lane: str = "fast"
+    ) -> None:
         target = _target(job)
-        self._editor(job, target).offer(queued_text(target.prompt, position, eta_s), None)
+        self._editor(job, target).offer(queued_text(target.prompt, position, eta_s, lane), None)
 
     async def progress(self, job: Job, step: int, total: int, preview: PILImage.Image | None) -> None:
         target = _target(job)

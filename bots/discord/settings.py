@@ -2,7 +2,9 @@
 
 Select menus for the default model, aspect ratio, steps and style of `/imagine`, and two toggles: remix mode
 (vary, reroll, pan and zoom open a modal with the prompt before they queue, `loop`) and private mode (results
-are ephemeral, for the asker alone; nothing is posted in the channel). Every change is stored at once
+are ephemeral, for the asker alone; nothing is posted in the channel), and a button that cycles the lane (auto:
+fast while the fast budget lasts, then relax where the tier allows; relax: always the relax lane; fast: refused
+past the budget; jobs.relax; Discord allows five rows, so not a sixth select). Every change is stored at once
 (`storage.settings`) and the panel is redrawn. The panel's components carry their meaning in their custom ids
 (`atelier:settings:<field>`), so a click on an old panel still works after a restart.
 """
@@ -34,7 +36,8 @@ DEFAULT = "default"  # the select option meaning "the server's default"
 STEP_CHOICES = (4, 10, 20, 30, 40, 50)
 SELECTS = ("model", "aspect", "steps", "style")
 TOGGLES = ("remix", "private")
-SETTINGS_TEMPLATE = rf"atelier:settings:(?P<field>{'|'.join(SELECTS + TOGGLES)})"
+LANES = ("", "relax", "fast")  # the lane button's cycle; "" is auto
+SETTINGS_TEMPLATE = rf"atelier:settings:(?P<field>{'|'.join((*SELECTS, *TOGGLES, 'lane'))})"
 MAX_OPTIONS = 25  # Discord's limit per select menu
 
 
@@ -48,6 +51,7 @@ def settings_text(settings: MemberSettings | None) -> str:
         f"style **{settings.style or 'none'}**",
         f"remix **{'on' if settings.remix else 'off'}**",
         f"private **{'on' if settings.private else 'off'}**",
+        f"lane **{settings.lane or 'auto'}**",
     ]
     return "⚙️ Your settings in this server: " + ", ".join(parts) + ". Only you see this."
 
@@ -87,6 +91,12 @@ async def panel(
         style = discord.ButtonStyle.success if on else discord.ButtonStyle.secondary
         label = f"{field.title()}: {'on' if on else 'off'}"
         toggles.append(discord.ui.Button(custom_id=f"atelier:settings:{field}", label=label, style=style))
+    lane = (settings.lane if settings else "") or "auto"
+    toggles.append(
+        discord.ui.Button(
+            custom_id="atelier:settings:lane", label=f"Lane: {lane}", style=discord.ButtonStyle.secondary
+        )
+    )
     rows.append(discord.ui.ActionRow(*toggles))
     return rows
 
@@ -124,6 +134,9 @@ async def on_settings_component(interaction: discord.Interaction[AtelierBot], fi
     settings = await settings_for("discord", guild, str(interaction.user.id))
     if field in TOGGLES:
         value: Any = not (settings is not None and getattr(settings, field))
+    elif field == "lane":
+        now = settings.lane if settings is not None and settings.lane in LANES else ""
+        value = LANES[(LANES.index(now) + 1) % len(LANES)]
     else:
         chosen = ((interaction.data or {}).get("values") or [DEFAULT])[0]
         try:

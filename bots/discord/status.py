@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from jobs.relax import lane_note
+
 if TYPE_CHECKING:
     from storage.models import Job
 
@@ -32,8 +34,9 @@ def progress_bar(step: int, total: int) -> str:
     return "█" * filled + "░" * (BAR_WIDTH - filled)
 
 
-def queued_text(prompt: str, position: int | None, eta_s: float | None) -> str:
-    """`position` 1 starts next, 0 is running, None unknown; `eta_s` is the time until it should be done."""
+def queued_text(prompt: str, position: int | None, eta_s: float | None, lane: str = "fast") -> str:
+    """`position` 1 starts next, 0 is running, None unknown; `eta_s` is the time until it should be done, at the
+    measured pace (`jobs.queue_status`); a relax-lane job says so (`jobs.relax.lane_note`)."""
     if position == 0:
         where = "⚙️ Running."
     elif position is None:
@@ -44,11 +47,13 @@ def queued_text(prompt: str, position: int | None, eta_s: float | None) -> str:
         where = f"⏳ Queued: position {position}."
     if eta_s:
         where += f" Ready in about {_duration(eta_s)}."
+    if lane == "relax":
+        where += f"\n🐢 {lane_note()}"
     return f"{quote_prompt(prompt)}\n{where}"
 
 
-def running_text(prompt: str) -> str:
-    return f"{quote_prompt(prompt)}\n⚙️ Running."
+def running_text(prompt: str, lane: str = "fast") -> str:
+    return f"{quote_prompt(prompt)}\n⚙️ Running{' in the relax lane' if lane == 'relax' else ''}."
 
 
 def progress_text(prompt: str, step: int, total: int, loss: float | None = None) -> str:

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from bots.slack.ids import ActionRef
 from jobs.editing import LOOP_ACTIONS, LOOP_KINDS
+from jobs.relax import lane_note
 
 PROGRESS_CELLS = 10
 _EMOJI_NAMES = {
@@ -97,7 +98,12 @@ def describe(spec: dict) -> str:
 
 
 def queued_status(
-    job_id: str, spec: dict, requester: str | None, position: int | None, eta_s: float | None
+    job_id: str,
+    spec: dict,
+    requester: str | None,
+    position: int | None,
+    eta_s: float | None,
+    lane: str = "fast",
 ) -> dict:
     """Waiting: `position` 1 starts next, 0 is starting now (as `jobs.queue_status` counts), None is unknown."""
     if position is None:
@@ -108,6 +114,8 @@ def queued_status(
         line = f":hourglass_flowing_sand: Queued, position {position} in the queue"
     if eta_s is not None:
         line += f" · ready in about {_duration(eta_s)}"
+    if lane == "relax":
+        line += f"\n:turtle: {lane_note()}"
     return _status(job_id, spec, requester, line, cancellable=True)
 
 

@@ -20,7 +20,7 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.commands import FLAGS, IMAGE_PROMPT_ONLY, CommandError, merge_options, parse_prompt
+from bots.commands import FLAGS, IMAGE_PROMPT_ONLY, CommandError, merge_options, parse_prompt, prompt_lane
 from bots.member_defaults import MemberDefaults, member_defaults
 from bots.slack import answers, guided
 from bots.slack.services import SlackServices
@@ -110,7 +110,9 @@ def register(app: AsyncApp, services: SlackServices) -> None:
                 spec = await guided.guided_request(services, client, text)
             else:
                 spec = await imagine_request(services, context["workspace"], text)
-            await submit_command(client, services, spec, command, context["workspace"])
+            # --relax / --fast (jobs.relax); None: the member's lane from /atelier settings
+            lane = prompt_lane(text)
+            await submit_command(client, services, spec, command, context["workspace"], lane)
         except CommandError as exc:
             await answers.warn(respond, exc)
 
@@ -131,6 +133,7 @@ def register(app: AsyncApp, services: SlackServices) -> None:
                 channel=channel,
                 thread_ts=thread_ts,
                 workspace=context["workspace"],
+                lane=prompt_lane(text),
             )
         except CommandError as exc:
             await answers.warn_in(

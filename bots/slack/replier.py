@@ -73,9 +73,13 @@ class SlackReplier:
         ] = {}  # job id -> its reply target's data, once it has a status message
         self._finishing: set[asyncio.Task] = set()
 
-    async def queued(self, job: Job, position: int | None, eta_s: float | None) -> None:
+    async def queued(
+        self, job: Job, position: int | None, eta_s: float | None, *, lane: str = "fast"
+    ) -> None:
         data = _data(job)
-        self._status(job).show(blocks.queued_status(job.id, job.spec, data.get("user"), position, eta_s))
+        self._status(job).show(
+            blocks.queued_status(job.id, job.spec, data.get("user"), position, eta_s, lane)
+        )
 
     async def progress(self, job: Job, step: int, total: int, preview: PILImage.Image | None) -> None:
         data = _data(job)

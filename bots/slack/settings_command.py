@@ -1,4 +1,5 @@
-"""`/atelier settings` (anyone: a modal with their own defaults, remix mode and private mode in this workspace)
+"""`/atelier settings` (anyone: a modal with their own defaults, remix mode, private mode and lane (jobs.relax) in
+this workspace)
 and `/atelier style add|list|delete` (list: anyone; add and delete: admins), the Slack side of `storage.settings`.
 
 The modal's fields are selects, so nothing typed can be wrong; its submission stores the choices at once.
@@ -23,6 +24,11 @@ MODAL = "atelier_settings"
 DEFAULT = "default"
 ASPECTS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9")
 STEP_CHOICES = (4, 10, 20, 30, 40, 50)
+LANE_CHOICES = {
+    "auto": "auto: fast while the fast budget lasts, then relax",
+    "relax": "relax: always the relax lane",
+    "fast": "fast: refused once the fast budget is spent",
+}
 STYLE_USAGE = 'Usage: `/atelier style add NAME "TEMPLATE with {prompt}" ["NEGATIVE"]`, `style list`, `style delete NAME`'
 
 
@@ -60,6 +66,13 @@ async def settings_modal(services: SlackServices, tenant, settings: MemberSettin
                 [("off", "off"), ("on", "on")],
                 "on" if settings and settings.private else "off",
             ),
+            modals.select_input(
+                "lane",
+                "Lane",
+                list(LANE_CHOICES.items()),
+                (settings.lane if settings else "") or "auto",
+                hint="relax runs on idle GPU time and is not charged against your fast budget",
+            ),
         ],
         {},
     )
@@ -80,6 +93,7 @@ def chosen_settings(view: dict) -> dict:
         "style": value("style"),
         "remix": value("remix") == "on",
         "private": value("private") == "on",
+        "lane": value("lane") if value("lane") in ("relax", "fast") else "",
     }
 
 

@@ -26,6 +26,7 @@ from jobs.queue import Enqueued, enqueue
 from jobs.specs import Enhance, Imagine, Inpaint, ReplyTarget, Upscale, Vary
 from quotas.errors import QuotaRefused
 from storage.models import Job
+from storage.settings import member_lane
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,11 @@ async def submit(
     channel: str,
     thread_ts: str | None,
     workspace: Workspace,
+    lane: str | None = None,
 ) -> str | None:
     """Enqueue `spec` and post its status message (in `thread_ts`, or as a new thread); return the job id, or
-    None when this request had already been submitted. Refusals are CommandErrors with the reason.
+    None when this request had already been submitted. Refusals are CommandErrors with the reason. `lane`:
+    --relax / --fast from the prompt (jobs.relax); None: the member's lane from `/atelier settings`.
 
     A member in private mode (`/atelier settings`) gets everything in their direct messages with the app instead:
     nothing of the job appears in the channel."""
@@ -62,6 +65,8 @@ async def submit(
         opened = await client.conversations_open(users=workspace.user_id)
         channel, thread_ts = opened["channel"]["id"], None
     data = reply_data(channel, thread_ts, workspace)
+    if lane is None:
+        lane = await member_lane("slack", workspace.team_id, workspace.user_id or "")
     try:
         queued = await enqueue(
             services.redis,
@@ -72,6 +77,7 @@ async def submit(
             tenant=await workspace.tenant(),
             user=await workspace.user(),
             tiers=services.tiers,
+            lane=lane,
         )
     except QuotaRefused as refusal:
         raise CommandError(str(refusal)) from None
@@ -86,12 +92,14 @@ async def submit_command(
     spec: Imagine | Upscale | Enhance | Vary | Inpaint,
     command: dict,
     workspace: Workspace,
+    lane: str | None = None,
 ) -> str | None:
     """`submit` for a slash command: its status message starts a thread in the command's channel."""
     return await submit(
         client,
         services,
         spec,
+        lane=lane,
         request_id=command_request_id(command),
         channel=command["channel_id"],
         thread_ts=None,
@@ -125,7 +133,9 @@ async def post_status(
     if not queued.created:
         log.info("slack request %s seen before (job %s): nothing new", request_id, queued.job_id)
         return None
-    status = blocks.queued_status(queued.job_id, spec, data.get("user"), queued.position, queued.eta_s)
+    status = blocks.queued_status(
+        queued.job_id, spec, data.get("user"), queued.position, queued.eta_s, queued.lane
+    )
     channel, thread_ts = data["channel"], data.get("thread_ts")
     try:
         with counted_post("slack"):
