@@ -6,8 +6,6 @@ tiny models. Tenants never appear as labels (their GPU seconds are in the usage 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prometheus_client import REGISTRY
 
 from atelier.runtime import Runtime
@@ -26,15 +24,8 @@ def _count(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(f"{name}_count", labels) or 0.0
 
 
-async def test_queue_wait_and_end_to_end_are_observed_by_model_and_tier(
-    tmp_path: Path, models_dir: Path
-) -> None:
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        tiny_models=True,
-        model_cache_dir=models_dir,
-        database_url=f"sqlite://{tmp_path}/data/atelier.db",
-    )
+async def test_queue_wait_and_end_to_end_are_observed_by_model_and_tier(embedded_settings: Settings) -> None:
+    settings = embedded_settings
     async with Runtime.open(settings) as runtime:
         tenant = await get_or_create_tenant("discord", "4242")  # a new Discord server: the free tier
         user = await get_or_create_user(tenant, "7")

@@ -7,7 +7,6 @@ checked against torch's own figure."""
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 
 import pytest
 import torch
@@ -78,13 +77,8 @@ def test_a_reading_sets_the_gauges_by_device_index_and_no_utilisation_without_nv
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks a worker that has no GPU")
-async def test_a_cpu_worker_exports_no_gpu_series(tmp_path: Path, models_dir: Path) -> None:
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        tiny_models=True,
-        model_cache_dir=models_dir,
-        database_url=f"sqlite://{tmp_path}/data/atelier.db",
-    )
+async def test_a_cpu_worker_exports_no_gpu_series(embedded_settings: Settings) -> None:
+    settings = embedded_settings
     async with Runtime.open(settings) as runtime:
         services = runtime.worker_services()
         assert services.engine.device.type == "cpu"
