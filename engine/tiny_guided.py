@@ -34,6 +34,7 @@ from transformers import (
     DPTConfig,
     DPTForDepthEstimation,
     DPTImageProcessor,
+    PretrainedConfig,
     ViTConfig,
     ViTForImageClassification,
     ViTImageProcessor,
@@ -217,20 +218,23 @@ def _zero_head(model: torch.nn.Module) -> None:
     torch.nn.init.zeros_(model.classifier.bias)
 
 
-def _image_classifier(preset: Preset, directory: Path) -> None:
-    """A ViT as small as one works (16 px, one layer): it runs on every output image, so it must cost nearly
-    nothing beside the tiny pipelines."""
-    config = ViTConfig(
+def _classifier_config(config_class: type, **shape: int) -> PretrainedConfig:
+    """A one-layer, 8-wide transformer classifier over SAFETY_LABELS; `shape` adds what the kind needs."""
+    return config_class(
         hidden_size=8,
         num_hidden_layers=1,
         num_attention_heads=2,
         intermediate_size=16,
-        image_size=16,
-        patch_size=8,
         id2label=SAFETY_LABELS,
         label2id={name: index for index, name in SAFETY_LABELS.items()},
+        **shape,
     )
-    model = ViTForImageClassification(config)
+
+
+def _image_classifier(preset: Preset, directory: Path) -> None:
+    """A ViT as small as one works (16 px, one layer): it runs on every output image, so it must cost nearly
+    nothing beside the tiny pipelines."""
+    model = ViTForImageClassification(_classifier_config(ViTConfig, image_size=16, patch_size=8))
     _zero_head(model)
     model.save_pretrained(directory)
     ViTImageProcessor(size={"height": 16, "width": 16}).save_pretrained(directory)
@@ -239,16 +243,7 @@ def _image_classifier(preset: Preset, directory: Path) -> None:
 def _prompt_classifier(preset: Preset, directory: Path) -> None:
     """A one-layer BERT over the tiny CLIP tokenizer's byte-level vocabulary."""
     tokenizer = tiny.clip_tokenizer()
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=8,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=16,
-        max_position_embeddings=128,
-        id2label=SAFETY_LABELS,
-        label2id={name: index for index, name in SAFETY_LABELS.items()},
-    )
+    config = _classifier_config(BertConfig, vocab_size=len(tokenizer), max_position_embeddings=128)
     model = BertForSequenceClassification(config)
     _zero_head(model)
     model.save_pretrained(directory)
