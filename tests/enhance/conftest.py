@@ -16,16 +16,14 @@ import torch
 from enhance_support import astronaut
 
 from atelier.runtime import Runtime
-from atelier.settings import Settings
 from engine.enhancer import Enhancer
 from engine.faces import FaceRestoration
 from engine.registry import Registry
 from tests.support import (
-    create_bucket,
     redis_url,
     run_burst_worker,
-    s3_settings,
     service_env,
+    service_runtime,
     worker_process,
 )
 
@@ -69,18 +67,15 @@ async def runtime(
     tmp_path: Path, models_dir: Path, enhance_database_url: str, moto_s3_endpoint: str, clean_redis: str
 ) -> AsyncIterator[Runtime]:
     """A runtime on the real services, with a queue of its own, so a test sees only its own jobs."""
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        tiny_models=True,
-        model_cache_dir=models_dir,
+    async with service_runtime(
+        tmp_path,
+        models_dir,
         redis_url=clean_redis,
         database_url=enhance_database_url,
+        bucket="atelier-test-enhance",
+        s3_endpoint=moto_s3_endpoint,
         queue_name=f"atelier:test-enhance-{uuid.uuid4().hex[:8]}",
-        blob_url=f"s3://atelier-test-enhance/{tmp_path.name}",
-        **s3_settings(moto_s3_endpoint),
-    )
-    await create_bucket(settings)
-    async with Runtime.open(settings) as rt:
+    ) as rt:
         yield rt
 
 

@@ -15,11 +15,10 @@ from peft import LoraConfig, get_peft_model_state_dict
 from redis.asyncio import Redis
 
 from atelier.runtime import Runtime
-from atelier.settings import Settings
 from engine.engine import Engine
 from engine.registry import Registry
 from engine.tiny import ensure_built
-from tests.support import create_bucket, redis_url, run_burst_worker, s3_settings
+from tests.support import redis_url, run_burst_worker, service_runtime
 
 REDIS_URL = redis_url(11)  # this area's database on the run's Redis; flushed per test
 POSTGRES_DATABASE = "atelier_test_batch"
@@ -75,18 +74,15 @@ async def runtime(
     client = Redis.from_url(REDIS_URL)
     await client.flushdb()
     await client.aclose()
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        tiny_models=True,
-        model_cache_dir=models_dir,
-        lora_dir=lora_dir,
+    async with service_runtime(
+        tmp_path,
+        models_dir,
         redis_url=REDIS_URL,
         database_url=await postgres_databases(POSTGRES_DATABASE),
-        blob_url=f"s3://atelier-test-batch/{tmp_path.name}",
-        **s3_settings(moto_s3_endpoint),
-    )
-    await create_bucket(settings)
-    async with Runtime.open(settings) as rt:
+        bucket="atelier-test-batch",
+        s3_endpoint=moto_s3_endpoint,
+        lora_dir=lora_dir,
+    ) as rt:
         yield rt
 
 

@@ -13,9 +13,8 @@ import pytest_asyncio
 from redis.asyncio import Redis
 
 from atelier.runtime import Runtime
-from atelier.settings import Settings
 from jobs import prompt_check
-from tests.support import create_bucket, redis_url, run_burst_worker, s3_settings
+from tests.support import redis_url, run_burst_worker, service_runtime
 
 REDIS_URL = redis_url(38)
 
@@ -44,19 +43,16 @@ async def runtime(
     client = Redis.from_url(REDIS_URL)
     await client.flushdb()
     await client.aclose()
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        tiny_models=True,
-        model_cache_dir=models_dir,
+    async with service_runtime(
+        tmp_path,
+        models_dir,
         redis_url=REDIS_URL,
         database_url=await postgres_databases("atelier_test_moderation"),
-        blob_url=f"s3://atelier-moderation/{tmp_path.name}",
+        bucket="atelier-moderation",
+        s3_endpoint=moto_s3_endpoint,
         prompt_classifier=prompt_classifier,
         prompt_check_wait_s=prompt_check_wait_s,
-        **s3_settings(moto_s3_endpoint),
-    )
-    await create_bucket(settings)
-    async with Runtime.open(settings) as rt:
+    ) as rt:
         yield rt
 
 
