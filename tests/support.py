@@ -311,3 +311,21 @@ def replayed_content(data: bytes) -> tuple[str, tuple[int, int], bytes]:
 
     with Image.open(io.BytesIO(data)) as image:
         return image.mode, image.size, image.tobytes()
+
+
+async def empty_database(url: str) -> str:
+    """Empty every table of the PostgreSQL database at `url` (its schema and migrations stay); return `url`. For
+    an area's per-test database fixture."""
+    import asyncpg
+
+    connection = await asyncpg.connect(url)
+    try:
+        tables = await connection.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'tortoise_migrations'"
+        )
+        if tables:
+            names = ", ".join(f'"{t["tablename"]}"' for t in tables)
+            await connection.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    finally:
+        await connection.close()
+    return url

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import asyncpg
 import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
@@ -17,7 +16,7 @@ from jobs.queue import Enqueued, enqueue
 from jobs.specs import ReplyTarget, imagine_spec
 from quotas.admin import Admin
 from storage.models import Tenant, get_or_create_tenant, get_or_create_user
-from tests.support import atelier_env, run_burst_worker
+from tests.support import atelier_env, empty_database, run_burst_worker
 from tests.support import redis_url as run_redis_url
 
 REDIS_URL = run_redis_url(7)  # this area's database on the run's Redis; flushed per test
@@ -32,17 +31,7 @@ async def quotas_postgres_url(postgres_databases) -> str:
 @pytest_asyncio.fixture(loop_scope="session")
 async def postgres_url(quotas_postgres_url: str) -> str:
     """The session's database with every table emptied (the schema and its migrations stay)."""
-    connection = await asyncpg.connect(quotas_postgres_url)
-    try:
-        tables = await connection.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'tortoise_migrations'"
-        )
-        if tables:
-            names = ", ".join(f'"{t["tablename"]}"' for t in tables)
-            await connection.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
-    finally:
-        await connection.close()
-    return quotas_postgres_url
+    return await empty_database(quotas_postgres_url)
 
 
 @pytest_asyncio.fixture(loop_scope="session")

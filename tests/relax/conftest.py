@@ -6,14 +6,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
 from atelier.runtime import Runtime
 from atelier.settings import Settings
-from tests.support import atelier_env
+from tests.support import atelier_env, empty_database
 from tests.support import redis_url as run_redis_url
 
 REDIS_URL = run_redis_url(35)
@@ -46,17 +45,7 @@ async def relax_postgres_url(postgres_databases) -> str:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def postgres_url(relax_postgres_url: str) -> str:
-    connection = await asyncpg.connect(relax_postgres_url)
-    try:
-        tables = await connection.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'tortoise_migrations'"
-        )
-        if tables:
-            names = ", ".join(f'"{t["tablename"]}"' for t in tables)
-            await connection.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
-    finally:
-        await connection.close()
-    return relax_postgres_url
+    return await empty_database(relax_postgres_url)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
