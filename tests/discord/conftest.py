@@ -11,14 +11,13 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
 from tests.discord import payloads as p
 from tests.discord.emulator import DiscordEmulator
-from tests.discord.stack import QUEUE, TRAIN_QUEUE, Stack
+from tests.discord.stack import QUEUE, TRAIN_QUEUE, Stack, running_stack
 from tests.support import atelier_env, redis_url
 
 REDIS_URL = redis_url(5)  # this area's database on the run's Redis
@@ -79,23 +78,8 @@ async def services_env(
 
 @pytest_asyncio.fixture(scope="package", loop_scope="session")
 async def stack(emulator: DiscordEmulator, services_env: dict[str, str]) -> AsyncIterator[Stack]:
-    workdir = Path(services_env["WORKDIR"])
-    db = await asyncpg.create_pool(_asyncpg_url(services_env["ATELIER_DATABASE_URL"]), min_size=1, max_size=2)
-    redis = Redis.from_url(REDIS_URL)
-    running = Stack(emulator, services_env, workdir, db, redis)
-    try:
-        # The worker first: it migrates the database, which the bot then finds done.
-        await running.start_worker()
-        await running.start_bot()
+    async with running_stack(emulator, services_env, REDIS_URL) as running:
         yield running
-    except BaseException:
-        print(running.logs(), file=sys.stderr)
-        raise
-    finally:
-        for name in list(running.processes):
-            await running.stop(name)
-        await db.close()
-        await redis.aclose()
 
 
 @pytest.fixture
@@ -104,7 +88,3 @@ def show_logs_on_failure(stack: Stack, request: pytest.FixtureRequest):
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
         print(stack.logs(), file=sys.stderr)
-
-
-def _asyncpg_url(url: str) -> str:
-    return url.replace("postgres://", "postgresql://", 1)

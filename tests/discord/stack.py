@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,6 +108,37 @@ class Stack:
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError("the queue did not drain")
             await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def running_stack(
+    emulator: DiscordEmulator,
+    env: dict[str, str],
+    redis_url: str,
+    *,
+    then: Callable[[Stack], Awaitable[None]] | None = None,
+) -> AsyncIterator[Stack]:
+    """The worker, then the bot, started on `env` (its WORKDIR and database), then `then(stack)` for what else an
+    area runs; every process is stopped afterwards, and their logs are printed when starting them fails."""
+    url = env["ATELIER_DATABASE_URL"].replace("postgres://", "postgresql://", 1)  # asyncpg's spelling
+    db = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    redis = Redis.from_url(redis_url)
+    running = Stack(emulator, env, Path(env["WORKDIR"]), db, redis)
+    try:
+        # The worker first: it migrates the database, which the bot then finds done.
+        await running.start_worker()
+        await running.start_bot()
+        if then is not None:
+            await then(running)
+        yield running
+    except BaseException:
+        print(running.logs(), file=sys.stderr)
+        raise
+    finally:
+        for name in list(running.processes):
+            await running.stop(name)
+        await db.close()
+        await redis.aclose()
 
 
 async def run_cli_imagine(env: dict[str, str], out: Path, *args: str) -> bytes:

@@ -5,12 +5,10 @@ retention job itself runs in the worker, enqueued by name as its hourly cron wou
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
@@ -18,21 +16,18 @@ from redis.asyncio import Redis
 from atelier.runtime import blob_store_for
 from atelier.settings import Settings
 from storage.blobs import BlobStore
+from tests.discord import conftest as discord_rig
 from tests.discord.emulator import DiscordEmulator
-from tests.discord.stack import QUEUE, TRAIN_QUEUE, Stack
+from tests.discord.stack import QUEUE, TRAIN_QUEUE, Stack, running_stack
 from tests.support import atelier_env, create_bucket, free_port, redis_url, s3_settings
 
 REDIS_URL = redis_url(29)  # this area's database on the run's Redis
 DATABASE = "atelier_test_retention"
 BUCKET = "atelier-retention"
 
-
-@pytest_asyncio.fixture(scope="package", loop_scope="session")
-async def emulator() -> AsyncIterator[DiscordEmulator]:
-    server = DiscordEmulator()
-    await server.start()
-    yield server
-    await server.close()
+# The Discord area's own fixtures: one emulator for the package, and the stack's logs printed when a test fails.
+emulator = discord_rig.emulator
+show_logs_on_failure = discord_rig.show_logs_on_failure
 
 
 @pytest_asyncio.fixture(scope="package", loop_scope="session")
@@ -89,25 +84,12 @@ async def blobs(services_env: dict[str, str]) -> AsyncIterator[BlobStore]:
 
 @pytest_asyncio.fixture(scope="package", loop_scope="session")
 async def stack(emulator: DiscordEmulator, services_env: dict[str, str]) -> AsyncIterator[Stack]:
-    workdir = Path(services_env["WORKDIR"])
-    url = services_env["ATELIER_DATABASE_URL"].replace("postgres://", "postgresql://", 1)
-    db = await asyncpg.create_pool(url, min_size=1, max_size=2)
-    redis = Redis.from_url(REDIS_URL)
-    running = Stack(emulator, services_env, workdir, db, redis)
-    try:
-        await running.start_worker()  # it migrates the database first
-        await running.start_bot()
+    async def start_api(running: Stack) -> None:
         api = await running.start("api", "api")
         await running._wait(_api_answers(services_env), api, "the API's /healthz")
+
+    async with running_stack(emulator, services_env, REDIS_URL, then=start_api) as running:
         yield running
-    except BaseException:
-        print(running.logs(), file=sys.stderr)
-        raise
-    finally:
-        for name in list(running.processes):
-            await running.stop(name)
-        await db.close()
-        await redis.aclose()
 
 
 def api_url(env: dict[str, str]) -> str:
@@ -123,11 +105,3 @@ def _api_answers(env: dict[str, str]):
             return False
 
     return answers
-
-
-@pytest.fixture
-def show_logs_on_failure(stack: Stack, request: pytest.FixtureRequest):
-    yield
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(stack.logs(), file=sys.stderr)
