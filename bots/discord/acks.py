@@ -10,6 +10,10 @@ is told (its `InteractionResponse` records the response type), so every later ca
 (`bots.discord.metering.RestWatch`) sees it as it sees discord.py's requests: 429s, retries, the time to
 acknowledge.
 
+Under a burst, what follows each acknowledgement (building the spec, admission, the database) waits until no
+deferral is waiting or in flight (`settled`, at most `SETTLE_S`): the acknowledgements of the whole burst go
+out first, and the last of them is not queued behind the others' admission work.
+
 A failure that discord.py would retry (a 5xx, a 429, a dropped connection, no answer within `ACK_TIMEOUT_S`) is
 handed to discord.py's `defer`, which retries it; if the first attempt had reached Discord after all, the
 retry is told "already acknowledged" (40060) and the message is looked up instead. `bench/ack_burst.py`
@@ -18,6 +22,8 @@ measures the difference.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 
 import discord
@@ -30,12 +36,16 @@ ACK_CONNECTIONS = 16
 ACK_TIMEOUT_S = 10.0  # past Discord's 3 s the interaction is lost anyway; discord.py's retry then says so
 DEFER_THINKING = b'{"type":5}'  # DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE: a public "thinking…" message
 ALREADY_ACKNOWLEDGED = 40060
+SETTLE_S = 1.0  # the longest the work after an acknowledgement yields to the acknowledgements still to send
 
 
 class Acknowledger:
     def __init__(self, watch: RestWatch) -> None:
         self._watch = watch
         self._pool: OriginPool | None = None
+        self._in_flight = 0
+        self._settled = asyncio.Event()
+        self._settled.set()
 
     async def start(self) -> None:
         """Connect to the REST base discord.py uses (`discord.http.Route.BASE`, set by `configure_endpoints`)."""
@@ -52,12 +62,28 @@ class Acknowledger:
     async def defer_thinking(self, interaction: discord.Interaction) -> int:
         """Acknowledge with a public "thinking…" message; return that message's id."""
         assert self._pool is not None, "Acknowledger.start() runs in the bot's setup_hook"
+        self._in_flight += 1
+        self._settled.clear()
+        try:
+            return await self._defer_thinking(interaction, self._pool)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._settled.set()
+
+    async def settled(self) -> None:
+        """Return once no deferral is waiting or in flight, or after `SETTLE_S` (a steady stream never settles)."""
+        if self._in_flight:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), SETTLE_S)
+
+    async def _defer_thinking(self, interaction: discord.Interaction, pool: OriginPool) -> int:
         # The query discord.py's own defer sends, so the watch sees its retry of this request as one.
         path = f"/interactions/{interaction.id}/{interaction.token}/callback?with_response=1"
-        url = self._pool.url(path)
+        url = pool.url(path)
         self._watch.sent("POST", url)
         try:
-            response = await self._pool.post(path, DEFER_THINKING, within_s=ACK_TIMEOUT_S)
+            response = await pool.post(path, DEFER_THINKING, within_s=ACK_TIMEOUT_S)
         except TransportError:
             self._watch.unanswered("POST", url)
             return await _defer_by_discord_py(interaction)

@@ -19,10 +19,10 @@ from discord import app_commands
 from bots.commands import (
     IMAGE_PROMPT_ONLY,
     CommandError,
+    ParsedPrompt,
     merge_options,
     parse_lora,
     parse_prompt,
-    prompt_lane,
 )
 from bots.discord.choices import choices
 from bots.discord.guided import start_guided, wants_guidance
@@ -47,7 +47,10 @@ ASPECTS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9")
 
 
 def build_spec(
-    bot: AtelierBot, prompt: str, options: dict[str, object], defaults: MemberDefaults | None = None
+    bot: AtelierBot,
+    prompt: str | ParsedPrompt,
+    options: dict[str, object],
+    defaults: MemberDefaults | None = None,
 ) -> tuple[Imagine, list[tuple[str, float]]]:
     """Flags from the prompt merged with the typed options, checked against the model's limits; the spec
     without LoRAs, and the LoRAs asked for (their names are the server's, checked after the deferral: see
@@ -55,7 +58,7 @@ def build_spec(
     deferral; without them a style that is not built in is left for that second build.
 
     Raises ValueError (CommandError for the flags) with the message the user sees."""
-    parsed = parse_prompt(prompt)
+    parsed = prompt if isinstance(prompt, ParsedPrompt) else parse_prompt(prompt)
     merged = merge_options(parsed, options)
     if defaults is not None:
         merged = defaults.apply(merged)
@@ -126,7 +129,6 @@ async def imagine_command(
     if interaction.guild_id is None:
         await refuse(interaction, "/imagine works in a server channel, not in direct messages.")
         return
-    interaction.extras["lane"] = prompt_lane(prompt)  # --relax / --fast (jobs.relax); None: /settings' lane
     options = {
         "negative": negative,
         "aspect": aspect,
@@ -143,10 +145,12 @@ async def imagine_command(
     guidance = {"image": image, "control_image": control_image, "sref": sref, "cref": cref}
     refs = {name: None if a is None else AttachmentRef.of(a) for name, a in guidance.items()}
     try:
-        wanted = wants_guidance(merge_options(parse_prompt(prompt), {**options, "control": control}), refs)
+        parsed = parse_prompt(prompt)  # once before the deferral: every interaction of a burst pays it
+        wanted = wants_guidance(merge_options(parsed, {**options, "control": control}), refs)
     except ValueError as exc:
         await refuse(interaction, str(exc))
         return
+    interaction.extras["lane"] = parsed.lane  # --relax / --fast (jobs.relax); None: /settings' lane
     if wanted:
         await start_guided(interaction, prompt, {**options, "control": control}, refs)
         return
@@ -154,7 +158,7 @@ async def imagine_command(
         await _image_to_image(interaction, prompt, options, AttachmentRef.of(image))
         return
     try:
-        checked, _ = build_spec(interaction.client, prompt, options)  # refused now, before the deferral
+        checked, _ = build_spec(interaction.client, parsed, options)  # refused now, before the deferral
     except ValueError as exc:
         await refuse(interaction, str(exc))
         return
@@ -162,7 +166,7 @@ async def imagine_command(
     async def with_loras() -> Imagine:
         tenant = await get_or_create_tenant("discord", str(interaction.guild_id))
         defaults = await member_defaults("discord", tenant, str(interaction.user.id))
-        spec, loras = build_spec(interaction.client, prompt, options, defaults)
+        spec, loras = build_spec(interaction.client, parsed, options, defaults)
         return await with_guild_loras(interaction, spec, loras) if loras else spec
 
     await defer_then_start(interaction, with_loras, title=checked.prompt)

@@ -50,15 +50,22 @@ THREAD_ARCHIVE_MINUTES = 1440
 
 
 async def defer_status(interaction: discord.Interaction[AtelierBot]) -> int:
-    """Acknowledge within Discord's 3 s with a public "thinking…" message; return that message's id. For a
-    member in private mode (`/settings`) the message is ephemeral, and so is everything the job posts."""
+    """Acknowledge within Discord's 3 s with a public "thinking…" message; return that message's id, once the
+    other deferrals of a burst have gone out too (`Acknowledger.settled`). For a member in private mode
+    (`/settings`) the message is ephemeral, and so is everything the job posts."""
+    acks = interaction.client.acks
     if private_mode(interaction):
         interaction.extras["private"] = True
         callback = await interaction.response.defer(thinking=True, ephemeral=True)
-        if callback is not None and callback.message_id is not None:
-            return callback.message_id
-        return (await interaction.original_response()).id
-    return await interaction.client.acks.defer_thinking(interaction)
+        message_id = (
+            callback.message_id
+            if callback is not None and callback.message_id is not None
+            else (await interaction.original_response()).id
+        )
+    else:
+        message_id = await acks.defer_thinking(interaction)
+    await acks.settled()
+    return message_id
 
 
 def private_mode(interaction: discord.Interaction) -> bool:
