@@ -69,6 +69,7 @@ async def main(n: int, members: int) -> None:
             await emulator.wait_until(emulator.bot_ready, 180, "the bot's ready")
             rss_before = rss_mb(bot.pid)
             cpu_before = cpu_s(bot.pid)
+            own_before = time.process_time()
             sent = []
             started = time.monotonic()
             for i in range(n):
@@ -81,6 +82,7 @@ async def main(n: int, members: int) -> None:
                 await emulator.wait_response(interaction, within=120)
             burst_s = time.monotonic() - started
             bot_cpu_s = cpu_s(bot.pid) - cpu_before
+            own_cpu_s = time.process_time() - own_before
             send_s = sent[-1].dispatched_at - sent[0].dispatched_at  # type: ignore[operator]
             acks = [(i.callback_at - i.dispatched_at) * 1000 for i in sent]  # type: ignore[operator]
             rss_after = rss_mb(bot.pid)
@@ -94,7 +96,11 @@ async def main(n: int, members: int) -> None:
     )
     # The last interaction waits for the bot's work on all before it: p99 follows the bot's CPU per interaction
     # (admission included where it runs meanwhile), not the deferral's own round trip.
-    print(f"bot CPU over the burst: {bot_cpu_s:.2f} s, {bot_cpu_s / n * 1000:.2f} ms per interaction")
+    # The emulator shares the machine: its own CPU (this process) delays the answers it times.
+    print(
+        f"bot CPU over the burst: {bot_cpu_s:.2f} s, {bot_cpu_s / n * 1000:.2f} ms per interaction; "
+        f"the emulator's: {own_cpu_s:.2f} s"
+    )
     print("| acknowledged | p50 ms | p95 ms | p99 ms | max ms | within 3 s | bot RSS MB (before → after) |")
     print("|---|---|---|---|---|---|---|")
     within = sum(a < 3000 for a in acks)
