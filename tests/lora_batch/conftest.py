@@ -12,13 +12,12 @@ import pytest_asyncio
 import torch
 from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
 from peft import LoraConfig, get_peft_model_state_dict
-from redis.asyncio import Redis
 
 from atelier.runtime import Runtime
 from engine.engine import Engine
 from engine.registry import Registry
 from engine.tiny import ensure_built
-from tests.support import redis_url, run_burst_worker, service_runtime
+from tests.support import emptied_redis, redis_url, run_burst_worker, service_runtime
 
 REDIS_URL = redis_url(11)  # this area's database on the run's Redis; flushed per test
 POSTGRES_DATABASE = "atelier_test_batch"
@@ -71,13 +70,10 @@ def engine(registry: Registry, models_dir: Path, lora_dir: Path) -> Engine:
 async def runtime(
     tmp_path: Path, models_dir: Path, lora_dir: Path, postgres_databases, moto_s3_endpoint: str
 ) -> AsyncIterator[Runtime]:
-    client = Redis.from_url(REDIS_URL)
-    await client.flushdb()
-    await client.aclose()
     async with service_runtime(
         tmp_path,
         models_dir,
-        redis_url=REDIS_URL,
+        redis_url=await emptied_redis(REDIS_URL),
         database_url=await postgres_databases(POSTGRES_DATABASE),
         bucket="atelier-test-batch",
         s3_endpoint=moto_s3_endpoint,

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from redis.asyncio import Redis
 
 from atelier.runtime import Runtime
 from jobs import prompt_check
-from tests.support import redis_url, run_burst_worker, service_runtime
+from tests.support import emptied_redis, redis_url, run_burst_worker, service_runtime
 
 REDIS_URL = redis_url(38)
 
@@ -40,13 +39,10 @@ async def runtime(
     postgres_databases,
     moto_s3_endpoint: str,
 ) -> AsyncIterator[Runtime]:
-    client = Redis.from_url(REDIS_URL)
-    await client.flushdb()
-    await client.aclose()
     async with service_runtime(
         tmp_path,
         models_dir,
-        redis_url=REDIS_URL,
+        redis_url=await emptied_redis(REDIS_URL),
         database_url=await postgres_databases("atelier_test_moderation"),
         bucket="atelier-moderation",
         s3_endpoint=moto_s3_endpoint,
