@@ -28,7 +28,8 @@ async def _imagine(services: WorkerServices, job: Job, progress: Progress) -> li
     spec = Imagine.model_validate(job.spec)
     preset = services.registry.get(spec.model)
     request = spec.request()
-    if not (spec.chaos and spec.count > 1):  # a pre-empted relax job goes on from its latents (jobs.relax)
+    if job.attempts > 1 and not (spec.chaos and spec.count > 1):
+        # a pre-empted relax job goes on from its latents (jobs.relax); a first run never was
         request = replace(request, resume=(await relax.load(services.redis, job.id)).resume)
     # The batcher runs it on the GPU thread, alone or with waiting compatible requests (jobs.batching).
     if spec.chaos and spec.count > 1:

@@ -154,7 +154,8 @@ async def _run_once(ctx: dict, job_id: str, produce: Produce) -> dict:
                     raise JobCancelled(0, int(job.spec.get("steps", 0)))
                 async with ProgressPump(asyncio.get_running_loop(), replier, job) as pump:
                     progress = _cancellable(pump.report, watch.event)
-                    if await _gives_way(services, job, ctx.get("queue_name")):
+                    lane = await _lane(services, job, ctx.get("queue_name"), relax_running)
+                    if lane == relax.RELAX and await _resumable(services, job):
                         relax_running[job_id] = relax.GiveWay()
                         progress = relax.preemptible(
                             progress,
@@ -164,7 +165,7 @@ async def _run_once(ctx: dict, job_id: str, produce: Produce) -> dict:
                             job_id=job_id,
                             give_way=relax_running[job_id],
                         )
-                    elif await relax.lane_of(services.redis, job_id) == relax.FAST:
+                    elif lane == relax.FAST:
                         for give_way in relax_running.values():  # this worker's GPU runs them: they yield
                             give_way.give_way_to(job_id)
                     try:
@@ -200,7 +201,8 @@ async def _run_once(ctx: dict, job_id: str, produce: Produce) -> dict:
             )
         log.exception("job %s failed", job_id)
         return await _fail(job, replier, f"Something went wrong on our side. Reference: {job_id}")
-    carried = await relax.load(services.redis, job_id) if job.kind == "imagine" else None
+    # A first run was never pre-empted: only a later one may have earlier runs' GPU seconds to add.
+    carried = await relax.load(services.redis, job_id) if job.attempts > 1 and job.kind == "imagine" else None
     gpu_seconds = meter.seconds + (
         carried.gpu_seconds if carried else 0.0
     )  # earlier runs of a pre-empted job
@@ -287,11 +289,19 @@ async def announce_end(ctx: dict, job_id: str) -> dict:
     return await _already_ended(services, job, replier_for(services, job))
 
 
-async def _gives_way(services: WorkerServices, job: Job, queue_name: str | None) -> bool:
-    """Whether this run gives way to waiting fast jobs: a relax-lane job whose generation can resume."""
-    if not queue_name or not relax.resumable_spec(job.kind, job.spec):
-        return False
-    if await relax.lane_of(services.redis, job.id) != relax.RELAX:
+async def _lane(
+    services: WorkerServices, job: Job, queue_name: str | None, relax_running: dict[str, relax.GiveWay]
+) -> str | None:
+    """The job's lane where it matters to this run (None where it does not, and Redis is not asked): a job that
+    could give way if it is a relax one, or any job while this worker runs relax jobs it may have to stop."""
+    if not queue_name or not (relax_running or relax.resumable_spec(job.kind, job.spec)):
+        return None
+    return await relax.lane_of(services.redis, job.id)
+
+
+async def _resumable(services: WorkerServices, job: Job) -> bool:
+    """Whether this relax job's generation can stop between steps and resume (jobs.relax)."""
+    if not relax.resumable_spec(job.kind, job.spec):
         return False
     preset = services.registry.get(job.spec["model"])
     return await on_gpu(services, services.engine.resumable, preset)
