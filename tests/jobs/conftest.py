@@ -63,7 +63,10 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
 def run_worker(runtime: Runtime) -> Callable:
     """Run a burst worker in this process until the queue is empty (arq's own testing style)."""
 
-    async def run(**overrides: object) -> None:
-        await run_burst_worker(runtime.worker_services(), runtime.settings.queue_name, **overrides)
+    async def run(max_batch: int | None = None, **overrides: object) -> None:
+        services = runtime.worker_services()
+        if max_batch is not None:
+            services.max_batch = max_batch
+        await run_burst_worker(services, runtime.settings.queue_name, **overrides)
 
     return run
