@@ -90,13 +90,10 @@ class Tier:
     relax: bool = False  # past the fast budget, jobs go to the relax lane instead of being refused
 
     def no_higher_than(self, other: Tier) -> bool:
-        """True when this tier gives nothing `other` does not: no more weight, no higher limit, no relax lane
-        that `other` lacks."""
-        return (
-            self.weight <= other.weight
-            and self.limits.no_higher_than(other.limits)
-            and (other.relax or not self.relax)
-        )
+        """True when this tier gives nothing `other` does not: no more weight, no higher limit. The relax lane is
+        not counted: it runs only on GPU time no fast job wants, so it takes nothing from other tenants, and a
+        chat admin may move down from an operator's tier without relax (priority) to free."""
+        return self.weight <= other.weight and self.limits.no_higher_than(other.limits)
 
 
 DEFAULT_TIERS: dict[str, Tier] = {
