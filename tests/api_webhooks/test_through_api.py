@@ -342,7 +342,8 @@ async def test_a_job_refused_after_the_batch_check_cuts_the_batch_short_and_says
     )
     assert limited.returncode == 0, limited.stderr
     prompts = [f"a fox, take {i}" for i in range(50)]
-    body = {"prompts": prompts, **OPTIONS, "steps": 1}
+    # The fast lane: on a tier with relax (free), "auto" would go on in the relax lane instead of refusing.
+    body = {"prompts": prompts, **OPTIONS, "steps": 1, "lane": "fast"}
     async with http.post(f"{rig.url}/v1/batches", json=body, headers=client.headers) as response:
         assert response.status == 202, await response.text()
         batch = await response.json()
