@@ -5,8 +5,11 @@ allows relax) for the test and back on its tier after; on a tier without relax, 
 
 from __future__ import annotations
 
-from tests.discord.stack import Stack
+import asyncio
+
+from tests.discord import payloads as p
 from tests.discord.helpers import followups, job_id_of, open_settings, toggle, wait_delivered
+from tests.discord.stack import Stack
 from tests.support import run_atelier
 
 
@@ -28,6 +31,21 @@ def _tier(stack: Stack, tier: str | None = None) -> str:
     return done.stdout
 
 
+async def _admitted(stack: Stack, interaction) -> None:
+    """Wait until the job is recorded; a refusal (a follow-up instead) fails at once, saying why."""
+    job_id = job_id_of(interaction)
+
+    async def recorded() -> bool:
+        return await stack.db.fetchval("SELECT count(*) FROM jobs WHERE id = $1", job_id) > 0
+
+    deadline = asyncio.get_running_loop().time() + 60
+    while not await recorded():
+        refusals = followups(stack.emulator, interaction)
+        assert not refusals, f"refused: {refusals[0].content}"
+        assert asyncio.get_running_loop().time() < deadline, f"job {job_id} was never recorded"
+        await asyncio.sleep(0.1)
+
+
 async def test_relax_flag_and_the_settings_lane_choose_the_relax_lane(stack: Stack) -> None:
     emulator = stack.emulator
     refused = await emulator.slash("imagine", {"prompt": "a fox --relax", "model": "tiny"})
@@ -37,11 +55,14 @@ async def test_relax_flag_and_the_settings_lane_choose_the_relax_lane(stack: Sta
 
     before = _tier(stack).split("tier ")[1].split()[0]
     _tier(stack, "free")
+    # A member of its own: on free, 3 unfinished jobs a person, and earlier tests' members may still have some.
+    emulator.users.setdefault("relaxer", p.user(p.mint(), "relaxer"))
     try:
         flagged = await emulator.slash(
-            "imagine", {"prompt": "a fox --relax --steps 2 --seed 1", "model": "tiny"}
+            "imagine", {"prompt": "a fox --relax --steps 2 --seed 1", "model": "tiny"}, user="relaxer"
         )
         await emulator.wait_response(flagged)
+        await _admitted(stack, flagged)
         await wait_delivered(stack, job_id_of(flagged), within=180)
         assert await _lane(stack, job_id_of(flagged)) == "relax"
         await emulator.wait_until(
@@ -53,12 +74,13 @@ async def test_relax_flag_and_the_settings_lane_choose_the_relax_lane(stack: Sta
         assert conflict.callback_type == 4, conflict.callback_data
         assert "--relax and --fast ask for different lanes" in conflict.callback_data["content"]
 
-        panel = await open_settings(emulator, user="alice")
+        panel = await open_settings(emulator, user="alice")  # the panel's buttons are pressed as alice
         await toggle(emulator, panel, "lane", "relax")
         chosen = await emulator.slash(
             "imagine", {"prompt": "a hare --steps 2 --seed 2", "model": "tiny"}, user="alice"
         )
         await emulator.wait_response(chosen)
+        await _admitted(stack, chosen)
         await wait_delivered(stack, job_id_of(chosen), within=180)
         assert await _lane(stack, job_id_of(chosen)) == "relax"
         await toggle(emulator, panel, "lane", "fast")
