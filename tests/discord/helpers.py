@@ -157,9 +157,11 @@ async def open_settings(emulator: DiscordEmulator, user: str = "alice") -> Messa
     return emulator.messages[command.original_message_id]
 
 
-async def toggle(emulator: DiscordEmulator, panel: Message, field: str, expected: str) -> None:
-    """Click a toggle (remix, private) on the settings panel; it must now read `expected`."""
-    click = await emulator.click(panel.id, f"atelier:settings:{field}")
+async def toggle(
+    emulator: DiscordEmulator, panel: Message, field: str, expected: str, user: str = "alice"
+) -> None:
+    """Click a toggle (remix, private) on `user`'s settings panel; it must now read `expected`."""
+    click = await emulator.click(panel.id, f"atelier:settings:{field}", user=user)
     await emulator.wait_response(click)
     assert click.callback_type == 7, click.callback_data  # the panel is redrawn in place
     assert f"{field} **{expected}**" in emulator.messages[panel.id].content

@@ -55,7 +55,8 @@ async def test_relax_flag_and_the_settings_lane_choose_the_relax_lane(stack: Sta
 
     before = _tier(stack).split("tier ")[1].split()[0]
     _tier(stack, "free")
-    # A member of its own: on free, 3 unfinished jobs a person, and earlier tests' members may still have some.
+    # A member of its own: free allows 3 unfinished jobs and 25 images a day a person, and earlier tests'
+    # members (alice above all) may have used both.
     emulator.users.setdefault("relaxer", p.user(p.mint(), "relaxer"))
     try:
         flagged = await emulator.slash(
@@ -74,17 +75,17 @@ async def test_relax_flag_and_the_settings_lane_choose_the_relax_lane(stack: Sta
         assert conflict.callback_type == 4, conflict.callback_data
         assert "--relax and --fast ask for different lanes" in conflict.callback_data["content"]
 
-        panel = await open_settings(emulator, user="alice")  # the panel's buttons are pressed as alice
-        await toggle(emulator, panel, "lane", "relax")
+        panel = await open_settings(emulator, user="relaxer")
+        await toggle(emulator, panel, "lane", "relax", user="relaxer")
         chosen = await emulator.slash(
-            "imagine", {"prompt": "a hare --steps 2 --seed 2", "model": "tiny"}, user="alice"
+            "imagine", {"prompt": "a hare --steps 2 --seed 2", "model": "tiny"}, user="relaxer"
         )
         await emulator.wait_response(chosen)
         await _admitted(stack, chosen)
         await wait_delivered(stack, job_id_of(chosen), within=180)
         assert await _lane(stack, job_id_of(chosen)) == "relax"
-        await toggle(emulator, panel, "lane", "fast")
-        await toggle(emulator, panel, "lane", "auto")
+        await toggle(emulator, panel, "lane", "fast", user="relaxer")
+        await toggle(emulator, panel, "lane", "auto", user="relaxer")
     finally:
         _tier(stack, before)
         await stack.db.execute("UPDATE member_settings SET lane = ''")  # as the other tests expect
