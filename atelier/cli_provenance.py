@@ -1,8 +1,11 @@
 """`atelier replay IMAGE` and `atelier verify IMAGE`: run a generated image's recipe again, and check its
 Content Credentials (jobs.recipe, jobs.provenance).
 
-`replay` prints the new image's path like `atelier imagine`; on the same model revision and configuration its
-decoded pixels equal the original's (the files differ in their signature only). `verify` prints a verdict and
+`replay` prints the new image's path like `atelier imagine`. On the same model revision and configuration the
+replay encodes to the original's bytes (its PNG without text and manifest equals the original's): the file
+written is then the original, byte for byte, recipe and Content Credentials included, since they describe
+exactly these pixels; stderr says so. Otherwise the file is the replay as made (its own recipe and signature)
+and stderr says how far it is from the original (jobs.recipe.compare). `verify` prints a verdict and
 exits 0 when the manifest is valid, marks the image AI-generated, binds the recipe as found, and was signed by a
 certificate this installation trusts (`--any-signer`: by anyone), else 1.
 """
@@ -82,7 +85,19 @@ async def _replay(settings: Settings, args: argparse.Namespace) -> int:
             spec = recipe.replay_spec(registry, found, tiny=settings.tiny_models, loras=view)
         except recipe.RecipeError as exc:
             raise UsageError(f"{args.image}: {exc}") from None
-        return await run_and_wait(runtime, spec, args.out, tenant, args.user)
+        return await run_and_wait(
+            runtime, spec, args.out, tenant, args.user, finish=lambda path: _settle(path, args.image, data)
+        )
+
+
+def _settle(path: Path, original_path: Path, original: bytes) -> None:
+    """Keep the original's bytes at `path` when the replay made the same image; say which it is on stderr."""
+    from jobs.recipe import compare
+
+    same, said = compare(path.read_bytes(), original, str(original_path))
+    if same:
+        path.write_bytes(original)
+    print(f"atelier: {said}", file=sys.stderr)
 
 
 def _summary(found: dict) -> str:

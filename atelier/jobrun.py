@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import sys
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 
 from atelier.cli import CLI_USER
@@ -20,10 +20,12 @@ async def run_and_wait(
     tenant_ref: tuple[str, str] = ("cli", "local"),
     user_id: str = CLI_USER,
     lane: str | None = None,
+    finish: Callable[[Path], None] | None = None,
 ) -> int:
     """Enqueue `spec` for the tenant and person, follow it to the end and print the files it made. `lane`:
     `fast`, `relax` or `auto` (jobs.relax); None: the person's default (`atelier lane`, or /settings in a chat),
-    else `auto`. A job admitted in the relax lane says so on stderr, with its ETA."""
+    else `auto`. A job admitted in the relax lane says so on stderr, with its ETA. `finish`, when given, sees
+    each file before its path is printed (`atelier replay` compares it with the original)."""
     from jobs import prompt_check
     from jobs.heartbeat import live_workers
     from jobs.queue import enqueue
@@ -78,6 +80,8 @@ async def run_and_wait(
         print(f"atelier: job {queued.job_id} failed: {terminal.error}", file=sys.stderr)
         return 1
     for path in terminal.paths:
+        if finish is not None:
+            finish(path)
         print(path)
     job = await Job.get(id=queued.job_id)
     for prompt in job.spec.get("prompts", []) if job.kind == "describe" else []:

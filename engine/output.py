@@ -49,6 +49,37 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_ADDED_CHUNKS = (b"iTXt", b"caBX")  # `with_text`'s text, and the C2PA manifest (jobs.provenance)
+
+
+def png_chunks(png: bytes) -> list[tuple[bytes, bytes]]:
+    """The PNG's chunks as (type, data), in order; ValueError when `png` is not a whole PNG."""
+    if not png.startswith(PNG_SIGNATURE):
+        raise ValueError("not a PNG: no PNG signature")
+    found, at = [], len(PNG_SIGNATURE)
+    while at < len(png):
+        if at + 12 > len(png):
+            raise ValueError("not a whole PNG: it ends inside a chunk")
+        (length,) = struct.unpack(">I", png[at : at + 4])
+        found.append((png[at + 4 : at + 8], png[at + 8 : at + 8 + length]))
+        at += 12 + length
+    if at != len(png):
+        raise ValueError("not a whole PNG: it ends inside a chunk")
+    return found
+
+
+def assemble_png(chunks: list[tuple[bytes, bytes]]) -> bytes:
+    """A PNG of `chunks` ((type, data) pairs, as `png_chunks` gives them), each with its CRC."""
+    return PNG_SIGNATURE + b"".join(_chunk(kind, data) for kind, data in chunks)
+
+
+def pixels_only(png: bytes) -> bytes:
+    """A file Atelier wrote without its text chunks and C2PA manifest: the bytes `png_bytes(image)` gave for its
+    pixels, so two files with equal `pixels_only` hold the same pixels, encoded the same way."""
+    return assemble_png([(kind, data) for kind, data in png_chunks(png) if kind not in _ADDED_CHUNKS])
+
+
 def fit_to_limit(image: Image.Image, max_bytes: int, allow_webp: bool = True) -> tuple[bytes, str]:
     """The image encoded in at most `max_bytes`, with its content type: the PNG when it fits; else WebP (JPEG
     where the platform shows no WebP, e.g. Slack) at falling quality, then made smaller until it fits.

@@ -46,7 +46,7 @@ class Preset:
     safety_checker: bool = False  # the weights include a safety checker (engine.safety); SD 1.5 has one
     safety_adjustment: float = 0.0  # added to the checker's scores: higher flags more (diffusers uses 0.0)
     safety_threshold: float = 0.5  # a safety classifier's score that flags (engine.classifiers)
-    image_classifier: str | None = None  # the image-safety preset run on this model's outputs (else the role's)
+    image_classifier: str | None = None  # the image-safety preset for its outputs (else the role's)
     control: str | None = None  # a ControlNet's condition (canny, depth, openpose) or an annotator's output
     weight_name: str | None = None  # an IP-Adapter's weight file in its repository: models/x.safetensors
 

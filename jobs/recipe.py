@@ -10,8 +10,10 @@ by its hash. A recipe states the prompt in the open: whoever receives the file c
 
 Replay covers images made from a prompt (kind `imagine`): it asks for that one image again, with its seed,
 guidance and settings, count 1, as `atelier imagine` would (`jobs.specs.imagine_spec`, every check included).
-On the same model revision and configuration the decoded pixels are identical; the file's bytes are not, since
-each signature is new (see jobs.provenance). An image made from another image (variations, edits, upscales)
+On the same model revision and configuration the replay encodes to the very bytes the original's pixels did
+(`compare`); its own file differs in the recipe (count 1, index 0) and in a new signature (each C2PA signing
+salts its assertions at random, jobs.provenance), so `atelier replay` then keeps the original file, whose recipe
+and credentials describe exactly those pixels. An image made from another image (variations, edits, upscales)
 records its input by blob key only, so it is not replayed.
 """
 
@@ -101,6 +103,38 @@ def parse(text: str) -> dict:
     ):
         raise RecipeError(f"the image's recipe is not an {FORMAT} recipe")
     return recipe
+
+
+def compare(replayed: bytes, original: bytes, name: str = "the original") -> tuple[bool, str]:
+    """Whether the replay made the original's image, byte for byte once each file's text and manifest are set
+    aside (engine.output.pixels_only), and a sentence saying what was found."""
+    from engine.output import pixels_only
+
+    if pixels_only(replayed) == pixels_only(original):
+        return True, (
+            f"the replay is {name}, byte for byte: its pixels encode to the same PNG, so the file is the "
+            "original's, recipe and Content Credentials included"
+        )
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(io.BytesIO(replayed)) as new, Image.open(io.BytesIO(original)) as old:
+        if new.size != old.size or new.mode != old.mode:
+            found = (
+                f"it is {new.width}x{new.height} {new.mode}, the original {old.width}x{old.height} {old.mode}"
+            )
+        else:
+            a, b = np.asarray(new, dtype=np.int16), np.asarray(old, dtype=np.int16)
+            differ = int(np.count_nonzero(a != b))
+            found = (
+                "its pixels are equal but encoded differently"
+                if differ == 0
+                else f"{differ} of {a.size} pixel values differ, by up to {int(np.abs(a - b).max())} of 255"
+            )
+    return False, (
+        f"the replay differs from {name}: {found} (another model revision, configuration or machine?); the "
+        "file carries the replay's own recipe and signature"
+    )
 
 
 def replay_spec(

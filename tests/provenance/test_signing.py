@@ -11,10 +11,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from PIL import Image
 
 from atelier.settings import Settings
-from engine.output import png_bytes
+from engine.output import assemble_png, png_bytes, png_chunks
 from jobs import provenance, recipe
 from jobs.signing import load_credentials, load_trust
-from tests.provenance.support import assemble, chunks
 
 TEXT = recipe.build(
     "imagine",
@@ -90,10 +89,10 @@ def test_edited_pixels_fail_the_check_even_with_the_recipe_intact(tmp_path) -> N
         chunks_before = image.text
     # The same recipe and manifest over other pixels: the IDAT of another image of the same size and mode.
     other = _signed(credentials, colour="tomato")
-    swapped = assemble(
+    swapped = assemble_png(
         [
-            (k, d) if k != b"IDAT" else next(x for x in chunks(other) if x[0] == b"IDAT")
-            for k, d in chunks(data)
+            (k, d) if k != b"IDAT" else next(x for x in png_chunks(other) if x[0] == b"IDAT")
+            for k, d in png_chunks(data)
         ]
     )
     assert Image.open(io.BytesIO(swapped)).text == chunks_before
