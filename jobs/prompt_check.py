@@ -21,9 +21,11 @@ which expires soon after. The threshold is the worker's preset's: the workers' `
 decides which classifier scores; a front-end's setting only turns the remote check off (`off`: no request is
 sent at all).
 
-Fail-open, documented and counted: when no worker answers within `ATELIER_PROMPT_CHECK_WAIT_S` (5 s by
-default), or a worker's classifier cannot load (no weights, no network; logged once by that worker), the word
-lists alone apply and the request goes on: a missing model or a stopped fleet must not stop every request. A
+Fail-open, documented and counted: when no worker serves prompt checks (none is listed in `SERVERS`: each
+`serve` lists itself there, refreshed every `POP_TIMEOUT_S`, for `PRESENCE_S`), at once; when the workers serving
+do not answer within `ATELIER_PROMPT_CHECK_WAIT_S` (5 s by default); or when a worker's classifier cannot load
+(no weights, no network; logged once by that worker): the word lists alone apply and the request goes on. A
+missing model or a stopped fleet must not stop every request, nor hold each one for the whole bound. A
 front-end logs one warning per outage (until a worker answers again) and counts every unanswered check in
 `atelier_prompt_checks_unanswered_total` (docs/metrics.md). A request carries its expiry (`expires`, the wall
 clock at which its front-end stops waiting): a worker that pops it later drops it unscored, so a worker that
@@ -57,6 +59,8 @@ ANSWERS_PREFIX = "atelier:prompt-check:answers:"
 DEFAULT_WAIT_S = 5.0  # ATELIER_PROMPT_CHECK_WAIT_S
 ANSWER_TTL_S = 30  # a reply list nobody pops (its front-end exited) goes away after this
 POP_TIMEOUT_S = 1  # a listener's or a worker's BLPOP returns this often, so it notices it is stopped
+SERVERS = "atelier:prompt-check:servers"  # sorted set: serving worker id -> listed until (epoch s)
+PRESENCE_S = 5.0  # how long one listing lasts; `serve` renews it every POP_TIMEOUT_S while it runs
 
 BUILTIN = (
     r"\b(loli|lolicon|shota|shotacon)\b",
@@ -122,6 +126,9 @@ class RemoteClassifier:
     async def verdict(self, text: str) -> tuple[float, float] | None:
         """The workers' (score, threshold) of the prompt; None when none answered within `wait_s` (warned once
         per outage, counted) or the answering worker's classifier could not load."""
+        if not await self._served():
+            self._unanswered("no worker serves prompt checks")
+            return None
         if self._listener is None or self._listener.done():
             self._listener = asyncio.create_task(self._listen(), name="prompt-check answers")
         request_id = uuid.uuid4().hex
@@ -141,7 +148,7 @@ class RemoteClassifier:
                     await pipe.execute()
                 result = await answer
         except TimeoutError:
-            self._unanswered()
+            self._unanswered(f"no worker answered a prompt check within {self.wait_s:.1f} s")
             return None
         finally:
             self._pending.pop(request_id, None)
@@ -152,15 +159,19 @@ class RemoteClassifier:
             return None  # the worker's classifier could not load: it logged why
         return float(result["score"]), float(result["threshold"])
 
-    def _unanswered(self) -> None:
+    async def _served(self) -> bool:
+        """Whether some worker lists itself as serving prompt checks now (a Redis error: ask anyway, bounded)."""
+        try:
+            return await self.redis.zcount(SERVERS, time.time(), "+inf") > 0
+        except Exception:  # the request below meets the same outage and times out, failing open
+            return True
+
+    def _unanswered(self, why: str) -> None:
         from jobs import metrics
 
         metrics.PROMPT_CHECKS_UNANSWERED.inc()
         if not self._outage:
-            log.warning(
-                "no worker answered a prompt check within %.1f s; the word lists alone apply until one does",
-                self.wait_s,
-            )
+            log.warning("%s; the word lists alone apply until one does", why)
         self._outage = True
 
     async def _listen(self) -> None:
@@ -198,8 +209,39 @@ async def serve(redis: Any, classifier: PromptClassifier) -> None:
     """A worker's consumer of prompt checks, until cancelled (see the module doc): pop a request, drop it if it
     expired, score it on the classifier's own thread, push the answer to its reply list with a short expiry. A
     Redis outage is logged once and waited out. The classifier loads first, before any request is popped, so the
-    first prompt is not the one that waits for the weights."""
-    await classifier.verdict("warm-up")
+    first prompt is not the one that waits for the weights; the worker lists itself in `SERVERS` from the start
+    (a front-end waits for it meanwhile, within its bound) until it stops."""
+    server = uuid.uuid4().hex
+    listing = asyncio.create_task(_keep_listed(redis, server), name="prompt-check listing")
+    try:
+        await classifier.verdict("warm-up")
+        await _answer_requests(redis, classifier)
+    finally:
+        listing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listing
+        with contextlib.suppress(Exception):
+            await redis.zrem(SERVERS, server)
+
+
+async def advertise(redis: Any, server: str) -> None:
+    """List `server` in `SERVERS` for `PRESENCE_S` from now, dropping listings that lapsed (a killed worker's)."""
+    now = time.time()
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zadd(SERVERS, {server: now + PRESENCE_S})
+        pipe.zremrangebyscore(SERVERS, "-inf", now)
+        pipe.expire(SERVERS, round(2 * PRESENCE_S))
+        await pipe.execute()
+
+
+async def _keep_listed(redis: Any, server: str) -> None:
+    while True:
+        with contextlib.suppress(Exception):  # an outage: the listing lapses, front-ends fail open meanwhile
+            await advertise(redis, server)
+        await asyncio.sleep(POP_TIMEOUT_S)
+
+
+async def _answer_requests(redis: Any, classifier: PromptClassifier) -> None:
     failing = False
     while True:
         try:

@@ -28,7 +28,7 @@ class StoredImage:
     seed: int
     size_bytes: int
     sha256: str
-    flagged: bool = False  # by the model's safety checker: the front-end decides how (or whether) to post it
+    flagged: bool = False  # by the safety filter (checker or classifier): the front-end decides what to post
 
 
 class Replier(Protocol):

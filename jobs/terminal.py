@@ -54,7 +54,7 @@ class TerminalReplier:
             path.write_bytes(await self._blobs.get(image.blob_key))
             self.paths.append(path)
             if image.flagged:  # the person at the terminal asked for it: saved, with a note
-                self._console.print(f"[yellow]{path} was flagged by the model's safety checker[/]")
+                self._console.print(f"[yellow]{path} was flagged by the safety filter[/]")
 
     async def failure(self, job: Job, message: str) -> None:
         self._stop()

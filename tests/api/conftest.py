@@ -53,7 +53,7 @@ async def api_database_url(postgres_databases) -> str:
 
 @dataclass(frozen=True)
 class Rig:
-    """The session's processes: the API at `url`, the worker's /metrics at `worker_metrics`."""
+    """This area's processes: the API at `url`, the worker's /metrics at `worker_metrics`."""
 
     url: str
     env: dict[str, str]
@@ -63,7 +63,7 @@ class Rig:
     database_url: str
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def rig(tmp_path_factory: pytest.TempPathFactory, api_models: Path, api_database_url: str) -> Iterator[Rig]:
     client = redis.Redis.from_url(REDIS_URL)
     client.flushdb()
@@ -94,7 +94,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory, api_models: Path, api_database
         client.close()
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
+@pytest_asyncio.fixture(scope="package", loop_scope="session")
 async def database(rig: Rig) -> AsyncIterator[str]:
     """This test process's own connection to the rig's database (to read jobs, images and the ledger)."""
     await init_db(rig.database_url)

@@ -37,7 +37,7 @@ def edit_models(models_dir: Path, registry: Registry) -> Path:
     return models_dir
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cache(edit_models: Path) -> PipelineCache:
     return PipelineCache(cache_dir=edit_models, device=torch.device("cpu"), dtype=torch.float32)
 
@@ -62,11 +62,11 @@ async def edit_database_url(postgres_databases) -> str:
     return await postgres_databases("atelier_test_edit")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def worker_env(
     tmp_path_factory: pytest.TempPathFactory, edit_models: Path, edit_database_url: str
 ) -> Iterator[dict[str, str]]:
-    """Environment for CLI subprocesses served by one `atelier worker` process started here for the session."""
+    """Environment for CLI subprocesses served by one `atelier worker` process started here for this area (it stops when the area is done)."""
     client = redis.Redis.from_url(REDIS_URL)
     client.flushdb()
     root = tmp_path_factory.mktemp("edit-services")

@@ -36,13 +36,13 @@ def registry() -> Registry:
     return Registry.load()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def enhancer(models_dir: Path) -> Enhancer:
-    """A CPU enhancer whose models stay loaded for the whole session."""
+    """A CPU enhancer whose models stay loaded while this area runs."""
     return Enhancer(models_dir, device=torch.device("cpu"), dtype=torch.float32)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def restored_astronaut(enhancer: Enhancer, registry: Registry) -> FaceRestoration:
     """The astronaut with her face restored by the tiny GFPGAN (the default face restorer's counterpart)."""
     return enhancer.restore_faces(registry.resolve(None, role="face", tiny=True), astronaut())
@@ -89,11 +89,11 @@ def run_worker(runtime: Runtime) -> Callable:
     return run
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def worker_env(
     tmp_path_factory: pytest.TempPathFactory, models_dir: Path, enhance_database_url: str, clean_redis: str
 ) -> Iterator[dict[str, str]]:
-    """Environment for CLI subprocesses served by one `atelier worker` process started here for the session."""
+    """Environment for CLI subprocesses served by one `atelier worker` process started here for this area (it stops when the area is done)."""
     root = tmp_path_factory.mktemp("enhance-services")
     env = service_env(
         root,

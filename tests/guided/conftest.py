@@ -33,7 +33,7 @@ async def guided_database_url(postgres_databases) -> str:
     return await postgres_databases("atelier_test_guided")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def worker_env(
     tmp_path_factory: pytest.TempPathFactory, guided_models: Path, guided_database_url: str
 ) -> Iterator[dict[str, str]]:

@@ -1,5 +1,7 @@
 """The image classifier runs in the worker on every output whatever the model (issue 17, item 2): tiny SDXL and
-Flux images flagged by the strict tiny classifier are stored flagged, the plain tiny ones are not."""
+Flux images flagged by the strict tiny classifier are stored flagged, the plain tiny ones are not, and the flag
+reaches a replier (what Discord's and Slack's act on by the channel's policy: tests/discord and tests/slack
+test_safety_policy) as the SD 1.5 checker's does."""
 
 from __future__ import annotations
 
@@ -7,10 +9,29 @@ import pytest
 
 from atelier.runtime import Runtime
 from jobs.queue import enqueue
+from jobs.replier import StoredImage, relay
 from jobs.specs import ReplyTarget, imagine_spec
 from storage.models import Image, Job, JobStatus
 
 CLI = ReplyTarget(platform="cli")
+
+
+class Results:
+    """A replier that keeps the images of the result it is told (the `jobs.replier.Replier` protocol)."""
+
+    images: list[StoredImage] | None = None
+
+    async def queued(self, job, position, eta_s, *, lane="fast") -> None:
+        pass
+
+    async def progress(self, job, step, total, preview) -> None:
+        pass
+
+    async def result(self, job, images: list[StoredImage]) -> None:
+        self.images = images
+
+    async def failure(self, job, message: str) -> None:
+        raise AssertionError(f"the job failed: {message}")
 
 
 @pytest.mark.parametrize(
@@ -35,3 +56,6 @@ async def test_the_worker_flags_sdxl_and_flux_outputs(
         flagged,
         flagged,
     ]
+    told = Results()
+    await relay(runtime.redis, job, told)
+    assert told.images is not None and [i.flagged for i in told.images] == [flagged, flagged]

@@ -1,7 +1,8 @@
 """The prompt classifier runs on the workers, not in the front-ends (issue 17, item 2; issue 10's bot budget): a
 front-end sends each prompt to the workers over Redis and waits a bounded time for the verdict, before anything
-is queued. A real worker process refuses a command's prompt naming the classifier; with no worker answering, a
-request is admitted on the word lists alone within the bound, counted and warned about once; a request nobody
+is queued. A real worker process refuses a command's prompt naming the classifier; with no worker serving, a
+request is admitted on the word lists alone at once, and with one listed that does not answer, within the
+bound, counted and warned about once; a request nobody
 waits for any more is dropped unscored; `off` sends nothing; and a front-end that checks a prompt never imports
 torch."""
 
@@ -89,19 +90,28 @@ async def test_unanswered_checks_are_admitted_on_word_lists_within_the_bound(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="jobs.prompt_check")
     before = _unanswered()
+    # No worker serves prompt checks: admitted at once on the word lists, nothing sent, counted.
     for n in range(2):
         started = time.monotonic()
-        assert (await _submit(runtime, "a lighthouse at dusk", f"t:unanswered:{n}")).created
-        assert 0.5 <= time.monotonic() - started < 3.0
+        assert (await _submit(runtime, "a lighthouse at dusk", f"t:unserved:{n}")).created
+        assert time.monotonic() - started < 0.5
     assert _unanswered() == before + 2
-    warnings = [r for r in caplog.records if "no worker answered a prompt check" in r.getMessage()]
-    assert len(warnings) == 1, warnings  # once per outage, not per request
+    assert await runtime.redis.llen(prompt_check.REQUESTS) == 0
     with pytest.raises(PromptRefused, match="built-in prompt list"):
-        await _submit(runtime, "a loli", "t:unanswered:builtin")  # the word lists still apply
+        await _submit(runtime, "a loli", "t:unserved:builtin")  # the word lists still apply
 
-    # The two requests nobody waits for any more are still on the list: a worker that comes up now drops them
+    # A worker listed as serving that does not answer (hung, or busy past the bound): admitted after the bound.
+    await prompt_check.advertise(runtime.redis, "hung-worker")
+    started = time.monotonic()
+    assert (await _submit(runtime, "a lighthouse at dusk", "t:unanswered")).created
+    assert 0.5 <= time.monotonic() - started < 3.0
+    assert _unanswered() == before + 3
+    warnings = [r for r in caplog.records if "the word lists alone apply" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # once per outage, not per request
+
+    # The request nobody waits for any more is still on the list: a worker that comes up now drops it
     # unscored, and answers the next one, which is admitted with no further count.
-    assert await runtime.redis.llen(prompt_check.REQUESTS) == 2
+    assert await runtime.redis.llen(prompt_check.REQUESTS) == 1
     classifier = prompt_check.local_classifier()
     await classifier.verdict("load it before the 0.5 s bound starts")
     task = asyncio.create_task(prompt_check.serve(runtime.redis, classifier))
@@ -111,8 +121,10 @@ async def test_unanswered_checks_are_admitted_on_word_lists_within_the_bound(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    assert _unanswered() == before + 2
+    assert _unanswered() == before + 3
     assert await runtime.redis.llen(prompt_check.REQUESTS) == 0
+    # A worker that stops takes itself off the list (the hung one lapses after PRESENCE_S).
+    assert await runtime.redis.zrange(prompt_check.SERVERS, 0, -1) == [b"hung-worker"]
 
 
 async def test_an_expired_request_is_dropped_unscored(runtime: Runtime) -> None:
@@ -153,6 +165,7 @@ from jobs.specs import imagine_spec
 async def main():
     async with Runtime.open(Settings()) as runtime:
         spec = imagine_spec(runtime.registry, prompt="a lighthouse at dusk", model="tiny", tiny=True)
+        await prompt_check.advertise(runtime.redis, "a worker that never answers")
         await prompt_check.check(spec, None)
         listed = await runtime.redis.exists(prompt_check.REQUESTS)
     print(json.dumps({"torch": "torch" in sys.modules, "transformers": "transformers" in sys.modules,
@@ -188,5 +201,6 @@ async def test_a_front_end_checking_a_prompt_does_not_load_torch(
     )
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout.strip().splitlines()[-1])
-    # It asked the workers (nobody answered, so it went on), and loaded neither torch nor transformers.
+    # It asked the listed worker (which never answered, so it went on), and loaded neither torch nor
+    # transformers.
     assert seen == {"torch": False, "transformers": False, "asked": 1}
