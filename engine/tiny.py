@@ -39,6 +39,7 @@ from transformers import (
 )
 
 from engine.registry import Preset
+from engine.rng import seeded
 from engine.tiny_tokenizers import CLIP_MAX_LENGTH, clip_tokenizer, clip_vocab, t5_tokenizer, t5_vocab
 
 BUILD = 2
@@ -75,8 +76,7 @@ def build(preset: Preset) -> diffusers.DiffusionPipeline:
     if preset.family not in builders:
         raise ValueError(f"no tiny builder for family {preset.family!r}; families: {', '.join(builders)}")
     pipeline_class = getattr(diffusers, preset.pipeline)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SEED)
+    with seeded(SEED):
         return pipeline_class(**builders[preset.family](inpaint=preset.role == "inpaint"))
 
 

@@ -42,6 +42,7 @@ from transformers import (
 
 from engine import tiny
 from engine.registry import Preset
+from engine.rng import seeded
 
 BUILD = 2
 """Version of the configs below; a cached build stamped with another version is rebuilt."""
@@ -74,8 +75,7 @@ def ensure_built(preset: Preset, cache_dir: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{preset.name}-build-", dir=target.parent))
     try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(tiny.SEED)
+        with seeded(tiny.SEED):
             builders[preset.role](preset, staging)
         (staging / tiny.STAMP).write_text(json.dumps(stamp, sort_keys=True))
         tiny._publish(staging, target, preset)

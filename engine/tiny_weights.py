@@ -29,6 +29,7 @@ from safetensors.torch import save_file
 
 from engine.enhance_presets import upscale_factor
 from engine.registry import Preset
+from engine.rng import seeded
 
 BUILD = 1
 """Version of the builders below; it is part of the file name, so a new version is built next to the old."""
@@ -48,8 +49,7 @@ def ensure_weights(preset: Preset, cache_dir: Path) -> Path:
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SEED)
+    with seeded(SEED):
         state = build(preset)
     handle, staging = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
     os.close(handle)

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from PIL import Image, ImageOps
 
+from engine.rng import seeded
 from engine.training_config import (  # noqa: F401 (re-exported: the training API in one place)
     CHECKPOINT_FILE,
     FAMILY_DEFAULTS,
@@ -141,8 +142,7 @@ def train_lora(
     unet = pipeline.unet
     for module in _frozen_modules(pipeline):
         module.requires_grad_(False)
-    with torch.random.fork_rng(devices=[]):  # the same seed starts from the same LoRA weights
-        torch.manual_seed(config.seed)
+    with seeded(config.seed):  # the same seed starts from the same LoRA weights
         unet.add_adapter(
             LoraConfig(
                 r=config.rank,

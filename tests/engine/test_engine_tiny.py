@@ -71,6 +71,29 @@ def test_builds_are_reproducible_and_leave_the_global_rng_alone(registry: Regist
         assert all(torch.equal(one[key], two[key]) for key in one)
 
 
+def test_builds_on_two_threads_at_once_are_the_same_as_alone(registry: Registry) -> None:
+    """A worker builds on several threads (a job's pipeline, the prompt classifier): the global generator they
+    share must not interleave their draws (engine.rng), or `tiny` differs from `tiny-strict` run by run."""
+    alone = build(registry.get("tiny")).unet.state_dict()
+    built: dict[str, diffusers.DiffusionPipeline] = {}
+    start = threading.Barrier(4)
+
+    def build_one(name: str) -> None:
+        start.wait()
+        built[name] = build(registry.get(name))
+
+    threads = [
+        threading.Thread(target=build_one, args=(n,)) for n in ("tiny", "tiny-strict", "tiny-sdxl", "tiny")
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for name in ("tiny", "tiny-strict"):
+        state = built[name].unet.state_dict()
+        assert all(torch.equal(alone[key], state[key]) for key in alone), name
+
+
 def test_tokenizers_survive_saving_and_reloading(tiny_cache: Path) -> None:
     prompt = "A red fox, jumping over 2 lazy dogs!"
     flux = diffusers.FluxPipeline.from_pretrained(tiny_cache / "tiny-flux")
