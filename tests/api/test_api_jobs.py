@@ -34,7 +34,7 @@ LOCAL_QUEUE = "atelier:test-api-local"  # served only by the workers these tests
 REQUEST = {"prompt": "a kite", "model": "tiny", "steps": 2, "seed": 5}
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def local_runtime(rig: Rig, database: str) -> AsyncIterator[Runtime]:
     settings = Settings(
         redis_url=rig.redis_url,
