@@ -20,6 +20,7 @@ from typing import Any
 import diffusers
 import torch
 
+from engine.building import exclusive
 from engine.loading import load_pipeline, pipeline_bytes, place
 from engine.registry import Preset
 
@@ -69,7 +70,8 @@ class PipelineCache:
             return self._pipelines[preset.name]
         self.misses += 1
         started = time.perf_counter()
-        pipeline = load_pipeline(preset, cache_dir=self.cache_dir, dtype=self.dtype)
+        with exclusive():  # transformers' loading is not thread-safe (engine.building)
+            pipeline = load_pipeline(preset, cache_dir=self.cache_dir, dtype=self.dtype)
         size = pipeline_bytes(pipeline)
         self._make_room(size, for_name=preset.name)
         place(pipeline, self.device)
@@ -88,7 +90,8 @@ class PipelineCache:
             return self._pipelines[preset.name]
         self.misses += 1
         started = time.perf_counter()
-        model, size = load()
+        with exclusive():
+            model, size = load()
         self._make_room(size, for_name=preset.name)
         if hasattr(model, "to"):
             model.to(self.device)

@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 from transformers import CLIPImageProcessor
 
+from engine.building import exclusive
 from engine.registry import Preset
 
 SPECIAL_CARE_BOOST = 0.01  # what a special-care hit adds to the other concepts' scores (as in diffusers)
@@ -48,10 +49,11 @@ class SafetyChecker:
         from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
 
         variant = {"variant": preset.variant} if preset.variant else {}
-        model = StableDiffusionSafetyChecker.from_pretrained(
-            source, subfolder="safety_checker", torch_dtype=dtype, **variant
-        )
-        processor = CLIPImageProcessor.from_pretrained(source, subfolder="feature_extractor")
+        with exclusive():  # transformers' loading is not thread-safe (engine.building)
+            model = StableDiffusionSafetyChecker.from_pretrained(
+                source, subfolder="safety_checker", torch_dtype=dtype, **variant
+            )
+            processor = CLIPImageProcessor.from_pretrained(source, subfolder="feature_extractor")
         return cls(model.to(device).eval(), processor, preset.safety_adjustment)
 
     @torch.inference_mode()

@@ -38,8 +38,8 @@ from transformers import (
     T5EncoderModel,
 )
 
+from engine.building import seeded
 from engine.registry import Preset
-from engine.rng import seeded
 from engine.tiny_tokenizers import CLIP_MAX_LENGTH, clip_tokenizer, clip_vocab, t5_tokenizer, t5_vocab
 
 BUILD = 2

@@ -41,8 +41,8 @@ from transformers import (
 )
 
 from engine import tiny
+from engine.building import seeded
 from engine.registry import Preset
-from engine.rng import seeded
 
 BUILD = 2
 """Version of the configs below; a cached build stamped with another version is rebuilt."""

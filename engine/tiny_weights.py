@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from engine.building import seeded
 from engine.enhance_presets import upscale_factor
 from engine.registry import Preset
-from engine.rng import seeded
 
 BUILD = 1
 """Version of the builders below; it is part of the file name, so a new version is built next to the old."""

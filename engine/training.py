@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from PIL import Image, ImageOps
 
-from engine.rng import seeded
+from engine.building import seeded
 from engine.training_config import (  # noqa: F401 (re-exported: the training API in one place)
     CHECKPOINT_FILE,
     FAMILY_DEFAULTS,

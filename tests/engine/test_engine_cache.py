@@ -85,3 +85,39 @@ def test_pipelines_are_placed_on_the_engine_device_in_its_dtype(registry: Regist
     pipeline = engine.cache.get(registry.get("tiny-flux"))
     assert pipeline.transformer.dtype == torch.bfloat16
     assert pipeline.device == torch.device("cpu")
+
+
+def test_loads_on_two_threads_at_once_leave_transformers_as_it_was(
+    registry: Registry, tiny_cache: Path
+) -> None:
+    """transformers' loading swaps process-wide functions while it runs (`PreTrainedModel.tie_weights`): two
+    loads at once could leave them swapped, and every later T5 untied (engine.building). A worker loads a job's
+    pipeline and its prompt classifier on two threads, as here: afterwards loading works as before."""
+    import threading
+
+    from transformers import PreTrainedModel
+
+    from engine.cache import PipelineCache
+
+    tie_weights = PreTrainedModel.tie_weights
+    for _ in range(3):
+        cpu = torch.device("cpu")
+        caches = [PipelineCache(cache_dir=tiny_cache, device=cpu, dtype=torch.float32) for _ in range(3)]
+        start = threading.Barrier(3)
+
+        def load(cache: PipelineCache, name: str, start: threading.Barrier = start) -> None:
+            start.wait()
+            cache.get(registry.get(name))
+
+        threads = [
+            threading.Thread(target=load, args=(cache, name))
+            for cache, name in zip(caches, ["tiny-flux", "tiny-sdxl", "tiny"], strict=True)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert PreTrainedModel.tie_weights is tie_weights
+        flux = caches[0].get(registry.get("tiny-flux"))
+        t5 = flux.text_encoder_2
+        assert t5.encoder.embed_tokens.weight is t5.shared.weight

@@ -73,7 +73,7 @@ def test_builds_are_reproducible_and_leave_the_global_rng_alone(registry: Regist
 
 def test_builds_on_two_threads_at_once_are_the_same_as_alone(registry: Registry) -> None:
     """A worker builds on several threads (a job's pipeline, the prompt classifier): the global generator they
-    share must not interleave their draws (engine.rng), or `tiny` differs from `tiny-strict` run by run."""
+    share must not interleave their draws (engine.building), or `tiny` differs from `tiny-strict` run by run."""
     alone = build(registry.get("tiny")).unet.state_dict()
     built: dict[str, diffusers.DiffusionPipeline] = {}
     start = threading.Barrier(4)
