@@ -70,8 +70,7 @@ class PipelineCache:
             return self._pipelines[preset.name]
         self.misses += 1
         started = time.perf_counter()
-        with exclusive():  # transformers' loading is not thread-safe (engine.building)
-            pipeline = load_pipeline(preset, cache_dir=self.cache_dir, dtype=self.dtype)
+        pipeline = load_pipeline(preset, cache_dir=self.cache_dir, dtype=self.dtype)
         size = pipeline_bytes(pipeline)
         self._make_room(size, for_name=preset.name)
         place(pipeline, self.device)
@@ -90,7 +89,7 @@ class PipelineCache:
             return self._pipelines[preset.name]
         self.misses += 1
         started = time.perf_counter()
-        with exclusive():
+        with exclusive():  # transformers' loading is not thread-safe (engine.building)
             model, size = load()
         self._make_room(size, for_name=preset.name)
         if hasattr(model, "to"):

@@ -9,6 +9,7 @@ from pathlib import Path
 import diffusers
 import torch
 
+from engine.building import exclusive
 from engine.registry import Preset
 from engine.tiny import ensure_built
 
@@ -26,7 +27,8 @@ def load_pipeline(preset: Preset, *, cache_dir: Path, dtype: torch.dtype) -> dif
     options: dict = {"variant": preset.variant} if preset.variant else {}
     if "safety_checker" in inspect.signature(pipeline_class.__init__).parameters:
         options |= {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
-    pipeline = pipeline_class.from_pretrained(weights_source(preset, cache_dir), dtype=dtype, **options)
+    with exclusive():  # transformers' loading is not thread-safe (engine.building)
+        pipeline = pipeline_class.from_pretrained(weights_source(preset, cache_dir), dtype=dtype, **options)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 

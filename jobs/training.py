@@ -237,7 +237,6 @@ def _check_dataset(dataset_zip: bytes) -> None:
 async def _run_training(
     services: WorkerServices, job: Job, spec: TrainLora, lora: LoraModel, progress: Progress, work_dir: Path
 ) -> list[Produced]:
-    from engine.building import exclusive
     from engine.loading import load_pipeline
     from engine.training import TrainingConfig, read_dataset, train_lora
 
@@ -265,8 +264,7 @@ async def _run_training(
     output = work_dir / f"{spec.name}.safetensors"
 
     def blocking():
-        with exclusive():  # transformers' loading is not thread-safe (engine.building)
-            pipeline = load_pipeline(preset, cache_dir=engine.cache.cache_dir, dtype=engine.dtype)
+        pipeline = load_pipeline(preset, cache_dir=engine.cache.cache_dir, dtype=engine.dtype)
         pipeline.to(engine.device)
         examples = read_dataset(dataset, spec.trigger)
         return train_lora(
